@@ -52,9 +52,28 @@ def build_tiny_backbone(folder: Path, arch: str = "llama") -> Path:
         cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256,
                          bos_token_id=0, eos_token_id=0, pad_token_id=0)
         model = GPT2LMHeadModel(cfg)
+    _pretrain(model, tokenizer)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def _pretrain(model, tokenizer, steps: int = 150) -> None:
+    """A few hundred milliseconds of language modelling on the corpus, so the tiny LM reacts to its input like a
+    real one (a random LM ignores its context, and nothing could be learned through it)."""
+    texts = _corpus_text()
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(texts), (32,), generator=gen)
+        loss = model(input_ids=enc.input_ids[idx], attention_mask=enc.attention_mask[idx], labels=labels[idx]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,47 @@ def inspect(path: Path = typer.Argument(..., help="A prepared dataset folder."),
 
 
 @app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="Experiment YAML (see configs/); defaults if omitted."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set training.lr=3e-4 (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue the run in the output folder from its last checkpoint."),
+) -> None:
+    """Train BrainLLM (warm-up, then generation loss with early stopping on the validation split)."""
+    from . import config as cfg_mod
+    from .training import train as run
+
+    cfg = cfg_mod.load(config, set_)
+    state = run(cfg, resume=resume)
+    typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
+
+
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),
+    split: str = typer.Option("test", help="train, valid or test."),
+    condition: list[str] = typer.Option(["brain"], help="brain, permuted, no_brain (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a generation setting: --set method=greedy."),
+    permutations: Optional[int] = typer.Option(None, help="PerBrainLLM repeats (default: the run's config)."),
+    crossloss: int = typer.Option(0, help="Also score this many samples under every other sample's frames "
+                                          "(identification accuracy); 0 = skip."),
+) -> None:
+    """Decode a split under input conditions -> RUN/predictions/<split>_<condition>.jsonl."""
+    from .config import GenerationConfig, apply_overrides
+    from .generation import cross_losses, generate_predictions
+    from .runs import load_run
+
+    run = load_run(run_dir)
+    values = apply_overrides(dict(run.config.generation.__dict__), set_)
+    if permutations is not None:
+        values["permutations"] = permutations
+    gen_cfg = GenerationConfig(**values)
+    for cond in condition:
+        typer.echo(f"wrote {generate_predictions(run, split, cond, gen_cfg)}")
+    if crossloss:
+        typer.echo(f"wrote {cross_losses(run, split, crossloss, batch_size=gen_cfg.batch_size)}")
+
+
+@app.command()
 def backbones() -> None:
     """List the backbones this machine can load offline, and how to add the missing ones."""
     from . import backbones as bb

@@ -1,0 +1,76 @@
+"""Shared benchmark helpers: host description, measured matmul peak, timing, JSON output.
+
+Every benchmark prints the host's CPU flags that matter and its own measured matmul peak, and compares
+configurations as ratios measured in the same run (these machines differ and are noisy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+
+def host_info() -> dict:
+    flags = ""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
+        flags = next((l for l in cpuinfo.splitlines() if l.startswith("flags")), "")
+    except OSError:
+        model = platform.processor()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"cpu": model, "flags": [f for f in wanted if f" {f}" in flags], "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
+    """Best achieved GFLOP/s of an n x n matmul on this host (our own measurement, not a datasheet)."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of `repeats` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = [max(len(c), *(len(f"{r.get(c, '')}") for r in rows)) for c in columns]
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("-|-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(f"{r.get(c, '')}".ljust(w) for c, w in zip(columns, widths)))
+
+
+def write_json(name: str, payload: dict) -> Path:
+    out = Path(os.environ.get("BRAINLLM_BENCH_DIR", "benchmarks/results"))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    return path

@@ -1,0 +1,120 @@
+"""Training-step throughput of BrainLLM with SmolLM2-135M on the simulated sentence design (batch 8).
+
+Compares, in one run on this host:
+  * brainllm: dynamic padding to the longest sequence, logits only at target positions, inference_mode eval;
+  * authors-style: every text padded to 64 tokens, logits over all positions, autograd kept during evaluation
+    (what the reference code does);
+and prints samples/s, achieved model GFLOP/s as a fraction of this host's measured matmul peak, peak RSS, and
+the ratio. bfloat16 rows run only where the device computes bf16 natively (see DESIGN.md).
+
+    .venv/bin/python benchmarks/train_step.py [--steps 6] [--backbone smollm2-135m]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from _common import host_info, matmul_peak, peak_rss_mb, print_table, timed, write_json
+from brainllm import backbones
+from brainllm.data.simulate import simulate
+from brainllm.model import BrainLLM, Collator, TextEncoder, build_adapter
+from brainllm.model.collate import PAD, Batch
+
+FIXED_TEXT = 64  # the authors pad prompt+continuation to 64 tokens
+
+
+def pad_fixed(batch: Batch, prefix: int) -> Batch:
+    """Right-pad a batch to prefix + 64 positions (the authors' fixed padding)."""
+    length = prefix + FIXED_TEXT
+    extra = length - batch.kind.shape[1]
+    if extra <= 0:
+        return batch
+    pad = lambda t, v: F.pad(t, (0, extra), value=v)  # noqa: E731
+    return Batch(batch.ids, pad(batch.token_ids, 0), pad(batch.kind, PAD), pad(batch.brain_pos, 0),
+                 pad(batch.attention_mask, 0), batch.frames, batch.frame_mask, batch.target_batch, batch.target_pos,
+                 batch.target_ids, batch.warmup_ids, batch.warmup_mask)
+
+
+def full_logits_loss(model: BrainLLM, batch: Batch) -> torch.Tensor:
+    logits = model.backbone(inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask).logits
+    return F.cross_entropy(logits[batch.target_batch, batch.target_pos].float(), batch.target_ids)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    info = host_info()
+    peak32 = matmul_peak(torch.float32, device=device)
+    print(f"host: {info}\nmeasured matmul peak float32: {peak32:.1f} GFLOP/s")
+    ds = simulate(design="sentence", passages=30, voxels=900, components=200, seed=0).dataset
+    dtypes = ["float32"]
+    if device == "cuda" or backbones.cpu_has_native_bf16():
+        dtypes.append("bfloat16")
+    else:
+        print("bfloat16 skipped: this CPU has no native bf16 (avx512_bf16/amx_bf16)")
+    rows = []
+    for dtype in dtypes:
+        torch.manual_seed(0)
+        backbone, tok = backbones.load(args.backbone, dtype=dtype, device=device)
+        n_params = sum(p.numel() for n, p in backbone.named_parameters() if "embed" not in n and "wte" not in n)
+        model = BrainLLM(backbone, build_adapter("mlp", ds.feature_dim, backbone.config.hidden_size).to(device))
+        model.boundary.data = model.boundary.data.to(device)
+        enc = TextEncoder(tok)
+        samples = enc.encode_all(ds, [s.id for s in ds][: args.batch_size * args.steps])
+        collate = Collator(ds.frames, enc)
+        batches = [collate(samples[i:i + args.batch_size]).to(device) for i in range(0, len(samples), args.batch_size)]
+        prefix = 1 + 1 + 1  # <brain> v_1 </brain> (T = 1 in the sentence design)
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        model.train()
+        for name, make_batch, loss_fn in (
+            ("brainllm", lambda b: b, lambda m, b: m(b)["loss"]),
+            ("authors-style", lambda b: pad_fixed(b, prefix), full_logits_loss),
+        ):
+            ready = [make_batch(b) for b in batches]
+            it = iter(range(10 ** 9))
+
+            def step():
+                b = ready[next(it) % len(ready)]
+                loss = loss_fn(model, b)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+
+            seconds = timed(step, args.steps)
+            real_tokens = sum(int(b.attention_mask.sum()) for b in batches) / len(batches)
+            # forward 2*P per token, backward without weight gradients about 2*P more
+            flops = 4 * n_params * real_tokens
+            rows.append({"dtype": dtype, "config": name, "train_samples_s": round(args.batch_size / seconds, 2),
+                         "s_per_step": round(seconds, 3), "useful_GFLOP_s": round(flops / seconds / 1e9, 1),
+                         "frac_of_peak": round(flops / seconds / 1e9 / peak32, 3),
+                         "mean_len": round(sum(b.kind.shape[1] for b in ready) / len(ready), 1)})
+
+            def evaluate():
+                ctx = torch.inference_mode() if name == "brainllm" else torch.enable_grad()
+                with ctx:
+                    for b in ready[:2]:
+                        loss_fn(model, b)
+
+            rows[-1]["eval_samples_s"] = round(2 * args.batch_size / timed(evaluate, 3), 2)
+        rows[-1]["peak_rss_mb"] = rows[-2]["peak_rss_mb"] = round(peak_rss_mb())
+    for dtype in dtypes:
+        ours, theirs = [next(r for r in rows if r["dtype"] == dtype and r["config"] == c)
+                        for c in ("brainllm", "authors-style")]
+        ours["train_speedup"] = round(ours["train_samples_s"] / theirs["train_samples_s"], 2)
+        ours["eval_speedup"] = round(ours["eval_samples_s"] / theirs["eval_samples_s"], 2)
+    print_table(rows, ["dtype", "config", "mean_len", "s_per_step", "train_samples_s", "eval_samples_s",
+                       "useful_GFLOP_s", "frac_of_peak", "peak_rss_mb", "train_speedup", "eval_speedup"])
+    print(f"wrote {write_json('train_step', {'host': info, 'peak_gflops_fp32': peak32, 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Batched decoding for a split and an input condition -> RUN/predictions/<split>_<condition>.jsonl.
+
+Conditions (all from the same trained run where they use it):
+* `brain` (BrainLLM): true frames + text prompt (for a run trained with `condition: no_text`, frames only);
+* `permuted` (PerBrainLLM): each sample gets the frames of a sample from another stimulus, repeated for
+  `permutations` different derangements (rows carry `permutation` and `frames_from`);
+* `no_brain` (StdLLM): the bare backbone with the text prompt only (no adapter, no boundary vectors).
+
+Each row also holds the teacher-forced loss (mean cross-entropy per continuation token + EOS, in nats) under that
+condition, computed with right padding, while decoding uses left-padded `inputs_embeds` and the KV cache. Everything
+runs under `torch.inference_mode()`. `crossloss` writes the loss of every (text, frames) pairing of a subset of
+samples, for identification accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import GenerationConfig
+from .errors import ConfigError
+from .io import write_json, write_jsonl
+from .model import Collator, EncodedSample
+from .model.collate import permute_frames
+from .runs import LoadedRun
+from .training import _progress
+
+log = logging.getLogger(__name__)
+
+GENERATION_CONDITIONS = ("brain", "permuted", "no_brain")
+
+
+def decoding_kwargs(cfg: GenerationConfig, encoder) -> dict:
+    """Arguments for HF `generate` from our settings (only new tokens come back with inputs_embeds)."""
+    common = {"max_new_tokens": cfg.max_new_tokens, "min_new_tokens": cfg.min_new_tokens,
+              "eos_token_id": encoder.eos_id, "pad_token_id": encoder.pad_id, "use_cache": True}
+    if cfg.method == "beam":
+        return {**common, "num_beams": cfg.num_beams, "do_sample": False,
+                "repetition_penalty": cfg.repetition_penalty, "early_stopping": False}
+    if cfg.method == "greedy":
+        return {**common, "num_beams": 1, "do_sample": False, "repetition_penalty": cfg.repetition_penalty}
+    if cfg.method == "sample":
+        return {**common, "num_beams": 1, "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                "repetition_penalty": cfg.repetition_penalty}
+    raise ConfigError(f"generation.method must be beam, greedy or sample, got '{cfg.method}'.")
+
+
+def _layout(run: LoadedRun, condition: str) -> str:
+    if condition == "no_brain":
+        return "no_brain"
+    return "no_text" if run.config.model.condition == "no_text" else "brain"
+
+
+@torch.inference_mode()
+def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, batch_size: int
+                          ) -> np.ndarray:
+    """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats."""
+    collate = Collator(run.dataset.frames, run.encoder, layout)
+    device = run.model.boundary.device
+    out = []
+    for start in range(0, len(samples), batch_size):
+        batch = collate(samples[start:start + batch_size]).to(device)
+        out.append(run.model(batch)["sample_loss"].float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@torch.inference_mode()
+def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+           desc: str = "generate") -> list[str]:
+    """Generated continuation text of each sample (cut at EOS, special tokens removed)."""
+    collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True)
+    kwargs = decoding_kwargs(cfg, run.encoder)
+    device = run.model.boundary.device
+    texts: list[str] = []
+    batches = [samples[s:s + cfg.batch_size] for s in range(0, len(samples), cfg.batch_size)]
+    for i, chunk in enumerate(_progress(batches, desc, True)):
+        if cfg.method == "sample":
+            torch.manual_seed(cfg.seed * 100003 + i)
+        ids = run.model.generate(collate(chunk).to(device), **kwargs)
+        texts.extend(run.encoder.decode(seq) for seq in ids)
+    return texts
+
+
+def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "brain",
+                         cfg: GenerationConfig | None = None) -> Path:
+    """Decode and score one split under one condition; writes predictions/<split>_<condition>.jsonl + .json."""
+    cfg = cfg or run.config.generation
+    if condition not in GENERATION_CONDITIONS:
+        raise ConfigError(f"condition must be one of {GENERATION_CONDITIONS}, got '{condition}'.")
+    if split == "test" or split == "valid" or split == "train":
+        ids = run.split.ids(split)
+    else:
+        raise ConfigError(f"split must be train, valid or test, got '{split}'.")
+    layout = _layout(run, condition)
+    name = "no_text" if (condition == "brain" and layout == "no_text") else condition
+    base = run.encoder.encode_all(run.dataset, ids)
+    variants = ([(p, permute_frames(base, cfg.seed + p)) for p in range(cfg.permutations)]
+                if condition == "permuted" else [(None, base)])
+    rows, start = [], time.perf_counter()
+    for p, samples in variants:
+        losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
+        texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}" + ("" if p is None else f" perm {p}"))
+        for s, loss, text in zip(samples, losses, texts):
+            original = run.dataset.by_id(s.id)
+            row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,
+                   "prediction": text, "loss": float(loss)}
+            if p is not None:
+                row.update(permutation=p, frames_from=s.frames_from)
+            rows.append(row)
+    out_dir = run.path / "predictions"
+    path = out_dir / f"{split}_{name}.jsonl"
+    write_jsonl(path, rows)
+    header = {"split": split, "condition": name, "n_samples": len(base), "backbone": run.config.model.backbone,
+              "decoding": asdict(cfg), "seconds": round(time.perf_counter() - start, 1),
+              "loss": "teacher-forced mean cross-entropy per continuation token incl. EOS (nats)"}
+    if condition == "permuted":
+        header["permutations"] = cfg.permutations
+    write_json(out_dir / f"{split}_{name}.json", header)
+    log.info("%s: %d rows, mean loss %.4f -> %s", name, len(rows), float(np.mean([r["loss"] for r in rows])), path)
+    return path
+
+
+@torch.inference_mode()
+def cross_losses(run: LoadedRun, split: str = "test", max_samples: int = 48, seed: int = 0,
+                 batch_size: int = 16) -> Path:
+    """loss[i, j] = teacher-forced loss of sample i's text given sample j's frames, for up to `max_samples`
+    samples of the split (one per stimulus first, so pairs differ in stimulus). Writes <split>_crossloss.npz."""
+    ids = run.split.ids(split)
+    rng = np.random.default_rng(seed)
+    by_stimulus: dict[str, list[str]] = {}
+    for i in ids:
+        by_stimulus.setdefault(run.dataset.by_id(i).stimulus, []).append(i)
+    picked = [rng.choice(v) for v in by_stimulus.values()]
+    if len(picked) < max_samples:
+        rest = [i for i in ids if i not in set(picked)]
+        picked += list(rng.choice(rest, min(len(rest), max_samples - len(picked)), replace=False))
+    picked = sorted(picked[:max_samples])
+    samples = run.encoder.encode_all(run.dataset, picked)
+    layout = _layout(run, "brain")
+    pairs = [EncodedSample(t.id, t.stimulus, t.prompt_ids, t.continuation_ids, f.frame_rows, f.id)
+             for t in samples for f in samples]
+    losses = teacher_forced_losses(run, pairs, layout, batch_size).reshape(len(samples), len(samples))
+    path = run.path / "predictions" / f"{split}_crossloss.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, ids=np.array(picked), loss=losses)
+    os.replace(tmp, path)
+    return path

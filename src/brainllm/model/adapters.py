@@ -1,0 +1,235 @@
+"""Brain adapters: map fMRI frames `(B, T, D)` with a `(B, T)` validity mask to `(B, T, H)` LLM input embeddings.
+
+One config dataclass + one small module per adapter, behind a registry (the peft pattern). Variable T per sample
+is handled by masking (frames are right-padded in a batch); padded positions of the output are zero.
+
+All adapters can standardise their input with per-feature mean/std buffers fitted on the training frames only
+(`fit_input_scaler`); they are saved with the adapter weights. The paper fed raw PCA scores (magnitudes 1e2-1e3
+in the released files); standardising keeps the N(0, 0.01^2) initialisation meaningful on any dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+ADAPTERS: dict[str, tuple[type, type]] = {}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "tanh": nn.Tanh,
+                                                     "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+
+
+def register(name: str, config_cls: type):
+    def wrap(cls):
+        ADAPTERS[name] = (config_cls, cls)
+        cls.name = name
+        return cls
+    return wrap
+
+
+@dataclass
+class AdapterConfig:
+    """Fields every adapter shares. `init_std`: std of the normal init of Linear weights (paper: 0.01)."""
+
+    init_std: float = 0.01
+
+
+@dataclass
+class LinearConfig(AdapterConfig):
+    """One linear map per frame, D -> H."""
+
+
+@dataclass
+class MLPConfig(AdapterConfig):
+    """The paper's default (`mlp`): D -> hidden -> ... -> H with ReLU and dropout after each hidden layer.
+
+    `position_embedding` adds a learned vector per frame position (init U(-1, 1), up to `max_frames`) to the input
+    frames, as the paper's `-pos True` (used for Huth/Narratives).
+    """
+
+    hidden: int = 1000
+    layers: int = 2
+    dropout: float = 0.5
+    activation: str = "relu"
+    position_embedding: bool = False
+    max_frames: int = 16
+
+
+@dataclass
+class RNNConfig(AdapterConfig):
+    """A recurrent layer over the frames (each output sees the frames up to it), then a linear map to H."""
+
+    hidden: int = 1000
+    cell: str = "rnn"  # "rnn" (tanh, the paper's) or "gru"
+
+
+@dataclass
+class FlattenMLPConfig(MLPConfig):
+    """The paper's `big_mlp`: all `max_frames` frames flattened (zero-padded) into one MLP -> max_frames x H."""
+
+    max_frames: int = 4
+
+
+@dataclass
+class PerFrameMLPConfig(MLPConfig):
+    """The paper's `multi_mlp`: an independent MLP for each frame position (up to `max_frames`)."""
+
+    max_frames: int = 4
+
+
+def _init_linear(module: nn.Module, std: float) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+
+
+def _mlp(d_in: int, d_out: int, cfg: MLPConfig) -> nn.Sequential:
+    if cfg.activation not in ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got '{cfg.activation}'.")
+    layers: list[nn.Module] = []
+    width = d_in
+    for i in range(cfg.layers):
+        layers += [nn.Linear(width, cfg.hidden, bias=(i == 0)), ACTIVATIONS[cfg.activation](), nn.Dropout(cfg.dropout)]
+        width = cfg.hidden
+    layers.append(nn.Linear(width, d_out, bias=False))
+    return nn.Sequential(*layers)
+
+
+class BrainAdapter(nn.Module):
+    """Base class. Subclasses implement `_map(x, mask) -> (B, T, H)` on standardised frames."""
+
+    name = "base"
+
+    def __init__(self, config: AdapterConfig, feature_dim: int, hidden_size: int):
+        super().__init__()
+        self.config, self.feature_dim, self.hidden_size = config, feature_dim, hidden_size
+        self.register_buffer("input_mean", torch.zeros(feature_dim))
+        self.register_buffer("input_std", torch.ones(feature_dim))
+
+    def fit_input_scaler(self, frames: np.ndarray) -> None:
+        """Set the standardisation from training frames `(n, D)` (never validation or test frames)."""
+        frames = np.asarray(frames, dtype=np.float64)
+        std = frames.std(0)
+        self.input_mean.copy_(torch.as_tensor(frames.mean(0), dtype=torch.float32))
+        self.input_std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32))
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """frames `(B, T, D)` float, mask `(B, T)` bool (True = real frame) -> `(B, T, H)`, zero where masked."""
+        if frames.ndim != 3 or frames.shape[-1] != self.feature_dim:
+            raise ValueError(f"expected frames of shape (B, T, {self.feature_dim}), got {tuple(frames.shape)}")
+        x = (frames - self.input_mean) / self.input_std
+        x = x * mask.unsqueeze(-1)
+        return self._map(x, mask) * mask.unsqueeze(-1)
+
+    def _map(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, **asdict(self.config)}
+
+
+@register("linear", LinearConfig)
+class LinearAdapter(BrainAdapter):
+    def __init__(self, config: LinearConfig, feature_dim: int, hidden_size: int):
+        super().__init__(config, feature_dim, hidden_size)
+        self.proj = nn.Linear(feature_dim, hidden_size)
+        _init_linear(self, config.init_std)
+
+    def _map(self, x, mask):
+        return self.proj(x)
+
+
+@register("mlp", MLPConfig)
+class MLPAdapter(BrainAdapter):
+    def __init__(self, config: MLPConfig, feature_dim: int, hidden_size: int):
+        super().__init__(config, feature_dim, hidden_size)
+        self.net = _mlp(feature_dim, hidden_size, config)
+        _init_linear(self, config.init_std)
+        self.position = (nn.Parameter(torch.empty(config.max_frames, feature_dim).uniform_(-1, 1))
+                         if config.position_embedding else None)
+
+    def _map(self, x, mask):
+        if self.position is not None:
+            if x.shape[1] > self.position.shape[0]:
+                raise ValueError(f"{x.shape[1]} frames exceed max_frames={self.position.shape[0]} of the position table")
+            x = x + self.position[: x.shape[1]]
+        return self.net(x)
+
+
+@register("rnn", RNNConfig)
+class RNNAdapter(BrainAdapter):
+    def __init__(self, config: RNNConfig, feature_dim: int, hidden_size: int):
+        super().__init__(config, feature_dim, hidden_size)
+        if config.cell not in ("rnn", "gru"):
+            raise ConfigError(f"rnn cell must be 'rnn' or 'gru', got '{config.cell}'.")
+        cls = nn.RNN if config.cell == "rnn" else nn.GRU
+        self.rnn = cls(feature_dim, config.hidden, batch_first=True)
+        self.proj = nn.Linear(config.hidden, hidden_size)
+        _init_linear(self, config.init_std)
+
+    def _map(self, x, mask):
+        # frames are right-padded, so a causal recurrence never lets padding reach a real frame's output
+        out, _ = self.rnn(x)
+        return self.proj(out)
+
+
+def _check_max_frames(x: torch.Tensor, max_frames: int, name: str) -> None:
+    if x.shape[1] > max_frames:
+        raise ValueError(f"{name} adapter takes at most max_frames={max_frames} frames, got {x.shape[1]}")
+
+
+@register("flatten_mlp", FlattenMLPConfig)
+class FlattenMLPAdapter(BrainAdapter):
+    def __init__(self, config: FlattenMLPConfig, feature_dim: int, hidden_size: int):
+        super().__init__(config, feature_dim, hidden_size)
+        self.net = _mlp(config.max_frames * feature_dim, config.max_frames * hidden_size, config)
+        _init_linear(self, config.init_std)
+
+    def _map(self, x, mask):
+        b, t, d = x.shape
+        _check_max_frames(x, self.config.max_frames, self.name)
+        padded = torch.nn.functional.pad(x, (0, 0, 0, self.config.max_frames - t))
+        out = self.net(padded.reshape(b, -1)).reshape(b, self.config.max_frames, self.hidden_size)
+        return out[:, :t]
+
+
+@register("per_frame_mlp", PerFrameMLPConfig)
+class PerFrameMLPAdapter(BrainAdapter):
+    def __init__(self, config: PerFrameMLPConfig, feature_dim: int, hidden_size: int):
+        super().__init__(config, feature_dim, hidden_size)
+        self.nets = nn.ModuleList(_mlp(feature_dim, hidden_size, config) for _ in range(config.max_frames))
+        _init_linear(self, config.init_std)
+
+    def _map(self, x, mask):
+        _check_max_frames(x, self.config.max_frames, self.name)
+        return torch.stack([self.nets[t](x[:, t]) for t in range(x.shape[1])], dim=1)
+
+
+def adapter_config(spec: dict | AdapterConfig | str) -> tuple[str, AdapterConfig]:
+    """Parse `{"name": "mlp", "hidden": 512, ...}` (or a bare name) into (name, config dataclass)."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if isinstance(spec, AdapterConfig):
+        names = [n for n, (c, _) in ADAPTERS.items() if type(spec) is c]
+        return names[0], spec
+    spec = dict(spec)
+    name = spec.pop("name", "mlp")
+    if name not in ADAPTERS:
+        raise ConfigError(f"Unknown adapter '{name}'; registered adapters: {sorted(ADAPTERS)}.")
+    config_cls = ADAPTERS[name][0]
+    allowed = {f.name for f in fields(config_cls)}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"Adapter '{name}' has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}.")
+    return name, config_cls(**spec)
+
+
+def build_adapter(spec: dict | AdapterConfig | str, feature_dim: int, hidden_size: int) -> BrainAdapter:
+    """Build a registered adapter for D = `feature_dim` input features and H = `hidden_size` outputs."""
+    name, config = adapter_config(spec)
+    return ADAPTERS[name][1](config, feature_dim, hidden_size)

@@ -1,0 +1,153 @@
+"""BrainLLM: a frozen causal LM, a brain adapter, and two trainable boundary vectors `<brain>` / `</brain>`.
+
+Works with any causal LM that `brainllm.backbones.load` returns (Llama family, GPT-2 family): it needs only
+`get_input_embeddings()`, `get_output_embeddings()`, `base_model` (the decoder stack returning the final,
+normalised hidden states) and `generate(inputs_embeds=...)`.
+
+Logits are computed only at the positions whose next token is a target (continuation + EOS), which saves the
+`(B, L, V)` logits tensor: the LM head is applied to the selected hidden states alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .adapters import BrainAdapter
+from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch
+
+log = logging.getLogger(__name__)
+
+FINETUNE_MODES = ("frozen", "lora", "full")
+
+
+class BrainLLM(nn.Module):
+    """The BrainLLM model.
+
+    Args:
+        backbone: a Hugging Face causal LM (weights in float32 or bfloat16).
+        adapter: a `BrainAdapter` mapping `(B, T, D)` frames to `(B, T, H)`, H = the backbone's hidden size.
+        finetune: "frozen" (the paper: only adapter + boundary vectors train), "lora" (adds LoRA via peft) or
+            "full" (every backbone weight trains). The backbone stays in eval mode (no dropout) unless fine-tuned.
+        lora: options for peft's LoraConfig when finetune == "lora" (r, lora_alpha, lora_dropout, target_modules).
+    """
+
+    def __init__(self, backbone: nn.Module, adapter: BrainAdapter, finetune: str = "frozen",
+                 lora: dict | None = None):
+        super().__init__()
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got '{finetune}'")
+        hidden = backbone.get_input_embeddings().weight.shape[1]
+        if adapter.hidden_size != hidden:
+            raise ValueError(f"adapter outputs {adapter.hidden_size} dims but the backbone's embeddings have {hidden}")
+        self.finetune = finetune
+        for p in backbone.parameters():
+            p.requires_grad_(finetune == "full")
+        if finetune == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            backbone = get_peft_model(backbone, LoraConfig(task_type="CAUSAL_LM", **(lora or {"r": 8})))
+        self.backbone = backbone
+        self.adapter = adapter
+        emb_std = float(backbone.get_input_embeddings().weight.float().std())
+        # rows: 0 = <brain>, 1 = </brain>; float32 even when the backbone is bfloat16
+        self.boundary = nn.Parameter(torch.randn(2, hidden) * emb_std)
+        self.backbone.eval()
+
+    # --------------------------------------------------------------- helpers
+    @property
+    def hidden_size(self) -> int:
+        return self.boundary.shape[1]
+
+    @property
+    def backbone_dtype(self) -> torch.dtype:
+        return self.backbone.get_input_embeddings().weight.dtype
+
+    def train(self, mode: bool = True) -> "BrainLLM":
+        super().train(mode)
+        if self.finetune == "frozen":
+            self.backbone.eval()  # frozen: deterministic, no dropout in the LM (the authors left GPT-2's on)
+        return self
+
+    def _decoder(self) -> nn.Module:
+        model = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+        return model.base_model
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint stores: adapter (with its input scaler), boundary vectors, and LoRA weights if any.
+
+        The frozen backbone is never included (full fine-tuning saves it separately).
+        """
+        state = {f"adapter.{k}": v for k, v in self.adapter.state_dict().items()}
+        state["boundary"] = self.boundary.detach()
+        if self.finetune == "lora":
+            state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items() if "lora_" in k})
+        return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.adapter.load_state_dict({k[len("adapter."):]: v for k, v in state.items() if k.startswith("adapter.")})
+        with torch.no_grad():
+            self.boundary.copy_(state["boundary"])
+        lora = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        if lora:
+            missing = self.backbone.load_state_dict(lora, strict=False)
+            if missing.unexpected_keys:
+                raise ValueError(f"checkpoint has LoRA weights this model lacks: {missing.unexpected_keys[:3]}")
+
+    # --------------------------------------------------------------- core
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """Input embeddings `(B, L, H)` in the backbone's dtype: tokens, adapter outputs and boundary vectors."""
+        emb = self.backbone.get_input_embeddings()(batch.token_ids).float()
+        kind = batch.kind.unsqueeze(-1)
+        out = torch.where(kind == TOKEN, emb, torch.zeros((), device=emb.device))
+        if (batch.kind == BRAIN).any():
+            brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
+            index = batch.brain_pos.unsqueeze(-1).expand(-1, -1, brain.shape[-1])
+            out = out + torch.where(kind == BRAIN, brain.gather(1, index), 0.0)
+        out = out + (kind == OPEN) * self.boundary[0] + (kind == CLOSE) * self.boundary[1]
+        return out.to(self.backbone_dtype)
+
+    def forward(self, batch: Batch, warmup: bool = False) -> dict[str, torch.Tensor]:
+        """Losses for a right-padded batch.
+
+        Returns `loss_sum` (summed cross-entropy over all target tokens, nats), `n_tokens`, `sample_loss` `(B,)`
+        (mean CE per target token of each sample) and `loss` (= loss_sum / n_tokens). With `warmup=True`: the
+        warm-up MSE, in the same keys (`n_tokens` then counts frame x dimension elements).
+        """
+        if warmup:
+            return self.warmup_loss(batch)
+        embeds = self.embed(batch)
+        hidden = self._decoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+        selected = hidden[batch.target_batch, batch.target_pos]  # (N, H): only where a target follows
+        logits = self.backbone.get_output_embeddings()(selected).float()  # (N, V)
+        ce = F.cross_entropy(logits, batch.target_ids, reduction="none")
+        b = len(batch)
+        counts = torch.zeros(b, device=ce.device).index_add_(0, batch.target_batch, torch.ones_like(ce))
+        sums = torch.zeros(b, device=ce.device).index_add_(0, batch.target_batch, ce)
+        return {"loss": ce.mean(), "loss_sum": ce.sum(), "n_tokens": torch.tensor(ce.numel(), device=ce.device),
+                "sample_loss": sums / counts.clamp(min=1)}
+
+    def warmup_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """MSE between each real frame's adapter output and the mean embedding of the sample's prompt tokens.
+
+        Padding is masked out of both the target mean and the loss (the authors averaged over padding too).
+        """
+        with torch.no_grad():
+            emb = self.backbone.get_input_embeddings()(batch.warmup_ids).float()  # (B, P, H)
+            m = batch.warmup_mask.unsqueeze(-1).float()
+            target = (emb * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
+        out = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
+        mask = batch.frame_mask.unsqueeze(-1).float()
+        total = (((out - target.unsqueeze(1)) ** 2) * mask).sum()
+        count = mask.sum() * out.shape[-1]
+        return {"loss": total / count, "loss_sum": total, "n_tokens": count}
+
+    @torch.inference_mode()
+    def generate(self, batch: Batch, **generate_kwargs) -> list[list[int]]:
+        """Continue each left-padded sequence; returns the new token ids per sample (EOS and after included)."""
+        embeds = self.embed(batch)
+        out = self.backbone.generate(inputs_embeds=embeds, attention_mask=batch.attention_mask, **generate_kwargs)
+        return out.tolist()

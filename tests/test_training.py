@@ -1,0 +1,138 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from brainllm import config, training
+from brainllm.model import Collator
+from brainllm.training import Trainer, TrainingError
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from brainllm.data.simulate import simulate
+
+    path = tmp_path_factory.mktemp("data") / "sim"
+    simulate(design="sentence", passages=24, voxels=144, components=16, seed=1, snr=1.0).dataset.save(path)
+    return path
+
+
+def make_cfg(data, backbone, out, **training_kw):
+    over = {"warmup_epochs": 1, "epochs": 3, "lr": 3e-3, "batch_size": 8, "patience": 10, "cpu": True, **training_kw}
+    return config.from_dict({"data": {"path": str(data)},
+                             "model": {"backbone": str(backbone), "adapter": {"name": "mlp", "hidden": 32, "dropout": 0.1}},
+                             "training": over, "output": str(out)})
+
+
+def test_loss_falls_and_the_backbone_stays_frozen(tiny_data, tiny_llama_path, tmp_path):
+    cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=4)
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
+    valid_before = trainer.evaluate(trainer.valid_samples)
+    state = trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    main = [r for r in rows if r["stage"] == "main"]
+    assert len(main) == 4 and main[-1]["train_loss"] < main[0]["train_loss"]
+    assert state.best_valid < valid_before - 0.03  # measured: 4.60 -> 4.54
+    after = trainer.model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "frozen backbone weights changed"
+    saved = load_file(str(tmp_path / "run" / "adapter.safetensors"))
+    assert saved and all(k.startswith(("adapter.", "boundary")) for k in saved)
+    assert sum(v.numel() for v in saved.values()) < 20_000  # adapter-sized, not a 135M backbone
+    info = json.loads((tmp_path / "run" / "brainllm.json").read_text())
+    assert info["feature_dim"] == 16 and info["adapter"]["name"] == "mlp"
+
+
+def test_training_never_sees_test_samples(tiny_data, tiny_llama_path, tmp_path, monkeypatch):
+    seen: set[str] = set()
+    original = Collator.__call__
+
+    def spy(self, samples):
+        seen.update(s.id for s in samples)
+        return original(self, samples)
+
+    monkeypatch.setattr(Collator, "__call__", spy)
+    trainer = Trainer(make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=1))
+    trainer.fit()
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert seen and not seen & set(split["test"])
+    assert seen <= set(split["train"]) | set(split["valid"])
+
+
+def _kill_after(n_checkpoints, monkeypatch):
+    calls = {"n": 0}
+    original = Trainer._save_checkpoint
+
+    def save_then_die(self, optimizer):
+        original(self, optimizer)
+        calls["n"] += 1
+        if calls["n"] == n_checkpoints:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
+
+
+def test_resume_after_a_kill_gives_the_same_weights(tiny_data, tiny_llama_path, tmp_path, monkeypatch):
+    full = make_cfg(tiny_data, tiny_llama_path, tmp_path / "full", warmup_epochs=2, epochs=3)
+    training.train(full)
+    for kill_at in (1, 4):  # during warm-up, and in the main stage
+        out = tmp_path / f"killed{kill_at}"
+        cfg = make_cfg(tiny_data, tiny_llama_path, out, warmup_epochs=2, epochs=3)
+        with monkeypatch.context() as m:
+            _kill_after(kill_at, m)
+            with pytest.raises(KeyboardInterrupt):
+                training.train(cfg)
+        (out / ".checkpoint.leftover.tmp").mkdir()  # a staging folder from a kill during a write is ignored
+        with pytest.raises(TrainingError, match="--resume"):
+            training.train(cfg)
+        training.train(cfg, resume=True)
+        a, b = load_file(str(tmp_path / "full" / "adapter.safetensors")), load_file(str(out / "adapter.safetensors"))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+        rows = (out / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == len((tmp_path / "full" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_non_finite_loss_stops_with_the_batch_named_or_is_skipped(tiny_data, tiny_llama_path, tmp_path, monkeypatch):
+    original = Collator.__call__
+
+    def poison(self, samples):
+        batch = original(self, samples)
+        batch.frames[:] = float("nan")
+        return batch
+
+    monkeypatch.setattr(Collator, "__call__", poison)
+    with pytest.raises(TrainingError, match=r"warmup epoch 1, batch 0 \(samples"):
+        training.train(make_cfg(tiny_data, tiny_llama_path, tmp_path / "stop"))
+    state = training.train(make_cfg(tiny_data, tiny_llama_path, tmp_path / "skip", on_nan="skip", epochs=1))
+    assert state.skipped_batches > 0
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tiny_data, tiny_llama_path, tmp_path):
+    """Data-parallel training over 2 CPU processes (gloo) reproduces the single-process run."""
+    args = [f"--set=data.path={tiny_data}", f"--set=model.backbone={tiny_llama_path}", "--set=model.adapter.dropout=0.0",
+            "--set=model.adapter.hidden=32", "--set=training.warmup_epochs=1", "--set=training.epochs=2",
+            "--set=training.lr=3e-3", "--set=training.cpu=true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    single = tmp_path / "one"
+    subprocess.run([sys.executable, "-m", "brainllm", "train", *args, f"--set=output={single}"],
+                   check=True, env=env, capture_output=True)
+    double = tmp_path / "two"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                           "-m", "brainllm", "train", *args, f"--set=output={double}"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_file(str(single / "adapter.safetensors")), load_file(str(double / "adapter.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    la = [json.loads(x)["train_loss"] for x in (single / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["train_loss"] for x in (double / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(la, lb, rtol=1e-4)
