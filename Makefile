@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/brainllm simulate --design sentence --out $(DEMO)/data --overwrite
 	$(BIN)/brainllm inspect $(DEMO)/data
-	$(BIN)/brainllm simulate --design story --out $(DEMO)/data_story --overwrite
-	$(BIN)/brainllm inspect $(DEMO)/data_story
-	$(BIN)/brainllm backbones
+	rm -rf $(DEMO)/run
+	$(BIN)/brainllm train configs/simulated_smollm2-135m_demo.yaml
+	$(BIN)/brainllm generate $(DEMO)/run --condition brain --condition permuted --condition no_brain --crossloss 32
+	$(BIN)/brainllm evaluate $(DEMO)/run
+	$(BIN)/brainllm report $(DEMO)/run --out $(DEMO)/report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

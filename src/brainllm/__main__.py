@@ -1,5 +1,5 @@
 """`python -m brainllm ...` (also what `accelerate launch -m brainllm train ...` and torchrun run)."""
 
-from .cli import app
+from .cli import main
 
-app()
+main()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from .errors import BrainLLMError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reconstruct perceived language from fMRI with a frozen LLM (BrainLLM).")
@@ -97,5 +101,84 @@ def backbones() -> None:
         typer.echo(f"{row['name']:<14} {row['status']:<32} {row['path']}")
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
+@app.command()
+def convert(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="pereira, huth, narratives or released."),
+    src: Path = typer.Argument(..., help="Source file or folder (see docs/datasets.md)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the prepared dataset to."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o",
+                                               help="key=value reader, preprocessing or split option (repeatable)."),
+    split: Optional[str] = typer.Option(None, help="Split fitted on: by_stimulus, by_story, held_out_story, "
+                                                   "within_story, kfold_by_stimulus, by_sample (default per format)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+) -> None:
+    """Convert real fMRI data (or the authors' released files) into a prepared dataset, leak-free."""
+    from .data.convert import convert as run, parse_options
+
+    ds = run(fmt, src, out, overwrite=overwrite, split=split, **parse_options(option or []))
+    typer.echo(f"{fmt} data written to {out}: {len(ds)} samples, {ds.frames.shape[0]} frames x {ds.feature_dim} "
+               f"features; dropped: {ds.meta.get('dropped') or 'nothing'}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder with predictions (see `brainllm generate`)."),
+    split: str = typer.Option("test", help="The split whose predictions are scored."),
+    truncate: bool = typer.Option(False, help="The paper's option: cut predictions to the reference length "
+                                              "(labelled _truncref in every metric name)."),
+    semantic: bool = typer.Option(True, help="Also compute the MiniLM semantic metrics."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap and permutation tests."),
+) -> None:
+    """Score a run's predictions: metrics, controls, tests -> RUN/evaluation/; prints the condition table."""
+    from .evaluation.evaluate import evaluate_command
+
+    folder, table = evaluate_command(run_dir, split, truncate, semantic, seed)
+    typer.echo(table)
+    typer.echo(f"\nscores written to {folder / 'scores.json'} and {folder / 'table.md'}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="One or more run folders, compared in one report."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default RUN/report for one run)."),
+    split: str = typer.Option("test", help="The split whose predictions are scored."),
+    truncate: bool = typer.Option(False, help="Cut predictions to the reference length (the paper's option)."),
+    semantic: bool = typer.Option(True, help="Also compute the MiniLM semantic metrics."),
+    metric: str = typer.Option("bleu1_per_sample", help="Metric variant plotted in the analyses."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap and permutation tests."),
+) -> None:
+    """Write a self-contained report.html (+ scores.json, table.md) for one or several runs."""
+    from .evaluation.report import report_command
+
+    page = report_command(runs, out, split, truncate, semantic, seed, metric)
+    typer.echo(f"report written to {page}")
+
+
+@app.command("analyze")
+def analyze_cmd(
+    runs: list[Path] = typer.Argument(..., help="One or more run folders."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the plots (default RUN/evaluation/analyses)."),
+    split: str = typer.Option("test", help="The split whose predictions are scored."),
+    metric: str = typer.Option("bleu1_per_sample", help="Metric variant to analyse."),
+    truncate: bool = typer.Option(False, help="Cut predictions to the reference length (the paper's option)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+) -> None:
+    """Scores by surprisal, prompt length, training size, backbone and brain region, as PNG plots + JSON."""
+    from .evaluation.report import analyze_command
+
+    for path in analyze_command(runs, out, split, metric, truncate, seed):
+        typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    """Console entry point: brainllm's own errors print as one clear line (exit 2) instead of a traceback.
+
+    Set BRAINLLM_DEBUG=1 to see the traceback.
+    """
+    try:
+        app()
+    except BrainLLMError as err:
+        if os.environ.get("BRAINLLM_DEBUG"):
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)

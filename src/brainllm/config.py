@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class DataConfig:
     n_folds: int = 5                    # kfold_by_stimulus only
     fold: int = 0                       # kfold_by_stimulus only
     max_train_samples: int | None = None  # learning curves: keep this many training samples (seeded)
+    split_options: dict = field(default_factory=dict)  # extra splitter options, e.g. {test_stories: [a]} or {gap_trs: 5}
 
 
 @dataclass
@@ -102,6 +104,22 @@ class ExperimentConfig:
         return asdict(self)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `3e-4` (no dot) as a string; every config value like that is meant as a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    """Parse YAML text with numbers such as `3e-4` read as floats."""
+    return yaml.load(text, Loader=_Loader)
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "generation": GenerationConfig}
 
 
@@ -135,7 +153,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"Override '{item}': '{part}' is not a section.")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parse_yaml(value)
     return raw
 
 
@@ -146,7 +164,7 @@ def load(path: str | os.PathLike | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"Config file {path} does not exist; see configs/ for examples.")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_yaml(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a YAML mapping with sections {sorted(SECTIONS)}.")
     cfg = from_dict(apply_overrides(raw, overrides or []))

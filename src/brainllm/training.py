@@ -59,12 +59,13 @@ class TrainState:
 
 
 def _split_for(cfg: ExperimentConfig, dataset: BrainTextDataset) -> Split:
-    kwargs = {"seed": cfg.data.split_seed, "valid_fraction": cfg.data.valid_fraction}
-    if cfg.data.split == "kfold_by_stimulus":
-        kwargs.update(n_folds=cfg.data.n_folds, fold=cfg.data.fold)
-    else:
-        kwargs["test_fraction"] = cfg.data.test_fraction
-    split = make_split(dataset, cfg.data.split, **kwargs)
+    method, seed = cfg.data.split, cfg.data.split_seed
+    fractions = {"seed": seed, "valid_fraction": cfg.data.valid_fraction, "test_fraction": cfg.data.test_fraction}
+    kwargs = {"kfold_by_stimulus": {"seed": seed, "valid_fraction": cfg.data.valid_fraction,
+                                    "n_folds": cfg.data.n_folds, "fold": cfg.data.fold},
+              "held_out_story": {"seed": seed, "valid_fraction": cfg.data.valid_fraction},
+              "recorded": {}}.get(method, fractions)
+    split = make_split(dataset, method, **kwargs, **cfg.data.split_options)
     if cfg.data.max_train_samples is not None and cfg.data.max_train_samples < len(split.train):
         keep = np.random.default_rng(cfg.data.split_seed).choice(len(split.train), cfg.data.max_train_samples,
                                                                  replace=False)
@@ -88,6 +89,7 @@ class Trainer:
         self.dataset = BrainTextDataset.load(cfg.data.path)
         self.state = TrainState()
         self._prepare_run_folder(resume)
+        torch.manual_seed(cfg.training.seed)  # the adapter's initial weights are part of the config
         self.model, self.encoder = build_model(cfg, self.dataset.feature_dim, self.accelerator.device)
         layout = "no_text" if cfg.model.condition == "no_text" else "brain"
         self.collate = Collator(self.dataset.frames, self.encoder, layout)

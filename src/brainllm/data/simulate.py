@@ -37,6 +37,7 @@ from ..errors import DatasetError
 from .corpus import Passage, load_corpus
 from .dataset import BrainTextDataset, Sample
 from .features import sentence_embeddings
+from .preprocess import tr_chunk_samples
 
 log = logging.getLogger(__name__)
 
@@ -250,17 +251,11 @@ def _simulate_story(cfg: SimulationConfig, rng: np.random.Generator) -> Simulati
     frames, pca_log = _zscore_pca(runs, cfg.components)
     samples, offset = [], 0
     for name, words, tr_of_word, n_trs, passage_ids in story_info:
-        for i in range(n_trs):
-            idx = np.flatnonzero(tr_of_word == i)
-            first = i + cfg.hrf_delay
-            if len(idx) == 0 or idx[0] == 0 or first + cfg.frames_per_sample > n_trs:
-                continue  # silent TR, no preceding context, or frames past the end of the run
-            prompt = words[max(0, idx[0] - cfg.prompt_words):idx[0]]
-            samples.append(Sample(
-                id=f"{name}_tr{i:04d}", stimulus=name, subject=f"sim{cfg.seed:02d}", prompt=" ".join(prompt),
-                continuation=" ".join(words[j] for j in idx),
-                frames=[offset + first + j for j in range(cfg.frames_per_sample)],
-                extra={"tr_index": i, "word_index": int(idx[0])}))
+        # one sample per TR with words (and preceding context), frames = the TRs after it (shared with real readers)
+        made, _ = tr_chunk_samples(words, tr_of_word, n_trs, name=name, stimulus=name, subject=f"sim{cfg.seed:02d}",
+                                   frame_offset=offset, hrf_delay=cfg.hrf_delay,
+                                   frames_per_sample=cfg.frames_per_sample, prompt_words=cfg.prompt_words)
+        samples += made
         offset += n_trs
     log_ = [{"step": "simulate", "design": "story", "snr": cfg.snr, "voxels": cortex.n_voxels, "tr": cfg.tr,
              "hrf": "SPM canonical double gamma", "hrf_delay_trs": cfg.hrf_delay,
