@@ -74,3 +74,25 @@ def write_json(name: str, payload: dict) -> Path:
     path = out / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def setup() -> tuple[str, dict, float, "object"]:
+    """Device, host description and measured float32 matmul peak (printed), and the simulated benchmark data."""
+    from brainllm.data.simulate import simulate
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    info = host_info()
+    peak32 = matmul_peak(torch.float32, device=device)
+    print(f"host: {info}\nmeasured matmul peak float32: {peak32:.1f} GFLOP/s")
+    dataset = simulate(design="sentence", passages=30, voxels=900, components=200, seed=0).dataset
+    return device, info, peak32, dataset
+
+
+def load_brainllm(spec: str, dataset, dtype: str = "float32", device: str = "cpu"):
+    """A BrainLLM with the paper's default MLP adapter on `spec`, and its TextEncoder."""
+    from brainllm import backbones
+    from brainllm.model import BrainLLM, TextEncoder, build_adapter
+
+    backbone, tokenizer = backbones.load(spec, dtype=dtype, device=device)
+    model = BrainLLM(backbone, build_adapter("mlp", dataset.feature_dim, backbone.config.hidden_size)).to(device)
+    return model, TextEncoder(tokenizer)

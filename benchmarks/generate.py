@@ -15,10 +15,8 @@ import argparse
 
 import torch
 
-from _common import host_info, matmul_peak, peak_rss_mb, print_table, timed, write_json
-from brainllm import backbones
-from brainllm.data.simulate import simulate
-from brainllm.model import BrainLLM, Collator, TextEncoder, build_adapter
+from _common import load_brainllm, peak_rss_mb, print_table, setup, timed, write_json
+from brainllm.model import BrainLLM, Collator
 
 
 @torch.inference_mode()
@@ -44,15 +42,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--backbone", default="smollm2-135m")
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    info = host_info()
-    peak32 = matmul_peak(torch.float32, device=device)
-    print(f"host: {info}\nmeasured matmul peak float32: {peak32:.1f} GFLOP/s")
-    ds = simulate(design="sentence", passages=30, voxels=900, components=200, seed=0).dataset
-    backbone, tok = backbones.load(args.backbone, device=device)
-    model = BrainLLM(backbone, build_adapter("mlp", ds.feature_dim, backbone.config.hidden_size).to(device)).eval()
-    model.boundary.data = model.boundary.data.to(device)
-    enc = TextEncoder(tok)
+    device, info, peak32, ds = setup()
+    model, enc = load_brainllm(args.backbone, ds, device=device)
+    model.eval()
     samples = enc.encode_all(ds, [s.id for s in ds][: args.batch_size * args.batches])
     collate = Collator(ds.frames, enc, for_generation=True)
     batches = [collate(samples[i:i + args.batch_size]).to(device) for i in range(0, len(samples), args.batch_size)]

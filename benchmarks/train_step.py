@@ -17,10 +17,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from _common import host_info, matmul_peak, peak_rss_mb, print_table, timed, write_json
+from _common import load_brainllm, peak_rss_mb, print_table, setup, timed, write_json
 from brainllm import backbones
-from brainllm.data.simulate import simulate
-from brainllm.model import BrainLLM, Collator, TextEncoder, build_adapter
+from brainllm.model import BrainLLM, Collator
 from brainllm.model.collate import PAD, Batch
 
 FIXED_TEXT = 64  # the authors pad prompt+continuation to 64 tokens
@@ -49,11 +48,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="smollm2-135m")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    info = host_info()
-    peak32 = matmul_peak(torch.float32, device=device)
-    print(f"host: {info}\nmeasured matmul peak float32: {peak32:.1f} GFLOP/s")
-    ds = simulate(design="sentence", passages=30, voxels=900, components=200, seed=0).dataset
+    device, info, peak32, ds = setup()
     dtypes = ["float32"]
     if device == "cuda" or backbones.cpu_has_native_bf16():
         dtypes.append("bfloat16")
@@ -62,11 +57,8 @@ def main() -> None:
     rows = []
     for dtype in dtypes:
         torch.manual_seed(0)
-        backbone, tok = backbones.load(args.backbone, dtype=dtype, device=device)
-        n_params = sum(p.numel() for n, p in backbone.named_parameters() if "embed" not in n and "wte" not in n)
-        model = BrainLLM(backbone, build_adapter("mlp", ds.feature_dim, backbone.config.hidden_size).to(device))
-        model.boundary.data = model.boundary.data.to(device)
-        enc = TextEncoder(tok)
+        model, enc = load_brainllm(args.backbone, ds, dtype, device)
+        n_params = sum(p.numel() for n, p in model.backbone.named_parameters() if "embed" not in n and "wte" not in n)
         samples = enc.encode_all(ds, [s.id for s in ds][: args.batch_size * args.steps])
         collate = Collator(ds.frames, enc)
         batches = [collate(samples[i:i + args.batch_size]).to(device) for i in range(0, len(samples), args.batch_size)]

@@ -94,10 +94,7 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     cfg = cfg or run.config.generation
     if condition not in GENERATION_CONDITIONS:
         raise ConfigError(f"condition must be one of {GENERATION_CONDITIONS}, got '{condition}'.")
-    if split == "test" or split == "valid" or split == "train":
-        ids = run.split.ids(split)
-    else:
-        raise ConfigError(f"split must be train, valid or test, got '{split}'.")
+    ids = run.split.ids(split)  # raises on an unknown split name
     layout = _layout(run, condition)
     name = "no_text" if (condition == "brain" and layout == "no_text") else condition
     base = run.encoder.encode_all(run.dataset, ids)

@@ -43,9 +43,7 @@ def build_model(cfg: ExperimentConfig, feature_dim: int, device: str | torch.dev
     backbone, tokenizer = backbones.load(cfg.model.backbone, dtype=cfg.model.dtype, device=device)
     hidden = backbone.get_input_embeddings().weight.shape[1]
     adapter = build_adapter(cfg.model.adapter, feature_dim, hidden)
-    model = BrainLLM(backbone, adapter, finetune=cfg.model.finetune, lora=cfg.model.lora)
-    model.adapter.to(device)
-    model.boundary.data = model.boundary.data.to(device)
+    model = BrainLLM(backbone, adapter, finetune=cfg.model.finetune, lora=cfg.model.lora).to(device)
     encoder = TextEncoder(tokenizer, cfg.model.max_prompt_tokens, cfg.model.max_continuation_tokens)
     return model, encoder
 

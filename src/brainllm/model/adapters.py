@@ -10,7 +10,7 @@ in the released files); standardising keeps the N(0, 0.01^2) initialisation mean
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import numpy as np
