@@ -100,3 +100,44 @@ def test_summary_counts_and_lengths():
     assert info["samples"] == 6 and info["stimuli"] == 3 and info["frames"] == 6 and info["feature_dim"] == 4
     assert info["prompt_words"]["mean"] == 2 and info["frames_per_sample"]["max"] == 1
     assert "prompt:" in make_dataset().describe(2)
+
+
+def _with_runs(tmp_path):
+    from brainllm.data.dataset import Run
+
+    ds = make_dataset(n_frames=6)
+    runs = [Run("story_a", "s0", (0, 4), [1.0, 3.0, 5.0, 7.0], ["so", "it", "began"], [0.5, 1.5, 4.0]),
+            Run("story_b", "s1", (4, 6), [1.0, 3.0], ["then"], [2.0])]
+    raw = np.arange(6 * 3, dtype=np.float32).reshape(6, 3)
+    return BrainTextDataset(ds.frames, ds.samples, ds.meta, runs=runs, raw=raw)
+
+
+def test_runs_and_raw_frames_round_trip(tmp_path):
+    ds = _with_runs(tmp_path)
+    ds.save(tmp_path / "d")
+    back = BrainTextDataset.load(tmp_path / "d")
+    assert [r.to_json() for r in back.runs] == [r.to_json() for r in ds.runs]
+    assert back.run("story_b").words == ["then"] and back.run("story_a").n_trs == 4
+    np.testing.assert_array_equal(back.raw, ds.raw)
+    assert back.subset([ds.samples[0].id]).runs == back.runs
+    with pytest.raises(DatasetError, match="No run 'nope'"):
+        back.run("nope")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: setattr(r, "rows", (4, 9)), "outside frames.npy"),
+    (lambda r: r.tr_times.pop(), "TR times"),
+    (lambda r: r.word_times.pop(), "word times"),
+    (lambda r: setattr(r, "word_times", [2.0, 1.0, 3.0]), "non-decreasing"),
+])
+def test_bad_runs_are_refused(tmp_path, change, message):
+    ds = _with_runs(tmp_path)
+    change(ds.runs[0])
+    with pytest.raises(DatasetError, match=message):
+        ds.validate()
+
+
+def test_raw_frames_must_match_the_frame_rows(tmp_path):
+    ds = _with_runs(tmp_path)
+    with pytest.raises(DatasetError, match="raw frames"):
+        BrainTextDataset(ds.frames, ds.samples, ds.meta, runs=ds.runs, raw=ds.raw[:5])

@@ -82,3 +82,18 @@ def test_signal_is_decodable_on_held_out_stimuli_and_absent_at_snr_zero():
     assert real > shuffled + 0.1, (real, shuffled)
     real0, shuffled0 = _decoding_score(snr=0.0)
     assert abs(real0 - shuffled0) < 0.05 and real0 < 0.05, (real0, shuffled0)
+
+
+def test_story_design_records_runs_with_word_times_and_raw_voxels():
+    sim = simulate(design="story", passages=12, stories=3, voxels=100, components=16, seed=2)
+    ds = sim.dataset
+    assert len(ds.runs) == 3 and ds.raw is not None and ds.raw.shape[0] == ds.frames.shape[0]
+    for run in ds.runs:
+        samples = [s for s in ds if s.stimulus == run.stimulus]
+        for s in samples[:5]:
+            tr = s.extra["tr_index"]
+            # the words of a sample's continuation are the run's words whose time falls in its TR
+            in_tr = [w for w, t in zip(run.words, run.word_times) if int(t // 2.0) == tr]
+            assert s.continuation.split() == in_tr
+            assert s.frames[0] == run.rows[0] + tr + 1
+        np.testing.assert_allclose(ds.raw[run.rows[0]:run.rows[1]].std(0), 1.0, atol=1e-4)  # z-scored per run

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..io import replace_dir, staging_dir
-from .dataset import BrainTextDataset, Sample
+from .dataset import BrainTextDataset, Run, Sample
 from .preprocess import PreprocessConfig, Recording, Transform, clean_runs, fit_transform, rows_of
 from .splits import SPLITTERS, check_no_leak, kfold_by_stimulus, make_split
 
@@ -143,15 +143,16 @@ def prepare(rec: Recording, out: str | os.PathLike, cfg: PreprocessConfig, metho
     meta = {**rec.meta, "conversion": conversion or {}}
     unfitted = rec.preprocessing + clean_steps
     return fit_and_save(raw, rec.samples, meta, unfitted, dropped, columns, cfg, method, split_options or {}, out,
-                        overwrite, keep_raw=cfg.keep_raw and refittable)
+                        overwrite, keep_raw=cfg.keep_raw and refittable, timeline=rec.timeline)
 
 
 def fit_and_save(raw: np.ndarray, samples: list[Sample], meta: dict, unfitted: list[dict], dropped: dict,
                  columns: np.ndarray, cfg: PreprocessConfig, method: str, split_options: dict,
-                 out: str | os.PathLike, overwrite: bool, keep_raw: bool) -> BrainTextDataset:
+                 out: str | os.PathLike, overwrite: bool, keep_raw: bool, timeline: Sequence[Run] = ()
+                 ) -> BrainTextDataset:
     """Split (before any fitting), fit the transform on training frames, apply it, and write the folder.
 
-    `raw`: `(n_frames, V)` float32 cleaned raw-space frames that `samples` index.
+    `raw`: `(n_frames, V)` float32 cleaned raw-space frames that `samples` index; `timeline`: the story runs.
     """
     raw_ds = BrainTextDataset(raw, samples, {})
     try:
@@ -177,7 +178,7 @@ def fit_and_save(raw: np.ndarray, samples: list[Sample], meta: dict, unfitted: l
             "split": split.to_json(), "transform": "transform/ (.npy + transform.json)",
             "raw_space": ({"frames": "raw/frames.npy", "columns": "raw/columns.npy", "shape": list(raw.shape)}
                           if keep_raw else None)}
-    ds = BrainTextDataset(frames, samples, meta)
+    ds = BrainTextDataset(frames, samples, meta, runs=timeline)
     _write(ds, Path(out), overwrite, transform, raw if keep_raw else None, columns)
     log.info("Wrote %s: %d samples, %d frames x %d features (split %s: %d/%d/%d).", out, len(ds), len(frames),
              ds.feature_dim, split.method, len(split.train), len(split.valid), len(split.test))
@@ -226,5 +227,5 @@ def refit(src: str | os.PathLike, out: str | os.PathLike, split: str = "by_stimu
     unfitted = [s for s in ds.meta.get("preprocessing", []) if s.get("step") not in FITTED_STEPS]
     meta["refitted_from"] = str(src)
     return fit_and_save(raw, list(ds.samples), meta, unfitted, dict(ds.meta.get("dropped", {})), columns, cfg, split,
-                        split_options, out, overwrite, keep_raw=cfg.keep_raw)
+                        split_options, out, overwrite, keep_raw=cfg.keep_raw, timeline=ds.runs)
 

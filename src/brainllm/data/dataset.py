@@ -6,7 +6,11 @@ A prepared dataset is a folder holding
   seconds (or null), whether the data are simulated, and the preprocessing log (a list of steps);
 * `frames.npy`: float32 array `(n_frames, feature_dim)`, opened memory-mapped;
 * `samples.jsonl`: one sample per line with `id, stimulus, subject, prompt, continuation, frames` (row indices
-  into frames.npy, in temporal order) plus source-specific fields.
+  into frames.npy, in temporal order) plus source-specific fields;
+* `runs.jsonl` (story designs only, optional): one time-series run per line with its frame rows, the time of
+  each row and the timed transcript (`Run`), which full-story decoding needs;
+* `raw/frames.npy` (optional): the same rows in the source's voxel space before PCA (z-scored per run), which
+  voxelwise encoding models (the Tang et al. baseline) fit.
 
 `stimulus` is the unit a split must keep whole (a Pereira passage, a story).
 """
@@ -67,6 +71,56 @@ class Sample:
                    frames, extra)
 
 
+@dataclass
+class Run:
+    """One continuous recording (a story run): which frame rows it spans, when each row and each word happened.
+
+    Samples alone cut a story into TR chunks; full-story decoding needs every TR and every word time.
+
+    `rows`: `[start, stop)` rows of frames.npy; `tr_times`: `(stop - start,)` seconds from audio onset of each
+    row's centre; `words`: the transcript in temporal order; `word_times`: `(n_words,)` seconds from audio onset
+    (word midpoints for real transcripts), non-decreasing.
+    """
+
+    name: str
+    stimulus: str
+    rows: tuple[int, int]
+    tr_times: list[float]
+    words: list[str]
+    word_times: list[float]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "stimulus": self.stimulus, "rows": list(self.rows),
+                "tr_times": [round(float(t), 4) for t in self.tr_times], "words": list(self.words),
+                "word_times": [round(float(t), 4) for t in self.word_times]}
+
+    @classmethod
+    def from_json(cls, row: dict, where: str) -> "Run":
+        missing = [k for k in ("name", "stimulus", "rows", "tr_times", "words", "word_times") if k not in row]
+        if missing:
+            raise DatasetError(f"{where}: run lacks the field(s) {missing}.")
+        return cls(str(row["name"]), str(row["stimulus"]), tuple(int(r) for r in row["rows"]),
+                   [float(t) for t in row["tr_times"]], [str(w) for w in row["words"]],
+                   [float(t) for t in row["word_times"]])
+
+    @property
+    def n_trs(self) -> int:
+        return self.rows[1] - self.rows[0]
+
+    def validate(self, n_frames: int) -> None:
+        start, stop = self.rows
+        if not 0 <= start < stop <= n_frames:
+            raise DatasetError(f"Run '{self.name}' spans rows {start}..{stop}, outside frames.npy (0..{n_frames}).")
+        if len(self.tr_times) != stop - start:
+            raise DatasetError(f"Run '{self.name}' has {stop - start} rows but {len(self.tr_times)} TR times.")
+        if len(self.words) != len(self.word_times):
+            raise DatasetError(f"Run '{self.name}' has {len(self.words)} words but {len(self.word_times)} word times.")
+        for name, times in (("TR", self.tr_times), ("word", self.word_times)):
+            arr = np.asarray(times, dtype=float)
+            if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) < 0):
+                raise DatasetError(f"Run '{self.name}': {name} times must be finite and non-decreasing.")
+
+
 class BrainTextDataset:
     """Brain frames plus the text samples aligned to them.
 
@@ -75,12 +129,17 @@ class BrainTextDataset:
         samples: the samples; their `frames` index rows of `frames`.
         meta: the dataset.json content other than the fields derived from the arrays (subject, source, tr,
             simulated, preprocessing, description...).
+        runs: the time-series runs with their timed transcripts (story designs; empty for event designs).
+        raw: `(n_frames, V)` float32 frames in the source's voxel space (optional; may be a memory map).
     """
 
-    def __init__(self, frames: np.ndarray, samples: Sequence[Sample], meta: dict[str, Any] | None = None):
+    def __init__(self, frames: np.ndarray, samples: Sequence[Sample], meta: dict[str, Any] | None = None,
+                 runs: Sequence[Run] = (), raw: np.ndarray | None = None):
         self.frames = frames
         self.samples = list(samples)
         self.meta = dict(meta or {})
+        self.runs = list(runs)
+        self.raw = raw
         self._index = {s.id: i for i, s in enumerate(self.samples)}
         self.validate()
 
@@ -122,7 +181,15 @@ class BrainTextDataset:
 
     def subset(self, ids: Sequence[str]) -> "BrainTextDataset":
         """A dataset view with only the given sample ids (same frame array, no copy)."""
-        return BrainTextDataset(self.frames, [self.by_id(i) for i in ids], self.meta)
+        return BrainTextDataset(self.frames, [self.by_id(i) for i in ids], self.meta, self.runs, self.raw)
+
+    def run(self, name: str) -> Run:
+        """The run called `name` (a story, or `<story>_repNN` for kept repeats)."""
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise DatasetError(f"No run '{name}' in this dataset; runs: {[r.name for r in self.runs] or 'none'} "
+                           "(only story designs record runs).")
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
@@ -164,6 +231,13 @@ class BrainTextDataset:
                 raise DatasetError(f"Sample '{s.id}' has an empty continuation; there is nothing to reconstruct.")
             if not isinstance(s.prompt, str):
                 raise DatasetError(f"Sample '{s.id}' has a non-string prompt ({type(s.prompt).__name__}).")
+        names = [r.name for r in self.runs]
+        if len(set(names)) != len(names):
+            raise DatasetError(f"Run names must be unique, found {names}.")
+        for r in self.runs:
+            r.validate(n)
+        if self.raw is not None and (self.raw.ndim != 2 or self.raw.shape[0] != n):
+            raise DatasetError(f"raw frames have shape {self.raw.shape}; expected ({n}, n_voxels), one row per frame.")
 
     # ------------------------------------------------------------------ disk
     def header(self) -> dict[str, Any]:
@@ -184,6 +258,11 @@ class BrainTextDataset:
         tmp = staging_dir(path)
         np.save(tmp / "frames.npy", np.ascontiguousarray(self.frames, dtype=np.float32))
         write_jsonl(tmp / "samples.jsonl", (s.to_json() for s in self.samples))
+        if self.runs:
+            write_jsonl(tmp / "runs.jsonl", (r.to_json() for r in self.runs))
+        if self.raw is not None:
+            (tmp / "raw").mkdir()
+            np.save(tmp / "raw" / "frames.npy", np.ascontiguousarray(self.raw, dtype=np.float32))
         write_json(tmp / "dataset.json", self.header())
         replace_dir(tmp, path, overwrite=overwrite)
         return path
@@ -224,9 +303,22 @@ class BrainTextDataset:
                 f"{path}/samples.jsonl has {len(samples)} samples, dataset.json says {meta['n_samples']}; "
                 "the file is truncated or was edited."
             )
+        runs = []
+        if (path / "runs.jsonl").exists():
+            try:
+                runs = [Run.from_json(r, f"{path}/runs.jsonl line {i + 1}")
+                        for i, r in enumerate(read_jsonl(path / "runs.jsonl"))]
+            except BrainLLMError as err:
+                raise DatasetError(str(err)) from err
+        raw = None
+        if (path / "raw" / "frames.npy").exists():
+            try:
+                raw = np.load(path / "raw" / "frames.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise DatasetError(f"{path}/raw/frames.npy cannot be read ({err}); the file is probably truncated.") from err
         for key in ("format", "version", "n_frames", "n_samples"):
             meta.pop(key, None)
-        return cls(frames, samples, meta)
+        return cls(frames, samples, meta, runs, raw)
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..io import read_json
+from .dataset import Run
 from .preprocess import Recording, tr_chunk_samples
 from .textgrid import read_textgrid
 
@@ -171,6 +172,7 @@ def read_huth(src: str | os.PathLike, subject: str | None = None, stories: Seque
     skipped: Counter = Counter()
     no_grid = []
     runs_data, runs, samples, info = [], [], [], {}
+    timeline: list[Run] = []
     n_vox = None
     offset = 0
     for story in wanted:
@@ -217,6 +219,8 @@ def read_huth(src: str | os.PathLike, subject: str | None = None, stories: Seque
             skipped.update(why)
             runs_data.append(run)
             runs.append((offset, offset + n_rows))
+            timeline.append(Run(name, story, (offset, offset + n_rows),
+                                [ROW0_START + TR * (i + 0.5) for i in range(n_rows)], words, times.tolist()))
             offset += n_rows
         info[story] = {"rows": n_rows, "repeats": int(data.shape[0]), "words": len(words)}
     if not runs_data:
@@ -239,4 +243,4 @@ def read_huth(src: str | os.PathLike, subject: str | None = None, stories: Seque
     log.info("Huth %s: %d stories, %d runs, %d TRs, %d samples.", subject, len(info), len(runs), offset, len(samples))
     columns = roi_cols if roi_cols is not None else np.arange(n_vox)
     return Recording(np.concatenate(runs_data), samples, meta, runs=runs, columns=columns, preprocessing=steps,
-                     dropped=dropped)
+                     dropped=dropped, timeline=timeline)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..io import read_json, write_json
-from .dataset import Sample
+from .dataset import Run, Sample
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Recording:
     `columns`: `(V,)` index of each raw column in the source's voxel/vertex space (for the record).
     `preprocessing`: steps already applied by the reader (ROI masks, cropping, averaging of repeats).
     `dropped`: counts (or lists) of what the reader dropped, by reason.
+    `timeline`: the runs with their timed transcripts (story designs), carried into the dataset's runs.jsonl.
     """
 
     raw: np.ndarray
@@ -93,6 +94,7 @@ class Recording:
     columns: np.ndarray | None = None
     preprocessing: list[dict] = field(default_factory=list)
     dropped: dict[str, Any] = field(default_factory=dict)
+    timeline: list[Run] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------- TR chunking

@@ -35,7 +35,7 @@ from scipy.stats import gamma
 
 from ..errors import DatasetError
 from .corpus import Passage, load_corpus
-from .dataset import BrainTextDataset, Sample
+from .dataset import BrainTextDataset, Run, Sample
 from .features import sentence_embeddings
 from .preprocess import tr_chunk_samples
 
@@ -247,10 +247,13 @@ def _simulate_story(cfg: SimulationConfig, rng: np.random.Generator) -> Simulati
         convolved = np.stack([np.convolve(centred[:, f], hrf)[:n_trs] for f in range(centred.shape[1])], axis=1)
         runs.append(cortex.record(convolved, ar1))
         run_features.append(feats)
-        story_info.append((f"story{s_idx:02d}", words, tr_of_word, n_trs, [p.id for p in story]))
+        story_info.append((f"story{s_idx:02d}", words, tr_of_word, n_trs, [p.id for p in story], onsets))
     frames, pca_log = _zscore_pca(runs, cfg.components)
-    samples, offset = [], 0
-    for name, words, tr_of_word, n_trs, passage_ids in story_info:
+    samples, timeline, offset = [], [], 0
+    for name, words, tr_of_word, n_trs, passage_ids, onsets in story_info:
+        # TR i acquires [i*tr, (i+1)*tr); its centre is the TR time; word times are onsets
+        timeline.append(Run(name, name, (offset, offset + n_trs), [cfg.tr * (i + 0.5) for i in range(n_trs)],
+                            words, onsets.tolist()))
         # one sample per TR with words (and preceding context), frames = the TRs after it (shared with real readers)
         made, _ = tr_chunk_samples(words, tr_of_word, n_trs, name=name, stimulus=name, subject=f"sim{cfg.seed:02d}",
                                    frame_offset=offset, hrf_delay=cfg.hrf_delay,
@@ -260,8 +263,10 @@ def _simulate_story(cfg: SimulationConfig, rng: np.random.Generator) -> Simulati
     log_ = [{"step": "simulate", "design": "story", "snr": cfg.snr, "voxels": cortex.n_voxels, "tr": cfg.tr,
              "hrf": "SPM canonical double gamma", "hrf_delay_trs": cfg.hrf_delay,
              "frames_per_sample": cfg.frames_per_sample, "features": "all-MiniLM-L6-v2 embeddings of each TR's words",
-             "stories": {n: p for n, _, _, _, p in story_info}}, pca_log]
-    ds = BrainTextDataset(frames, samples, _meta(cfg, log_, cfg.tr))
+             "stories": {n: p for n, _, _, _, p, _ in story_info}}, pca_log,
+            {"step": "raw", "frames": "raw/frames.npy: the simulated voxels, z-scored per run (before PCA)"}]
+    raw = np.concatenate([_unit_variance(r) for r in runs]).astype(np.float32)
+    ds = BrainTextDataset(frames, samples, _meta(cfg, log_, cfg.tr), runs=timeline, raw=raw)
     return Simulation(ds, np.concatenate(run_features), cfg, {"responsive_voxels": int(cortex.responsive.sum())})
 
 
