@@ -92,6 +92,89 @@ def generate(
         typer.echo(f"wrote {cross_losses(run, split, crossloss, batch_size=gen_cfg.batch_size)}")
 
 
+tang_app = typer.Typer(no_args_is_help=True, help="The Tang et al. (2023) baseline decoder: fit, then decode a story.")
+app.add_typer(tang_app, name="tang")
+
+
+@tang_app.command("fit")
+def tang_fit(
+    dataset: Path = typer.Argument(..., help="A prepared story dataset (with runs.jsonl)."),
+    out: Path = typer.Option(..., help="Folder to write the fitted decoder to."),
+    heldout: list[str] = typer.Option([], help="Story to leave out of training (repeatable)."),
+    run: Optional[Path] = typer.Option(None, help="Hold out this BrainLLM run's test stories (same story for both)."),
+    backbone: str = typer.Option("smollm2-135m", help="LM for word features and proposals."),
+    layer: Optional[int] = typer.Option(None, help="Hidden-state index of word features (default 3/4 depth)."),
+    context_words: int = typer.Option(10, help="Fewest preceding words the LM sees."),
+    voxels: int = typer.Option(10000, help="Voxels kept by held-out encoding performance."),
+    boots: int = typer.Option(50, help="Bootstrap resamples for the per-voxel ridge penalties."),
+    space: str = typer.Option("auto", help="raw (voxels), frames (prepared features) or auto."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+) -> None:
+    """Fit the encoding model (LM features -> voxels) and the word-rate model on the training stories."""
+    from .baselines.tang.encoding import EncodingConfig
+    from .baselines.tang.model import TangFitConfig, fit_tang
+    from .baselines.tang.wordrate import WordRateConfig
+
+    held = list(heldout) + (_test_stories(run) if run else [])
+    cfg = TangFitConfig(backbone=backbone, feature_layer=layer, context_words=context_words, space=space,
+                        encoding=EncodingConfig(n_voxels=voxels, n_boots=boots), wordrate=WordRateConfig(n_boots=boots))
+    model = fit_tang(dataset, held, out, cfg, overwrite=overwrite)
+    typer.echo(f"wrote {out}: trained on {len(model.info['train_stories'])} stories, held out {held}")
+
+
+def _test_stories(run_dir: Path) -> list[str]:
+    from .runs import load_run
+
+    loaded = load_run(run_dir)
+    return sorted({loaded.dataset.by_id(i).stimulus for i in loaded.split.test})
+
+
+@tang_app.command("decode")
+def tang_decode(
+    model: Path = typer.Argument(..., help="A folder written by `brainllm tang fit`."),
+    story: str = typer.Option(..., help="The held-out story to decode."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default MODEL/decode_<story>)."),
+    width: int = typer.Option(20, help="Beam width (paper 200; cost grows linearly)."),
+    extensions: int = typer.Option(5, help="Most extensions a hypothesis keeps."),
+    nulls: int = typer.Option(10, help="Brain-free LM sequences for the null distribution."),
+    allow_training_story: bool = typer.Option(False, help="Decode a story the model was trained on (leaks)."),
+) -> None:
+    """Decode a story with the Tang decoder; score it in 20-s windows against the null; print the table."""
+    from .baselines.tang.decode import decode_tang_story
+    from .baselines.tang.decoder import TangDecoderConfig
+
+    out = out or model / f"decode_{story}"
+    ev = decode_tang_story(model, story, out, TangDecoderConfig(width=width, extensions=extensions), nulls,
+                           allow_training_story)
+    typer.echo(ev.summary_table())
+    typer.echo(f"wrote {out}")
+
+
+@app.command("decode-story")
+def decode_story_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder trained on a story dataset."),
+    story: str = typer.Option(..., help="A test story of the run."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default RUN/story_<story>)."),
+    width: int = typer.Option(3, help="Beam width (authors: 3)."),
+    extensions: int = typer.Option(3, help="Most extensions a hypothesis keeps (authors: 3)."),
+    context_words: int = typer.Option(10, help="Fewest preceding words the LM sees."),
+    permutations: int = typer.Option(1, help="PerBrainLLM repeats over the whole story."),
+    nulls: int = typer.Option(10, help="Brain-free LM sequences for the null distribution."),
+    condition: list[str] = typer.Option(["brain", "permuted", "no_brain"], help="Conditions to decode."),
+) -> None:
+    """Reconstruct a whole held-out story with BrainLLM (+ PerBrainLLM, StdLLM), scored in 20-s windows."""
+    from .fullstory import StoryDecoderConfig, decode_story
+    from .runs import load_run
+
+    loaded = load_run(run_dir)
+    out = out or run_dir / f"story_{story}"
+    ev = decode_story(loaded, story, out, StoryDecoderConfig(width=width, extensions=extensions,
+                                                             context_words=context_words),
+                      permutations=permutations, n_nulls=nulls, conditions=condition)
+    typer.echo(ev.summary_table())
+    typer.echo(f"wrote {out}")
+
+
 @app.command()
 def backbones() -> None:
     """List the backbones this machine can load offline, and how to add the missing ones."""

@@ -97,7 +97,11 @@ class ProposalConfig:
 
 
 def _stemmer():
-    from nltk.stem.snowball import SnowballStemmer
+    try:
+        from nltk.stem.snowball import SnowballStemmer
+    except ImportError as err:
+        raise BrainLLMError("The repetition filter of the full-story decoders needs nltk's Snowball stemmer: "
+                            "pip install 'brainllm[metrics]'.") from err
 
     return SnowballStemmer("english")
 

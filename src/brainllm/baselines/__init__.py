@@ -1,0 +1,1 @@
+"""Baseline decoders to compare BrainLLM with."""

@@ -1,0 +1,33 @@
+"""`brainllm tang decode`: decode a held-out story with a fitted Tang decoder and evaluate it like BrainLLM's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ...data.dataset import BrainTextDataset
+from ...errors import BrainLLMError
+from ...fullstory import evaluate_decoded, predicted_times
+from .decoder import TangDecoderConfig, decode
+from .model import load_tang, responses_of, story_runs
+
+
+def decode_tang_story(model_dir: str | os.PathLike, story: str, out: str | os.PathLike,
+                      config: TangDecoderConfig = TangDecoderConfig(), n_nulls: int = 10,
+                      allow_training_story: bool = False, progress: bool = True):
+    """Word times from the word-rate model, beam search with the encoding model, windowed scores vs the null."""
+    model = load_tang(model_dir)
+    if story in model.info["train_stories"] and not allow_training_story:
+        raise BrainLLMError(f"Story '{story}' trained this decoder's encoding model; decode a held-out story "
+                            f"({model.info['heldout_stories'] or 'none was held out: refit with --heldout'}).")
+    dataset = BrainTextDataset.load(model.info["dataset"])
+    run = story_runs(dataset, [story])[0]
+    responses = responses_of(dataset, run, model.info["space"])
+    times = predicted_times(model.wordrate, responses, run)
+    decoded = decode(model.lm, model.encoding, responses, np.asarray(run.tr_times), times, config, progress)
+    extra = {"model_dir": str(Path(model_dir)), "word_rate": {"predicted_words": len(times),
+                                                             "heard_words": len(run.words)},
+             "simulated": dataset.simulated}
+    return evaluate_decoded({"tang": decoded}, run, model.lm, out, "tang", n_nulls, progress=progress, extra=extra)

@@ -1,0 +1,147 @@
+"""Tang et al. (2023) beam-search decoder: LM proposals scored by an fMRI encoding model's likelihood.
+
+At predicted word i (time t_i) every hypothesis proposes next words (nucleus mass and relative floor, repetition
+filter); each candidate's LM feature is placed at word i, the hypothesis's own features before it and the mean
+training word feature ("blank") after it; the word features are Lanczos-downsampled to TRs, normalised, delayed and
+mapped to the selected voxels, and scored by the Gaussian noise model on the TRs word i can affect (from the first
+word where hypotheses differ, widened by the FIR delays). Hypothesis h keeps its `ceil(E * rank_h / |beam|)` most
+likely candidates; the beam becomes the `width` most likely of the pool. The LM enters only through the proposals
+and the extension counts, as in Tang's code.
+
+Deviation, for speed: the LM sees between `context_words` and `2 * context_words - 1` preceding words through a
+reused KV cache (Tang recomputed the last 8 s of words every step); candidate features come from the same forward
+pass that gives the next step's proposals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ...beam import Beam, candidates, empty_beam, extension_counts, grow, select_pool
+from ...errors import BrainLLMError
+from ...wordlm import ContextFilter, ProposalConfig, WordLM
+from .encoding import EncodingModel
+from .lanczos import lanczos_matrix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TangDecoderConfig:
+    """Beam-search settings. Paper (Tang et al. 2023): width 200, 5 extensions, nucleus 0.9, floor 0.1.
+
+    The CPU default width is 20: cost grows linearly with width x candidates (see benchmarks/fullstory.py).
+    """
+
+    width: int = 20
+    extensions: int = 5
+    nucleus_mass: float = 0.9
+    relative_floor: float = 0.1
+    max_candidates: int = 50
+
+    def proposal(self) -> ProposalConfig:
+        return ProposalConfig(self.nucleus_mass, self.relative_floor, self.max_candidates, True)
+
+
+@dataclass
+class DecodedStory:
+    """A decoded word sequence with its word times (s) and the decoder's settings."""
+
+    words: list[str]
+    times: np.ndarray
+    settings: dict
+
+    def to_json(self) -> dict:
+        return {"words": self.words, "times": [round(float(t), 4) for t in self.times], "settings": self.settings}
+
+
+def affected_trs(lanczos: np.ndarray, first_word: int, word: int, delays: tuple[int, ...], n_trs: int
+                 ) -> tuple[int, int]:
+    """`[lo, hi)` TRs whose responses word positions `first_word..word` can change: their Lanczos support,
+    shifted by the FIR delays, clipped to the run. `lanczos`: `(T, W)`."""
+    support = np.flatnonzero(np.any(lanczos[:, first_word:word + 1] != 0, axis=1))
+    if len(support) == 0:
+        return 0, 0
+    lo, hi = int(support.min()), int(support.max()) + 1
+    return max(0, lo + min(delays)), min(n_trs, hi + max(delays))
+
+
+def _first_difference(words: np.ndarray) -> int:
+    """First word position where the hypotheses differ; the current length if they are all identical."""
+    if len(words) < 2:
+        return words.shape[1]
+    same = np.all(words == words[:1], axis=0)
+    diff = np.flatnonzero(~same)
+    return int(diff[0]) if len(diff) else words.shape[1]
+
+
+def decode(lm: WordLM, model: EncodingModel, responses: np.ndarray, tr_times: np.ndarray, word_times: np.ndarray,
+           config: TangDecoderConfig = TangDecoderConfig(), progress: bool = True) -> DecodedStory:
+    """Decode one run.
+
+    Args:
+        lm: the word-level LM (its feature layer and context rule must be those the encoding model was fitted with).
+        model: a fitted `EncodingModel`.
+        responses: `(T, V)` the run's responses in the voxel space the model was fitted on (all voxels; the
+            model's selected voxels are taken here).
+        tr_times: `(T,)` seconds of each row; word_times: `(W,)` predicted word times (word-rate model).
+    """
+    n_trs = len(tr_times)
+    if responses.shape[0] != n_trs:
+        raise BrainLLMError(f"responses have {responses.shape[0]} rows but there are {n_trs} TR times.")
+    observed = torch.as_tensor(model.select(np.asarray(responses, dtype=np.float32)), dtype=torch.float32)
+    lanczos = lanczos_matrix(np.asarray(word_times, float), np.asarray(tr_times, float)).astype(np.float32)
+    lz = torch.from_numpy(lanczos)  # (T, W)
+    delays = tuple(int(d) for d in model.config.delays)
+    if model.blank_word_ is None:
+        raise BrainLLMError("The encoding model was fitted without word_features, so it has no blank word vector "
+                            "for not-yet-decoded words; refit it with word_features (brainllm tang fit does).")
+    blank = torch.as_tensor(model.blank_word_, dtype=torch.float32)
+    filt = ContextFilter()
+    proposal = config.proposal()
+    beam = empty_beam(lm)
+    beam.extra["feats"] = np.zeros((1, 0, lm.hidden_size), dtype=np.float32)
+    n_words = len(word_times)
+    for i in tqdm(range(n_words), desc="tang decode", unit="word", disable=not progress):
+        props = candidates(lm, beam, proposal, filt)
+        owners = np.concatenate([[h] * len(p) for h, p in enumerate(props)]).astype(np.int64)
+        flat = [c for p in props for c in p]
+        if not flat:
+            flat = [(int(beam.state.logprobs[h].argmax()), float(beam.state.logprobs[h].max())) for h in range(len(beam))]
+            owners = np.arange(len(beam), dtype=np.int64)
+        cand_state = lm.extend(beam.state, owners.tolist(), [w for w, _ in flat])
+        cand_feats = cand_state.features.float().cpu()  # (N, H)
+        lo, hi = affected_trs(lanczos, _first_difference(beam.words), i, delays, n_trs)
+        scores = _likelihoods(model, beam, owners, cand_feats, lz, blank, observed, i, lo, hi, delays)
+        chosen = select_pool(scores, owners, extension_counts(beam.lm_logprob, config.extensions), config.width)
+        feats = np.concatenate([beam.extra["feats"][owners[chosen]], cand_feats[chosen].numpy()[:, None]], axis=1)
+        beam = grow(lm, beam, owners[chosen], [flat[c][0] for c in chosen], [flat[c][1] for c in chosen],
+                    lm.select(cand_state, chosen.tolist()))
+        beam.extra["feats"] = feats
+        beam.extra["likelihood"] = scores[chosen]
+    words = [lm.vocab.words[w] for w in beam.words[0]] if n_words else []
+    return DecodedStory(words, np.asarray(word_times, float),
+                        {"decoder": "tang2023", **asdict(config), "feature_layer": lm.feature_layer,
+                         "context_words": lm.context_words, "max_context_words": lm.max_context_words})
+
+
+def _likelihoods(model: EncodingModel, beam: Beam, owners: np.ndarray, cand_feats: torch.Tensor, lz: torch.Tensor,
+                 blank: torch.Tensor, observed: torch.Tensor, i: int, lo: int, hi: int, delays: tuple[int, ...]
+                 ) -> np.ndarray:
+    """Log-likelihood `(N,)` of each candidate's stimulus on TRs `[lo, hi)`."""
+    if hi <= lo:
+        return np.zeros(len(owners))
+    # TR features are needed from lo - max(delay) to hi - min(delay) so the delayed rows [lo, hi) are complete
+    a, b = max(0, lo - max(max(delays), 0)), min(lz.shape[0], hi - min(min(delays), 0))
+    rows = lz[a:b]  # (R, W)
+    past = torch.as_tensor(beam.extra["feats"][:, :i], dtype=torch.float32)  # (B, i, H)
+    base = torch.einsum("rw,bwh->brh", rows[:, :i], past)  # (B, R, H)
+    future = rows[:, i + 1:].sum(1, keepdim=True) * blank  # (R, H)
+    x = base[torch.as_tensor(owners)] + future + rows[:, i][None, :, None] * cand_feats[:, None, :]  # (N, R, H)
+    trs = np.arange(lo - a, hi - a)
+    return np.asarray(model.log_likelihood(x, observed[a:b], trs), dtype=float)

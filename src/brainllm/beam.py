@@ -1,0 +1,108 @@
+"""Beam-search pieces shared by the full-story decoders (Tang et al. 2023 and BrainLLM) and their null model.
+
+Both decoders follow Tang et al.'s scaffolding: every hypothesis holds the same number of words; each step the LM
+proposes candidate next words per hypothesis; hypothesis h may keep `ceil(E * rank_h / |beam|)` extensions (rank 1 =
+the least LM-probable hypothesis, so the most probable keeps E); the beam becomes the best `width` of the pool.
+They differ only in how a candidate is scored (encoding-model likelihood vs brain-conditioned LM probability).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from .wordlm import INIT_WORDS, BeamState, ContextFilter, ProposalConfig, WordLM
+
+
+@dataclass
+class Beam:
+    """The hypotheses of a beam: word indices `(B, i)`, summed LM log-probability `(B,)`, per-word log-probs."""
+
+    words: np.ndarray                       # (B, i) int word indices into the LM's vocabulary
+    lm_logprob: np.ndarray                  # (B,) summed LM log-probability of each hypothesis
+    word_logprobs: np.ndarray               # (B, i) LM log-probability of each word
+    state: BeamState | None = None          # the LM state whose rows are these hypotheses
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def n_words(self) -> int:
+        return self.words.shape[1]
+
+
+def extension_counts(lm_logprob: np.ndarray, extensions: int) -> np.ndarray:
+    """`(B,)` extensions each hypothesis may keep: ceil(E * rank / B), rank 1 = least LM-probable (Tang)."""
+    ranks = rankdata(lm_logprob, method="average")
+    return np.ceil(extensions * ranks / len(lm_logprob)).astype(int).clip(1, extensions)
+
+
+def first_candidates(lm: WordLM) -> list[tuple[int, float]]:
+    """Tang's first-word candidates (i, we, she, he, they, it) with uniform log-probability."""
+    words = [w for w in INIT_WORDS if w in lm.vocab]
+    return [(lm.vocab.index(w), -math.log(len(words))) for w in words]
+
+
+def empty_beam(lm: WordLM, prefix=None) -> Beam:
+    """A beam of one empty hypothesis."""
+    return Beam(np.zeros((1, 0), dtype=np.int64), np.zeros(1), np.zeros((1, 0)), lm.start([[]], prefix))
+
+
+def candidates(lm: WordLM, beam: Beam, proposal: ProposalConfig, context_filter: ContextFilter
+               ) -> list[list[tuple[int, float]]]:
+    """Proposals per hypothesis; Tang's uniform first words at the start of a story."""
+    if beam.n_words == 0:
+        return [first_candidates(lm) for _ in range(len(beam))]
+    return lm.propose(beam.state, proposal, context_filter)
+
+
+def grow(lm: WordLM, beam: Beam, parents: Sequence[int], words: Sequence[int], logps: Sequence[float],
+         state: BeamState | None = None) -> Beam:
+    """The beam of hypotheses `parents[r] + words[r]`; `state` if its rows already are these (else extended)."""
+    parents = np.asarray(parents, dtype=np.int64)
+    words_arr = np.asarray(words, dtype=np.int64)
+    logps_arr = np.asarray(logps, dtype=float)
+    if state is None:
+        state = lm.extend(beam.state, parents.tolist(), words_arr.tolist())
+    return Beam(np.concatenate([beam.words[parents], words_arr[:, None]], axis=1),
+                beam.lm_logprob[parents] + logps_arr,
+                np.concatenate([beam.word_logprobs[parents], logps_arr[:, None]], axis=1), state,
+                {k: v[parents] for k, v in beam.extra.items()})
+
+
+def select_pool(scores: np.ndarray, owners: np.ndarray, allowed: np.ndarray, width: int) -> np.ndarray:
+    """Indices into a candidate pool: each owner keeps its `allowed[owner]` best-scoring candidates, then the best
+    `width` of those survive. `scores`, `owners`: `(N,)`; returns survivors sorted by score, best first."""
+    keep = []
+    for h in np.unique(owners):
+        mine = np.flatnonzero(owners == h)
+        keep.extend(mine[np.argsort(-scores[mine], kind="stable")[: allowed[h]]])
+    keep = np.asarray(keep, dtype=np.int64)
+    return keep[np.argsort(-scores[keep], kind="stable")[:width]]
+
+
+def null_sequences(lm: WordLM, n_words: int, n_sequences: int, extensions: int = 5,
+                   proposal: ProposalConfig = ProposalConfig(), seed: int = 0) -> list[list[str]]:
+    """Brain-free LM word sequences (Tang's null): the same proposal machinery with random scores, beam width
+    `2 * extensions`; all sequences advance together in one batch. Returns `n_sequences` lists of `n_words` words."""
+    rng = np.random.default_rng(seed)
+    width = 2 * extensions
+    filt = ContextFilter()
+    beams = [empty_beam(lm) for _ in range(n_sequences)]
+    for _ in range(n_words):
+        for b, beam in enumerate(beams):
+            props = candidates(lm, beam, proposal, filt)
+            owners = np.concatenate([[h] * len(p) for h, p in enumerate(props)]).astype(np.int64)
+            flat = [c for p in props for c in p]
+            if not flat:  # every proposal filtered out: fall back to the unfiltered best word
+                flat = [(int(beam.state.logprobs[0].argmax()), 0.0)]
+                owners = np.zeros(1, dtype=np.int64)
+            allowed = extension_counts(beam.lm_logprob, extensions)
+            chosen = select_pool(rng.random(len(flat)), owners, allowed, width)
+            beams[b] = grow(lm, beam, owners[chosen], [flat[c][0] for c in chosen], [flat[c][1] for c in chosen])
+    return [[lm.vocab.words[w] for w in beam.words[0]] for beam in beams]

@@ -1,0 +1,222 @@
+"""Full-story reconstruction with a trained BrainLLM (Ye et al. 2025, section "end2end"), and the evaluation of
+any decoded story (also the Tang et al. 2023 baseline's) on the same held-out story, windows and null.
+
+Decoding walks the held-out run TR by TR. A word-rate model (ridge from the TR's following frames to the number of
+words heard in it, fitted on the run's training stories only) says how many words TR t holds; their times are
+spread evenly inside the TR. For each of those words the backbone sees `[BOS?] <brain> adapter(frames of TR t)
+</brain>` and the hypothesis's last words (KV cache reused while the TR lasts), proposes words (nucleus, relative
+floor, repetition filter), and a beam keeps the hypotheses with the highest brain-conditioned log-probability
+(summed over their last `score_words` words, as the authors did). Controls, from the same model and the same word
+times: `permuted` (each TR gets the frames of another TR of the story, N seeds) and `no_brain` (the bare backbone).
+Null: brain-free LM sequences at the same word times (Tang's null), which every condition is z-scored against.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .baselines.tang.decoder import DecodedStory
+from .baselines.tang.wordrate import WordRateConfig, WordRateModel, binned_word_counts, word_times
+from .beam import candidates, empty_beam, extension_counts, grow, null_sequences, select_pool
+from .data.dataset import BrainTextDataset, Run
+from .errors import BrainLLMError
+from .evaluation.stats import contamination
+from .evaluation.story import StoryEvalConfig, TimedWords, evaluate_story, segment, write_story_evaluation
+from .io import write_json
+from .model import BrainLLM
+from .runs import LoadedRun
+from .wordlm import ContextFilter, ProposalConfig, WordLM
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("brain", "permuted", "no_brain")
+
+
+@dataclass
+class StoryDecoderConfig:
+    """BrainLLM full-story settings. The authors: beam 3, 3 extensions, 10 context tokens, top-200 proposals."""
+
+    width: int = 3
+    extensions: int = 3
+    context_words: int = 10
+    score_words: int = 10          # a hypothesis's score sums the log-probs of its last this many words
+    nucleus_mass: float = 0.9
+    relative_floor: float = 0.01
+    max_candidates: int = 200
+
+    def proposal(self) -> ProposalConfig:
+        return ProposalConfig(self.nucleus_mass, self.relative_floor, self.max_candidates, True)
+
+
+def reference_of(run: Run) -> TimedWords:
+    """The perceived words of a run with their times."""
+    return TimedWords(list(run.words), np.asarray(run.word_times, dtype=float))
+
+
+def predicted_times(model: WordRateModel, responses: np.ndarray, run: Run) -> np.ndarray:
+    """`(W,)` word times (s): the word-rate model's count per TR, spread evenly inside each TR."""
+    tr_times = np.asarray(run.tr_times, dtype=float)
+    tr = float(np.median(np.diff(tr_times))) if len(tr_times) > 1 else 2.0
+    return word_times(model.predict_counts(responses), tr_times, tr)
+
+
+def fit_frame_wordrate(dataset: BrainTextDataset, stories: Sequence[str], config: WordRateConfig = WordRateConfig()
+                       ) -> WordRateModel:
+    """Word-rate model from the prepared frames (what BrainLLM's adapter sees) on the given (training) stories."""
+    runs = [r for r in dataset.runs if r.stimulus in set(stories)]
+    if not runs:
+        raise BrainLLMError(f"No run of the training stories {list(stories)} in the dataset.")
+    responses = [np.asarray(dataset.frames[r.rows[0]:r.rows[1]], dtype=np.float32) for r in runs]
+    counts = [binned_word_counts(np.asarray(r.word_times), np.asarray(r.tr_times),
+                                 float(np.median(np.diff(r.tr_times)))) for r in runs]
+    return WordRateModel(config).fit(responses, counts)
+
+
+def _derangement(n: int, seed: int) -> np.ndarray:
+    """A permutation of range(n) with no fixed point (n >= 2)."""
+    if n < 2:
+        raise BrainLLMError(f"A story of {n} TR cannot be permuted.")
+    rng = np.random.default_rng(seed)
+    while True:  # rejection sampling: a uniform derangement, about e tries on average
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
+
+
+class BrainPrefix:
+    """`<brain> adapter(frames) </brain>` embeddings `(T + 2, H)` for a TR of a run, under a frame permutation."""
+
+    def __init__(self, model: BrainLLM, frames: np.ndarray, run: Run, hrf_delay: int, frames_per_sample: int,
+                 tr_order: np.ndarray | None = None):
+        self.model = model
+        self.frames = frames
+        self.run = run
+        self.hrf_delay = hrf_delay
+        self.t = frames_per_sample
+        self.order = tr_order if tr_order is not None else np.arange(run.n_trs)
+
+    @torch.inference_mode()
+    def __call__(self, tr: int) -> torch.Tensor:
+        src = int(self.order[tr])
+        rows = [min(self.run.rows[0] + src + self.hrf_delay + j, self.run.rows[1] - 1) for j in range(self.t)]
+        frames = torch.as_tensor(np.asarray(self.frames[rows], dtype=np.float32)).unsqueeze(0)  # (1, T, D)
+        device = self.model.boundary.device
+        brain = self.model.adapter(frames.to(device), torch.ones(1, self.t, dtype=torch.bool, device=device))[0]
+        return torch.cat([self.model.boundary[:1], brain, self.model.boundary[1:]]).to(self.model.backbone_dtype)
+
+
+def decode_brainllm(lm: WordLM, times: np.ndarray, tr_times: np.ndarray, prefix: BrainPrefix | None,
+                    config: StoryDecoderConfig = StoryDecoderConfig(), progress: bool = True, desc: str = "decode"
+                    ) -> DecodedStory:
+    """Decode the words at `times` (s); `prefix` None = the bare LM (StdLLM)."""
+    tr_of_word = np.clip(np.searchsorted(np.asarray(tr_times) + _half_tr(tr_times), times, side="right"), 0,
+                         len(tr_times) - 1)
+    filt = ContextFilter()
+    proposal = config.proposal()
+    beam = empty_beam(lm)
+    current_tr = -1
+    for i in tqdm(range(len(times)), desc=desc, unit="word", disable=not progress):
+        if prefix is not None and tr_of_word[i] != current_tr:  # new TR: new brain input for every hypothesis
+            current_tr = int(tr_of_word[i])
+            contexts = [list(map(int, w[-lm.context_words:])) for w in beam.words]
+            beam.state = lm.start(contexts, prefix(current_tr))
+        props = candidates(lm, beam, proposal, filt)
+        owners = np.concatenate([[h] * len(p) for h, p in enumerate(props)]).astype(np.int64)
+        flat = [c for p in props for c in p]
+        if not flat:
+            flat = [(int(beam.state.logprobs[h].argmax()), float(beam.state.logprobs[h].max())) for h in range(len(beam))]
+            owners = np.arange(len(beam), dtype=np.int64)
+        recent = beam.word_logprobs[:, -(config.score_words - 1):].sum(1) if config.score_words > 1 else 0.0
+        scores = np.asarray([lp for _, lp in flat]) + np.broadcast_to(recent, (len(beam),))[owners]
+        chosen = select_pool(scores, owners, extension_counts(beam.lm_logprob, config.extensions), config.width)
+        beam = grow(lm, beam, owners[chosen], [flat[c][0] for c in chosen], [flat[c][1] for c in chosen])
+    words = [lm.vocab.words[w] for w in beam.words[0]] if len(times) else []
+    return DecodedStory(words, np.asarray(times, float), {"decoder": "brainllm", **asdict(config),
+                                                          "brain": prefix is not None})
+
+
+def _half_tr(tr_times: Sequence[float]) -> float:
+    return float(np.median(np.diff(tr_times))) / 2 if len(tr_times) > 1 else 1.0
+
+
+def window_contamination(ev_bounds: np.ndarray, pred: TimedWords, ref: TimedWords, min_run: int = 6) -> dict:
+    """Verbatim overlap of each 20-s prediction window with the same reference window (LLM memorisation of a
+    public story shows up as long shared runs)."""
+    p, r = segment(pred, ev_bounds), segment(ref, ev_bounds)
+    return contamination(p, r, [f"{a:.0f}-{b:.0f}s" for a, b in ev_bounds], min_run=min_run)
+
+
+def evaluate_decoded(decoded: dict[str, DecodedStory], run: Run, lm: WordLM, out: str | os.PathLike,
+                     model_name: str, n_nulls: int = 10, config: StoryEvalConfig = StoryEvalConfig(),
+                     seed: int = 0, progress: bool = True, extra: dict | None = None):
+    """Score `decoded[model_name]` against the run's transcript, its null and the other entries as controls;
+    write `decoded.json`, `nulls.json` and `story_evaluation.json` into `out`. Returns the StoryEvaluation."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ref = reference_of(run)
+    times = decoded[model_name].times
+    log.info("Sampling %d null sequences of %d words (brain-free LM, beam %d)", n_nulls, len(times), 10)
+    nulls = [TimedWords(words, times) for words in null_sequences(lm, len(times), n_nulls, seed=seed)]
+    as_timed = {k: TimedWords(d.words, d.times) for k, d in decoded.items()}
+    ev = evaluate_story(as_timed[model_name], ref, nulls,
+                        controls={k: v for k, v in as_timed.items() if k != model_name}, config=config,
+                        name=model_name)
+    write_json(out / "decoded.json", {"run": run.name, "story": run.stimulus, **(extra or {}),
+                                      "decoded": {k: d.to_json() for k, d in decoded.items()}})
+    write_json(out / "nulls.json", {"times": [round(float(t), 4) for t in times], "words": [n.words for n in nulls]})
+    write_story_evaluation(ev, out / "story_evaluation.json")
+    bounds = np.asarray(ev.bounds)
+    write_json(out / "contamination.json",
+               {k: window_contamination(bounds, v, ref) for k, v in as_timed.items()})
+    return ev
+
+
+def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike, config: StoryDecoderConfig = StoryDecoderConfig(),
+                 permutations: int = 1, n_nulls: int = 10, conditions: Sequence[str] = CONDITIONS,
+                 allow_training_story: bool = False, progress: bool = True):
+    """`brainllm decode-story`: decode a held-out story under each condition, evaluate, write into `out`."""
+    dataset = loaded.dataset
+    runs = [r for r in dataset.runs if r.stimulus == story]
+    if not runs:
+        raise BrainLLMError(f"No run of story '{story}' in {loaded.config.data.path}; stories: "
+                            f"{sorted({r.stimulus for r in dataset.runs}) or 'none (not a story design)'}.")
+    run = runs[0]
+    train_stories = sorted({dataset.by_id(i).stimulus for i in loaded.split.train})
+    if story in train_stories and not allow_training_story:
+        raise BrainLLMError(f"Story '{story}' trained this run's adapter; decode a test story "
+                            f"({sorted({dataset.by_id(i).stimulus for i in loaded.split.test})}).")
+    bad = [c for c in conditions if c not in CONDITIONS]
+    if bad:
+        raise BrainLLMError(f"Unknown condition(s) {bad}; choose from {CONDITIONS}.")
+    wordrate = fit_frame_wordrate(dataset, train_stories)
+    frames = np.asarray(dataset.frames[run.rows[0]:run.rows[1]], dtype=np.float32)
+    times = predicted_times(wordrate, frames, run)
+    log.info("Word-rate model: %d words predicted for %s (%d heard)", len(times), story, len(run.words))
+    lm = WordLM(loaded.model.backbone, loaded.encoder.tokenizer, context_words=config.context_words,
+                device=loaded.model.boundary.device)
+    hrf = int(dataset.meta.get("hrf_delay", dataset.meta.get("simulation", {}).get("hrf_delay", 1)))
+    t = int(dataset.meta.get("frames_per_sample", dataset.meta.get("simulation", {}).get("frames_per_sample", 4)))
+    tr_times = np.asarray(run.tr_times)
+    decoded: dict[str, DecodedStory] = {}
+    if "brain" in conditions:
+        prefix = BrainPrefix(loaded.model, dataset.frames, run, hrf, t)
+        decoded["brain"] = decode_brainllm(lm, times, tr_times, prefix, config, progress, "brain")
+    if "permuted" in conditions:
+        for p in range(permutations):
+            prefix = BrainPrefix(loaded.model, dataset.frames, run, hrf, t, _derangement(run.n_trs, seed=p))
+            name = "permuted" if permutations == 1 else f"permuted_{p}"
+            decoded[name] = decode_brainllm(lm, times, tr_times, prefix, config, progress, name)
+    if "no_brain" in conditions:
+        decoded["no_brain"] = decode_brainllm(lm, times, tr_times, None, config, progress, "no_brain")
+    model_name = "brain" if "brain" in decoded else next(iter(decoded))
+    extra = {"run_dir": str(loaded.path), "word_rate": {"predicted_words": len(times), "heard_words": len(run.words)},
+             "simulated": dataset.simulated}
+    return evaluate_decoded(decoded, run, lm, out, model_name, n_nulls, progress=progress, extra=extra)
