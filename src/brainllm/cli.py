@@ -138,6 +138,7 @@ def tang_decode(
     extensions: int = typer.Option(5, help="Most extensions a hypothesis keeps."),
     nulls: int = typer.Option(10, help="Brain-free LM sequences for the null distribution."),
     allow_training_story: bool = typer.Option(False, help="Decode a story the model was trained on (leaks)."),
+    control: bool = typer.Option(True, help="Also decode the responses rotated by half the run (control)."),
 ) -> None:
     """Decode a story with the Tang decoder; score it in 20-s windows against the null; print the table."""
     from .baselines.tang.decode import decode_tang_story
@@ -145,7 +146,7 @@ def tang_decode(
 
     out = out or model / f"decode_{story}"
     ev = decode_tang_story(model, story, out, TangDecoderConfig(width=width, extensions=extensions), nulls,
-                           allow_training_story)
+                           allow_training_story, control=control)
     typer.echo(ev.summary_table())
     typer.echo(f"wrote {out}")
 

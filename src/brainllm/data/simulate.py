@@ -5,7 +5,9 @@ built the way neuroscience methods papers build ground-truth simulations:
 
 1. Stimuli: the passages shipped in `brainllm/data/corpus` (written for this project).
 2. Semantic features: all-MiniLM-L6-v2 embeddings (384-d) of the perceived text: of each sentence (sentence
-   design) or of the words heard in each TR (story design), centred.
+   design) or of the words heard in each TR (story design), centred; in the story design also the number of
+   words in each TR (an auditory-like response, `rate_share` of the semantic variance), so speech rate is
+   decodable as in real data.
 3. Encoding model: voxels lie on a 2-D cortical sheet; a fraction of them respond, each with tuning weights
    `W (384, V)` that vary smoothly across the sheet. Story design: the feature time series is convolved with the
    SPM canonical haemodynamic response (double gamma) at the 2 s TR.
@@ -69,6 +71,7 @@ class SimulationConfig:
     frames_per_sample: int = 4        # T, frames per sample
     prompt_words: int = 20            # words of preceding context in a story sample's prompt
     lead_in: float = 10.0             # seconds of silence before and after each story
+    rate_share: float = 0.2           # word-rate (auditory-like) signal variance / semantic signal variance
 
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
@@ -241,10 +244,16 @@ def _simulate_story(cfg: SimulationConfig, rng: np.random.Generator) -> Simulati
         tr_of_word = (onsets // cfg.tr).astype(int)
         chunk_text = [" ".join(w for w, t in zip(words, tr_of_word) if t == i) for i in range(n_trs)]
         feats = sentence_embeddings(chunk_text)  # (n_trs, 384), zeros in silent TRs
-        if cortex is None:
-            cortex = _Cortex(cfg, feats.shape[1], rng)
         centred = np.where(np.any(feats != 0, axis=1, keepdims=True), feats - feats[feats.any(1)].mean(0), 0.0)
-        convolved = np.stack([np.convolve(centred[:, f], hrf)[:n_trs] for f in range(centred.shape[1])], axis=1)
+        # an auditory-like response to how many words each TR holds, so that speech rate is decodable as in real
+        # data (Tang et al.'s word-rate model); it carries `rate_share` of the semantic features' variance
+        rate = np.bincount(tr_of_word, minlength=n_trs).astype(float)
+        rate -= rate.mean()
+        scale = np.sqrt(cfg.rate_share * centred.var(0).sum() / max(float(rate.var()), 1e-12))
+        driving = np.concatenate([centred, scale * rate[:, None]], axis=1)  # (n_trs, 385)
+        if cortex is None:
+            cortex = _Cortex(cfg, driving.shape[1], rng)
+        convolved = np.stack([np.convolve(driving[:, f], hrf)[:n_trs] for f in range(driving.shape[1])], axis=1)
         runs.append(cortex.record(convolved, ar1))
         run_features.append(feats)
         story_info.append((f"story{s_idx:02d}", words, tr_of_word, n_trs, [p.id for p in story], onsets))
@@ -262,7 +271,8 @@ def _simulate_story(cfg: SimulationConfig, rng: np.random.Generator) -> Simulati
         offset += n_trs
     log_ = [{"step": "simulate", "design": "story", "snr": cfg.snr, "voxels": cortex.n_voxels, "tr": cfg.tr,
              "hrf": "SPM canonical double gamma", "hrf_delay_trs": cfg.hrf_delay,
-             "frames_per_sample": cfg.frames_per_sample, "features": "all-MiniLM-L6-v2 embeddings of each TR's words",
+             "frames_per_sample": cfg.frames_per_sample, "features": "all-MiniLM-L6-v2 embeddings of each TR's words + its word count",
+             "rate_share": cfg.rate_share,
              "stories": {n: p for n, _, _, _, p, _ in story_info}}, pca_log,
             {"step": "raw", "frames": "raw/frames.npy: the simulated voxels, z-scored per run (before PCA)"}]
     raw = np.concatenate([_unit_variance(r) for r in runs]).astype(np.float32)
