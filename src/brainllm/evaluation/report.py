@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_SAMPLE_ROWS = 500
 
 CSS = """
+.simulated { background: #fff3cd; border: 1px solid #e0c060; padding: 0.5em; }
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:1em 2em;
 color:#222;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
@@ -151,6 +152,11 @@ def render_html(evs: Sequence[RunEvaluation], analyses: Sequence[A.Analysis], ma
     body = [f"<h1>brainllm evaluation report</h1><p class=\"meta\">brainllm {_e(__version__)}, {stamp}; "
             f"{len(evs)} run(s). Self-contained: plots are embedded, nothing is loaded from the network.</p>",
             f"<ul>{nav}</ul>"]
+    simulated = [ev.run.name for ev in evs if ev.run.simulated]
+    if simulated:
+        body.insert(1, f"<p class=\"simulated\"><strong>SIMULATED DATA</strong> ({_e(', '.join(simulated))}): a "
+                       "simulated participant (brainllm.data.simulate), not real fMRI. Its numbers say what the "
+                       "pipeline can detect, not what a brain encodes.</p>")
     if len(evs) > 1:
         body += ["<h2>Runs compared</h2><div class=\"wide\">",
                  html_table(*T.cross_run_rows([ev.summary for ev in evs])), "</div>"]

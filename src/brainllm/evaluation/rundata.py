@@ -17,6 +17,8 @@ against the same reference text per id (the authors' released files did not), an
 
 from __future__ import annotations
 
+import json
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +93,17 @@ class RunData:
     def dataset_name(self) -> str:
         dataset = self.config.get("dataset")
         return Path(str(dataset)).name if dataset else "?"
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the run's dataset is a simulated participant (its dataset.json says so)."""
+        dataset = self.config.get("dataset")
+        if not dataset:
+            return False
+        try:  # the path as training saw it (relative to where `brainllm train` ran)
+            return bool(json.loads((Path(str(dataset)) / "dataset.json").read_text()).get("simulated", False))
+        except (OSError, ValueError):
+            return False
 
     def train_size(self) -> Optional[int]:
         """Training samples used: training.max_train_samples if set, else the split's train size, else None."""

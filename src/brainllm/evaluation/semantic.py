@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.features import _minilm
+from ..data.features import load_minilm
 
 HIDDEN = 384  # MiniLM-L6 hidden size
 MAX_LENGTH = 128  # word pieces per text, as in brainllm.data.features.sentence_embeddings
@@ -61,7 +61,7 @@ class MiniLMScorer:
         todo = [t for t in todo if t.strip()]
         if not todo:
             return
-        tokenizer, model = _minilm()
+        tokenizer, model = load_minilm()
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start:start + self.batch_size]
             enc = tokenizer(batch, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt",
