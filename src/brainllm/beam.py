@@ -61,6 +61,21 @@ def candidates(lm: WordLM, beam: Beam, proposal: ProposalConfig, context_filter:
     return lm.propose(beam.state, proposal, context_filter)
 
 
+def candidate_pool(lm: WordLM, beam: Beam, proposal: ProposalConfig, context_filter: ContextFilter
+                   ) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """All hypotheses' candidates as one pool: `owners` `(N,)` (the hypothesis of each) and `(word, log p)` pairs.
+
+    A hypothesis whose proposals were all filtered out keeps its single most probable word, so the beam never dies.
+    """
+    props = candidates(lm, beam, proposal, context_filter)
+    for h, p in enumerate(props):
+        if not p:
+            lp = beam.state.logprobs[h]
+            props[h] = [(int(lp.argmax()), float(lp.max()))]
+    owners = np.concatenate([[h] * len(p) for h, p in enumerate(props)]).astype(np.int64)
+    return owners, [c for p in props for c in p]
+
+
 def grow(lm: WordLM, beam: Beam, parents: Sequence[int], words: Sequence[int], logps: Sequence[float],
          state: BeamState | None = None) -> Beam:
     """The beam of hypotheses `parents[r] + words[r]`; `state` if its rows already are these (else extended)."""
@@ -96,12 +111,7 @@ def null_sequences(lm: WordLM, n_words: int, n_sequences: int, extensions: int =
     beams = [empty_beam(lm) for _ in range(n_sequences)]
     for _ in range(n_words):
         for b, beam in enumerate(beams):
-            props = candidates(lm, beam, proposal, filt)
-            owners = np.concatenate([[h] * len(p) for h, p in enumerate(props)]).astype(np.int64)
-            flat = [c for p in props for c in p]
-            if not flat:  # every proposal filtered out: fall back to the unfiltered best word
-                flat = [(int(beam.state.logprobs[0].argmax()), 0.0)]
-                owners = np.zeros(1, dtype=np.int64)
+            owners, flat = candidate_pool(lm, beam, proposal, filt)
             allowed = extension_counts(beam.lm_logprob, extensions)
             chosen = select_pool(rng.random(len(flat)), owners, allowed, width)
             beams[b] = grow(lm, beam, owners[chosen], [flat[c][0] for c in chosen], [flat[c][1] for c in chosen])

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .baselines.tang.decoder import DecodedStory
 from .baselines.tang.wordrate import WordRateConfig, WordRateModel, binned_word_counts, word_times
-from .beam import candidates, empty_beam, extension_counts, grow, null_sequences, select_pool
+from .beam import candidate_pool, empty_beam, extension_counts, grow, null_sequences, select_pool
 from .data.dataset import BrainTextDataset, Run
 from .errors import BrainLLMError
 from .evaluation.stats import contamination
@@ -128,12 +128,7 @@ def decode_brainllm(lm: WordLM, times: np.ndarray, tr_times: np.ndarray, prefix:
             current_tr = int(tr_of_word[i])
             contexts = [list(map(int, w[-lm.context_words:])) for w in beam.words]
             beam.state = lm.start(contexts, prefix(current_tr))
-        props = candidates(lm, beam, proposal, filt)
-        owners = np.concatenate([[h] * len(p) for h, p in enumerate(props)]).astype(np.int64)
-        flat = [c for p in props for c in p]
-        if not flat:
-            flat = [(int(beam.state.logprobs[h].argmax()), float(beam.state.logprobs[h].max())) for h in range(len(beam))]
-            owners = np.arange(len(beam), dtype=np.int64)
+        owners, flat = candidate_pool(lm, beam, proposal, filt)
         recent = beam.word_logprobs[:, -(config.score_words - 1):].sum(1) if config.score_words > 1 else 0.0
         scores = np.asarray([lp for _, lp in flat]) + np.broadcast_to(recent, (len(beam),))[owners]
         chosen = select_pool(scores, owners, extension_counts(beam.lm_logprob, config.extensions), config.width)

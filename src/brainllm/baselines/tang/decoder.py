@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...beam import Beam, candidates, empty_beam, extension_counts, grow, select_pool
+from ...beam import Beam, candidate_pool, empty_beam, extension_counts, grow, select_pool
 from ...errors import BrainLLMError
 from ...wordlm import ContextFilter, ProposalConfig, WordLM
 from .encoding import EncodingModel
@@ -108,12 +108,7 @@ def decode(lm: WordLM, model: EncodingModel, responses: np.ndarray, tr_times: np
     beam.extra["feats"] = np.zeros((1, 0, lm.hidden_size), dtype=np.float32)
     n_words = len(word_times)
     for i in tqdm(range(n_words), desc="tang decode", unit="word", disable=not progress):
-        props = candidates(lm, beam, proposal, filt)
-        owners = np.concatenate([[h] * len(p) for h, p in enumerate(props)]).astype(np.int64)
-        flat = [c for p in props for c in p]
-        if not flat:
-            flat = [(int(beam.state.logprobs[h].argmax()), float(beam.state.logprobs[h].max())) for h in range(len(beam))]
-            owners = np.arange(len(beam), dtype=np.int64)
+        owners, flat = candidate_pool(lm, beam, proposal, filt)
         cand_state = lm.extend(beam.state, owners.tolist(), [w for w, _ in flat])
         cand_feats = cand_state.features.float().cpu()  # (N, H)
         lo, hi = affected_trs(lanczos, _first_difference(beam.words), i, delays, n_trs)

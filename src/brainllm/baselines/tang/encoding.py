@@ -32,7 +32,8 @@ from sklearn.exceptions import NotFittedError
 from ...errors import ConfigError, DatasetError
 from ...io import atomic_path, read_json, write_json
 from .delays import make_delayed, runs_from_lengths
-from .ridge import TANG_ALPHAS, BootstrapRidge, _check_matrix, _fit_ridge_from_moments, fit_ridge_fixed
+from .ridge import (TANG_ALPHAS, BootstrapRidge, _check_matrix, _fit_ridge_from_moments, checked_delays_alphas,
+                    fit_ridge_fixed)
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,7 @@ class EncodingConfig:
     """Voxels processed at once in the ridge (memory only; None = all). Not a Tang parameter."""
 
     def __post_init__(self) -> None:
-        self.delays = tuple(int(d) for d in self.delays)
-        self.alphas = tuple(float(a) for a in self.alphas)
-        if not self.delays or len(set(self.delays)) != len(self.delays):
-            raise ConfigError(f"delays must be distinct TR offsets, e.g. (1, 2, 3, 4); got {self.delays}.")
-        if not self.alphas or min(self.alphas) <= 0:
-            raise ConfigError(f"alphas must be positive penalties (Tang's units); got {self.alphas}.")
+        self.delays, self.alphas = checked_delays_alphas(self.delays, self.alphas, "(1, 2, 3, 4)")
         if self.n_voxels < 1:
             raise ConfigError(f"n_voxels must be >= 1, got {self.n_voxels}; Tang et al. keep 10000.")
         if not 0.0 <= self.noise_shrinkage <= 1.0:

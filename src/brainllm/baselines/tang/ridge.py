@@ -54,6 +54,18 @@ def _progress(items, desc: str):
 # ----------------------------------------------------------------------------------------------------- splits
 
 
+def checked_delays_alphas(delays: Sequence[int], alphas: Sequence[float], example: str
+                          ) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Delays and penalties of an encoding/word-rate config as tuples; ConfigError if empty, repeated or <= 0."""
+    delays = tuple(int(d) for d in delays)
+    alphas = tuple(float(a) for a in alphas)
+    if not delays or len(set(delays)) != len(delays):
+        raise ConfigError(f"delays must be distinct TR offsets, e.g. {example}; got {delays}.")
+    if not alphas or min(alphas) <= 0:
+        raise ConfigError(f"alphas must be positive penalties (Tang's units); got {alphas}.")
+    return delays, alphas
+
+
 def chunk_bootstrap_splits(
     runs: Sequence[Sequence[int]] | int,
     chunk_len: int = 40,

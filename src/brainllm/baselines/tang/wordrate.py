@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-from ...errors import ConfigError, DatasetError
+from ...errors import DatasetError
 from .delays import make_delayed, runs_from_lengths
 from .encoding import _check_run_lists, _config_with, _load_model, _save_model
 from .lanczos import lanczos_matrix
-from .ridge import TANG_ALPHAS, BootstrapRidge, _check_matrix
+from .ridge import TANG_ALPHAS, BootstrapRidge, _check_matrix, checked_delays_alphas
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,7 @@ class WordRateConfig:
     """Seed of the bootstrap splits."""
 
     def __post_init__(self) -> None:
-        self.delays = tuple(int(d) for d in self.delays)
-        self.alphas = tuple(float(a) for a in self.alphas)
-        if not self.delays or len(set(self.delays)) != len(self.delays):
-            raise ConfigError(f"delays must be distinct TR offsets, e.g. (-4, -3, -2, -1); got {self.delays}.")
-        if not self.alphas or min(self.alphas) <= 0:
-            raise ConfigError(f"alphas must be positive penalties (Tang's units); got {self.alphas}.")
+        self.delays, self.alphas = checked_delays_alphas(self.delays, self.alphas, "(-4, -3, -2, -1)")
 
 
 class WordRateModel:
