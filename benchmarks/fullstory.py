@@ -63,7 +63,7 @@ def main() -> None:
     run(f"brainllm (width {args.brain_width})",
         lambda: decode_brainllm(lm, times, tr_times, prefix, StoryDecoderConfig(width=args.brain_width),
                                 progress=False))
-    run("null sampler (1 sequence, beam 10)", lambda: null_sequences(lm, len(times), 1))
+    run("null sampler (10 sequences, beam 10 each, batched)", lambda: null_sequences(lm, len(times), 10))
     print_table(rows, ["decoder", "words", "story_minutes", "seconds", "s_per_story_minute"])
     print(f"peak RSS {peak_rss_mb():.0f} MB")
     print(f"wrote {write_json('fullstory', {'host': info, 'matmul_peak_gflops': peak, 'rows': rows})}")

@@ -104,15 +104,24 @@ def select_pool(scores: np.ndarray, owners: np.ndarray, allowed: np.ndarray, wid
 def null_sequences(lm: WordLM, n_words: int, n_sequences: int, extensions: int = 5,
                    proposal: ProposalConfig = ProposalConfig(), seed: int = 0) -> list[list[str]]:
     """Brain-free LM word sequences (Tang's null): the same proposal machinery with random scores, beam width
-    `2 * extensions`; all sequences advance together in one batch. Returns `n_sequences` lists of `n_words` words."""
+    `2 * extensions` per sequence. All sequences share one batch (one LM call per word for all of them).
+    Returns `n_sequences` lists of `n_words` words."""
     rng = np.random.default_rng(seed)
     width = 2 * extensions
     filt = ContextFilter()
-    beams = [empty_beam(lm) for _ in range(n_sequences)]
+    beam = Beam(np.zeros((n_sequences, 0), dtype=np.int64), np.zeros(n_sequences), np.zeros((n_sequences, 0)),
+                lm.start([[] for _ in range(n_sequences)]), {"group": np.arange(n_sequences)})
     for _ in range(n_words):
-        for b, beam in enumerate(beams):
-            owners, flat = candidate_pool(lm, beam, proposal, filt)
-            allowed = extension_counts(beam.lm_logprob, extensions)
-            chosen = select_pool(rng.random(len(flat)), owners, allowed, width)
-            beams[b] = grow(lm, beam, owners[chosen], [flat[c][0] for c in chosen], [flat[c][1] for c in chosen])
-    return [[lm.vocab.words[w] for w in beam.words[0]] for beam in beams]
+        owners, flat = candidate_pool(lm, beam, proposal, filt)
+        scores = rng.random(len(flat))
+        chosen = []
+        for g in range(n_sequences):  # each sequence is its own beam
+            rows = np.flatnonzero(beam.extra["group"] == g)
+            allowed = np.zeros(len(beam), dtype=int)
+            allowed[rows] = extension_counts(beam.lm_logprob[rows], extensions)
+            mine = np.flatnonzero(np.isin(owners, rows))
+            chosen.append(mine[select_pool(scores[mine], owners[mine], allowed, width)])
+        chosen = np.concatenate(chosen)
+        beam = grow(lm, beam, owners[chosen], [flat[c][0] for c in chosen], [flat[c][1] for c in chosen])
+    best = [np.flatnonzero(beam.extra["group"] == g)[0] for g in range(n_sequences)]
+    return [[lm.vocab.words[w] for w in beam.words[r]] for r in best]
