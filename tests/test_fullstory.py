@@ -62,3 +62,10 @@ def test_training_stories_are_refused(story_run, tmp_path):
     train_story = ds.by_id(story_run.split.train[0]).stimulus
     with pytest.raises(BrainLLMError, match="trained this run"):
         decode_story(story_run, train_story, tmp_path, progress=False)
+
+
+def test_tang_fit_holds_out_the_runs_test_stories(story_run):
+    from brainllm.cli import _test_stories
+
+    ds = story_run.dataset
+    assert _test_stories(story_run.path) == sorted({ds.by_id(i).stimulus for i in story_run.split.test})

@@ -123,10 +123,16 @@ def tang_fit(
 
 
 def _test_stories(run_dir: Path) -> list[str]:
-    from .runs import load_run
+    """The test stories of a run, from its split and dataset (the backbone is not loaded for this)."""
+    from .data.dataset import BrainTextDataset
+    from .io import read_json
+    from .runs import RUN_FILE, SPLIT_FILE
 
-    loaded = load_run(run_dir)
-    return sorted({loaded.dataset.by_id(i).stimulus for i in loaded.split.test})
+    for name in (RUN_FILE, SPLIT_FILE):
+        if not (run_dir / name).exists():
+            raise BrainLLMError(f"{run_dir} has no {name}; is it a `brainllm train` run folder?")
+    dataset = BrainTextDataset.load(read_json(run_dir / RUN_FILE)["dataset"])
+    return sorted({dataset.by_id(i).stimulus for i in read_json(run_dir / SPLIT_FILE)["test"]})
 
 
 @tang_app.command("decode")

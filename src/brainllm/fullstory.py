@@ -63,9 +63,7 @@ def reference_of(run: Run) -> TimedWords:
 
 def predicted_times(model: WordRateModel, responses: np.ndarray, run: Run) -> np.ndarray:
     """`(W,)` word times (s): the word-rate model's count per TR, spread evenly inside each TR."""
-    tr_times = np.asarray(run.tr_times, dtype=float)
-    tr = float(np.median(np.diff(tr_times))) if len(tr_times) > 1 else 2.0
-    return word_times(model.predict_counts(responses), tr_times, tr)
+    return word_times(model.predict_counts(responses), np.asarray(run.tr_times, dtype=float), tr_seconds(run.tr_times))
 
 
 def fit_frame_wordrate(dataset: BrainTextDataset, stories: Sequence[str], config: WordRateConfig = WordRateConfig()
@@ -75,8 +73,8 @@ def fit_frame_wordrate(dataset: BrainTextDataset, stories: Sequence[str], config
     if not runs:
         raise BrainLLMError(f"No run of the training stories {list(stories)} in the dataset.")
     responses = [np.asarray(dataset.frames[r.rows[0]:r.rows[1]], dtype=np.float32) for r in runs]
-    counts = [binned_word_counts(np.asarray(r.word_times), np.asarray(r.tr_times),
-                                 float(np.median(np.diff(r.tr_times)))) for r in runs]
+    counts = [binned_word_counts(np.asarray(r.word_times), np.asarray(r.tr_times), tr_seconds(r.tr_times))
+              for r in runs]
     return WordRateModel(config).fit(responses, counts)
 
 
@@ -117,7 +115,7 @@ def decode_brainllm(lm: WordLM, times: np.ndarray, tr_times: np.ndarray, prefix:
                     config: StoryDecoderConfig = StoryDecoderConfig(), progress: bool = True, desc: str = "decode"
                     ) -> DecodedStory:
     """Decode the words at `times` (s); `prefix` None = the bare LM (StdLLM)."""
-    tr_of_word = np.clip(np.searchsorted(np.asarray(tr_times) + _half_tr(tr_times), times, side="right"), 0,
+    tr_of_word = np.clip(np.searchsorted(np.asarray(tr_times) + tr_seconds(tr_times) / 2, times, side="right"), 0,
                          len(tr_times) - 1)
     filt = ContextFilter()
     proposal = config.proposal()
@@ -138,8 +136,9 @@ def decode_brainllm(lm: WordLM, times: np.ndarray, tr_times: np.ndarray, prefix:
                                                           "brain": prefix is not None})
 
 
-def _half_tr(tr_times: Sequence[float]) -> float:
-    return float(np.median(np.diff(tr_times))) / 2 if len(tr_times) > 1 else 1.0
+def tr_seconds(tr_times: Sequence[float]) -> float:
+    """Seconds between TRs of a run (the median spacing; 2 s, the Huth TR, for a one-TR run)."""
+    return float(np.median(np.diff(tr_times))) if len(tr_times) > 1 else 2.0
 
 
 def window_contamination(ev_bounds: np.ndarray, pred: TimedWords, ref: TimedWords, min_run: int = 6) -> dict:

@@ -277,8 +277,8 @@ class WordLM:
                 context_filter: ContextFilter | None = None) -> list[list[tuple[int, float]]]:
         """Candidate next words per row: `[(word index, log p), ...]`, most probable first."""
         lp = state.logprobs
-        order = torch.argsort(lp, dim=1, descending=True)[:, : max(config.max_candidates * 4, 50)]
-        top_lp = lp.gather(1, order)
+        k = min(lp.shape[1], max(config.max_candidates * 4, 50))
+        top_lp, order = torch.topk(lp, k, dim=1)  # sorted, most probable first
         probs = top_lp.exp()
         out = []
         for r in range(len(state)):

@@ -76,6 +76,8 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
             raise DatasetError(f"design must be one of {DESIGNS}, got '{self.design}'.")
+        if self.rate_share < 0:
+            raise DatasetError(f"rate_share must be >= 0, got {self.rate_share}.")
         if self.snr < 0:
             raise DatasetError(f"snr must be >= 0, got {self.snr}.")
         if self.voxels < 16:
@@ -164,9 +166,13 @@ def _unit_variance(x: np.ndarray) -> np.ndarray:
     return x / np.where(sd > 0, sd, 1.0)
 
 
-def _zscore_pca(runs: list[np.ndarray], components: int) -> tuple[np.ndarray, dict]:
-    """z-score each run, stack, PCA to `components` dims (fitted on all frames: simulated data only)."""
-    data = np.concatenate([_unit_variance(r) for r in runs])
+def _zscore_runs(runs: list[np.ndarray]) -> np.ndarray:
+    """Each run z-scored per voxel, stacked: `(sum T_r, V)`."""
+    return np.concatenate([_unit_variance(r) for r in runs])
+
+
+def _pca(data: np.ndarray, components: int) -> tuple[np.ndarray, dict]:
+    """PCA of z-scored frames `(n, V)` to `components` dims (fitted on all frames: simulated data only)."""
     k = min(components, data.shape[0] - 1, data.shape[1])
     u, s, _ = np.linalg.svd(data - data.mean(0), full_matrices=False)
     scores = (u[:, :k] * s[:k]).astype(np.float32)
@@ -194,7 +200,7 @@ def _simulate_sentence(cfg: SimulationConfig, rng: np.random.Generator) -> Simul
     features = sentence_embeddings([s for _, _, s in sentences])
     cortex = _Cortex(cfg, features.shape[1], rng)
     bold = cortex.record(features, 0.3 if cfg.ar1 is None else cfg.ar1)
-    frames, pca_log = _zscore_pca([bold], cfg.components)
+    frames, pca_log = _pca(_zscore_runs([bold]), cfg.components)
     samples = []
     for row, (passage, j, sentence) in enumerate(sentences):
         chunks = chunk_words(sentence.split())
@@ -257,7 +263,8 @@ def _simulate_story(cfg: SimulationConfig, rng: np.random.Generator) -> Simulati
         runs.append(cortex.record(convolved, ar1))
         run_features.append(feats)
         story_info.append((f"story{s_idx:02d}", words, tr_of_word, n_trs, [p.id for p in story], onsets))
-    frames, pca_log = _zscore_pca(runs, cfg.components)
+    zscored = _zscore_runs(runs)
+    frames, pca_log = _pca(zscored, cfg.components)
     samples, timeline, offset = [], [], 0
     for name, words, tr_of_word, n_trs, passage_ids, onsets in story_info:
         # TR i acquires [i*tr, (i+1)*tr); its centre is the TR time; word times are onsets
@@ -275,7 +282,7 @@ def _simulate_story(cfg: SimulationConfig, rng: np.random.Generator) -> Simulati
              "rate_share": cfg.rate_share,
              "stories": {n: p for n, _, _, _, p, _ in story_info}}, pca_log,
             {"step": "raw", "frames": "raw/frames.npy: the simulated voxels, z-scored per run (before PCA)"}]
-    raw = np.concatenate([_unit_variance(r) for r in runs]).astype(np.float32)
+    raw = zscored.astype(np.float32)
     ds = BrainTextDataset(frames, samples, _meta(cfg, log_, cfg.tr), runs=timeline, raw=raw)
     return Simulation(ds, np.concatenate(run_features), cfg, {"responsive_voxels": int(cortex.responsive.sum())})
 

@@ -32,8 +32,8 @@ from sklearn.exceptions import NotFittedError
 from ...errors import ConfigError, DatasetError
 from ...io import atomic_path, read_json, write_json
 from .delays import make_delayed, runs_from_lengths
-from .ridge import (TANG_ALPHAS, BootstrapRidge, _check_matrix, _fit_ridge_from_moments, checked_delays_alphas,
-                    fit_ridge_fixed)
+from .ridge import (TANG_ALPHAS, _check_matrix, _fit_ridge_from_moments, bootstrap_ridge_from,
+                    checked_delays_alphas, fit_ridge_fixed)
 
 log = logging.getLogger(__name__)
 
@@ -272,15 +272,7 @@ class EncodingModel:
         self.n_voxels_in_ = y.shape[1]
 
         log.info("EncodingModel: %d runs, %d TRs, %d delayed features, %d voxels", len(runs), *x.shape, y.shape[1])
-        ridge = BootstrapRidge(
-            alphas=cfg.alphas,
-            n_boots=cfg.n_boots,
-            chunk_len=cfg.chunk_len,
-            held_out_fraction=cfg.held_out_fraction,
-            seed=cfg.seed,
-            n_targets_batch=cfg.n_targets_batch,
-            refit=False,
-        ).fit(x, y, runs=runs)
+        ridge = bootstrap_ridge_from(cfg, n_targets_batch=cfg.n_targets_batch, refit=False).fit(x, y, runs=runs)
         self.alphas_ = ridge.alphas_
         self.voxel_scores_ = ridge.best_scores_
         n_sel = min(cfg.n_voxels, y.shape[1])

@@ -46,21 +46,29 @@ class TangFitConfig:
             raise BrainLLMError(f"space must be one of {SPACES}, got '{self.space}'.")
 
 
-def responses_of(dataset: BrainTextDataset, run: Run, space: str) -> np.ndarray:
-    """`(T, V)` float32 responses of a run in the chosen space ("auto": raw voxels when the dataset has them)."""
-    use_raw = space == "raw" or (space == "auto" and dataset.raw is not None)
-    if use_raw and dataset.raw is None:
+def resolve_space(dataset: BrainTextDataset, space: str) -> str:
+    """"raw" or "frames": the response space `space` names ("auto": raw voxels when the dataset has them)."""
+    resolved = "raw" if space == "raw" or (space == "auto" and dataset.raw is not None) else "frames"
+    if resolved == "raw" and dataset.raw is None:
         raise DatasetError("This dataset has no raw/frames.npy (voxel space); use space='frames' or convert the "
                            "source again with keep_raw.")
-    source = dataset.raw if use_raw else dataset.frames
+    return resolved
+
+
+def responses_of(dataset: BrainTextDataset, run: Run, space: str) -> np.ndarray:
+    """`(T, V)` float32 responses of a run in the chosen space ("auto": raw voxels when the dataset has them)."""
+    source = dataset.raw if resolve_space(dataset, space) == "raw" else dataset.frames
     return np.asarray(source[run.rows[0]:run.rows[1]], dtype=np.float32)
 
 
-def story_runs(dataset: BrainTextDataset, stories: Sequence[str]) -> list[Run]:
-    """The runs of the given stories (all repeats), in dataset order; a clear error for unknown stories."""
+def story_runs(dataset: BrainTextDataset, stories: Sequence[str] | None = None) -> list[Run]:
+    """The runs of the given stories (None: all; all repeats), in dataset order; a clear error for unknown
+    stories or a dataset without runs."""
     if not dataset.runs:
         raise DatasetError("The dataset records no runs (runs.jsonl): full-story decoding needs a story design "
                            "(`brainllm simulate --design story` or a converted Huth/Narratives dataset).")
+    if stories is None:
+        return list(dataset.runs)
     known = {r.stimulus for r in dataset.runs}
     unknown = [s for s in stories if s not in known]
     if unknown:
@@ -99,7 +107,7 @@ def fit_tang(dataset_path: str | os.PathLike, heldout: Sequence[str], out: str |
              config: TangFitConfig = TangFitConfig(), overwrite: bool = False) -> TangModel:
     """Fit on every run whose story is not held out; write the model folder atomically."""
     dataset = BrainTextDataset.load(dataset_path)
-    runs = story_runs(dataset, [r.stimulus for r in dataset.runs])
+    runs = story_runs(dataset)
     train = [r for r in runs if r.stimulus not in set(heldout)]
     if len({r.stimulus for r in train}) < 2:
         raise DatasetError(f"Need at least 2 training stories (held out {list(heldout)} of "
@@ -119,8 +127,7 @@ def fit_tang(dataset_path: str | os.PathLike, heldout: Sequence[str], out: str |
     wordrate = WordRateModel(config.wordrate).fit(responses, counts)
     info = {"format": "brainllm-tang", "version": 1, "dataset": str(Path(dataset_path).resolve()),
             "train_stories": sorted({r.stimulus for r in train}), "heldout_stories": sorted(heldout),
-            "space": "raw" if (config.space == "raw" or (config.space == "auto" and dataset.raw is not None))
-            else "frames",
+            "space": resolve_space(dataset, config.space),
             "config": {**asdict(config), "feature_layer": lm.feature_layer}, "simulated": dataset.simulated}
     out = Path(out)
     tmp = staging_dir(out)

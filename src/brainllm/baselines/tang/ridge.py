@@ -54,6 +54,12 @@ def _progress(items, desc: str):
 # ----------------------------------------------------------------------------------------------------- splits
 
 
+def bootstrap_ridge_from(config, **extra) -> "BootstrapRidge":
+    """A BootstrapRidge with the penalty grid and bootstrap settings of an encoding or word-rate config."""
+    return BootstrapRidge(alphas=config.alphas, n_boots=config.n_boots, chunk_len=config.chunk_len,
+                          held_out_fraction=config.held_out_fraction, seed=config.seed, **extra)
+
+
 def checked_delays_alphas(delays: Sequence[int], alphas: Sequence[float], example: str
                           ) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Delays and penalties of an encoding/word-rate config as tuples; ConfigError if empty, repeated or <= 0."""

@@ -25,7 +25,7 @@ from ...errors import DatasetError
 from .delays import make_delayed, runs_from_lengths
 from .encoding import _check_run_lists, _config_with, _load_model, _save_model
 from .lanczos import lanczos_matrix
-from .ridge import TANG_ALPHAS, BootstrapRidge, _check_matrix, checked_delays_alphas
+from .ridge import TANG_ALPHAS, _check_matrix, bootstrap_ridge_from, checked_delays_alphas
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,7 @@ class WordRateModel:
         self.mean_rate_ = float(y.mean())
         x = make_delayed(np.concatenate([np.asarray(r, dtype=np.float64) for r in resps]), cfg.delays, runs)
         self.n_voxels_in_ = resps[0].shape[1]
-        ridge = BootstrapRidge(
-            alphas=cfg.alphas,
-            n_boots=cfg.n_boots,
-            chunk_len=cfg.chunk_len,
-            held_out_fraction=cfg.held_out_fraction,
-            seed=cfg.seed,
-        ).fit(x, y - self.mean_rate_, runs=runs)
+        ridge = bootstrap_ridge_from(cfg).fit(x, y - self.mean_rate_, runs=runs)
         self.weights_ = ridge.coef_[:, 0]
         self.intercept_ = float(ridge.intercept_[0])
         self.alpha_ = float(ridge.alphas_[0])
