@@ -29,8 +29,15 @@ def host_info() -> dict:
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
-def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
-    """Best achieved GFLOP/s of an n x n matmul on this host (our own measurement, not a datasheet)."""
+DTYPES_PEAK = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int | None = None, repeats: int = 5, device: str = "cpu") -> float:
+    """Best achieved GFLOP/s of an n x n matmul on this host (our own measurement, not a datasheet).
+
+    n defaults to 1024 on CPU and 8192 on a GPU (smaller products do not fill one).
+    """
+    n = n or (1024 if device == "cpu" else 8192)
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b
@@ -76,14 +83,41 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
-def setup() -> tuple[str, dict, float, "object"]:
-    """Device, host description and measured float32 matmul peak (printed), and the simulated benchmark data."""
-    from brainllm.data.simulate import simulate
+def add_common_args(parser) -> None:
+    """Options every model benchmark takes."""
+    parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--data", default=None,
+                        help="a prepared sentence-design dataset (default: simulate 30 passages, which needs MiniLM)")
 
+
+def dtypes_for(device: str) -> list[str]:
+    """float32, plus bfloat16 where the device computes it natively (see DESIGN.md)."""
+    from brainllm import backbones
+
+    if device == "cuda" or backbones.cpu_has_native_bf16():
+        return ["float32", "bfloat16"]
+    print("bfloat16 skipped: this CPU has no native bf16 (avx512_bf16/amx_bf16)")
+    return ["float32"]
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak GPU memory allocated since the last reset on CUDA, else the process's peak RSS."""
+    return torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else peak_rss_mb()
+
+
+def setup(data: str | None = None) -> tuple[str, dict, float, "object"]:
+    """Device, host description and measured float32 matmul peak (printed), and the benchmark data."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     info = host_info()
     peak32 = matmul_peak(torch.float32, device=device)
     print(f"host: {info}\nmeasured matmul peak float32: {peak32:.1f} GFLOP/s")
+    if data:
+        from brainllm.data.dataset import BrainTextDataset
+
+        return device, info, peak32, BrainTextDataset.load(data)
+    from brainllm.data.simulate import simulate
+
     dataset = simulate(design="sentence", passages=30, voxels=900, components=200, seed=0).dataset
     return device, info, peak32, dataset
 

@@ -6,7 +6,7 @@ Compares, in one run on this host:
     full-story decoder does; HF silently ignores use_cache=False with inputs_embeds, so it is written out here).
 Both produce the same tokens (checked). Prints new tokens/s and the ratio.
 
-    .venv/bin/python benchmarks/generate.py [--new-tokens 16] [--batches 3]
+    .venv/bin/python benchmarks/generate.py [--new-tokens 16] [--batches 3] [--data PREPARED_DATASET]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from _common import load_brainllm, peak_rss_mb, print_table, setup, timed, write_json
+from _common import add_common_args, dtypes_for, load_brainllm, peak_memory_mb, print_table, setup, timed, write_json
 from brainllm.model import BrainLLM, Collator
 
 
@@ -35,15 +35,11 @@ def greedy_without_cache(model: BrainLLM, batch, new_tokens: int) -> list[list[i
     return torch.stack(out, 1).tolist()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--new-tokens", type=int, default=16)
-    parser.add_argument("--batches", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--backbone", default="smollm2-135m")
-    args = parser.parse_args()
-    device, info, peak32, ds = setup()
-    model, enc = load_brainllm(args.backbone, ds, device=device)
+def bench_dtype(args, ds, dtype: str, device: str) -> list[dict]:
+    """Time cached and uncached greedy decoding of the same batches with the backbone in `dtype`."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    model, enc = load_brainllm(args.backbone, ds, dtype, device)
     model.eval()
     samples = enc.encode_all(ds, [s.id for s in ds][: args.batch_size * args.batches])
     collate = Collator(ds.frames, enc, for_generation=True)
@@ -58,12 +54,25 @@ def main() -> None:
     for name, fn in (("brainllm (KV cache)", lambda: [model.generate(b, **kwargs) for b in batches]),
                      ("no-cache", lambda: [greedy_without_cache(model, b, n) for b in batches])):
         seconds = timed(fn, 3)
-        rows.append({"config": name, "seconds": round(seconds, 2),
+        rows.append({"dtype": dtype, "config": name, "seconds": round(seconds, 2),
                      "new_tokens_s": round(len(samples) * n / seconds, 1)})
     rows[0]["speedup"] = round(rows[0]["new_tokens_s"] / rows[1]["new_tokens_s"], 2)
-    rows[0]["same_tokens"] = f"{agree:.0%}"
-    rows[0]["peak_rss_mb"] = round(peak_rss_mb())
-    print_table(rows, ["config", "seconds", "new_tokens_s", "speedup", "same_tokens", "peak_rss_mb"])
+    rows[0]["same_tokens"] = f"{agree:.0%}"  # bf16: near-ties may flip between the two code paths
+    rows[0]["peak_mem_mb"] = round(peak_memory_mb(device))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=3)
+    add_common_args(parser)
+    args = parser.parse_args()
+    device, info, peak32, ds = setup(args.data)
+    rows = []
+    for dtype in dtypes_for(device):
+        rows += bench_dtype(args, ds, dtype, device)
+    print_table(rows, ["dtype", "config", "seconds", "new_tokens_s", "speedup", "same_tokens", "peak_mem_mb"])
     print(f"wrote {write_json('generate', {'host': info, 'peak_gflops_fp32': peak32, 'rows': rows})}")
 
 

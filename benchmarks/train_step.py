@@ -4,10 +4,10 @@ Compares, in one run on this host:
   * brainllm: dynamic padding to the longest sequence, logits only at target positions, inference_mode eval;
   * authors-style: every text padded to 64 tokens, logits over all positions, autograd kept during evaluation
     (what the reference code does);
-and prints samples/s, achieved model GFLOP/s as a fraction of this host's measured matmul peak, peak RSS, and
-the ratio. bfloat16 rows run only where the device computes bf16 natively (see DESIGN.md).
+and prints samples/s, achieved model GFLOP/s as a fraction of this host's measured matmul peak in the same dtype,
+peak memory (GPU memory allocated on CUDA, process RSS on CPU), and the ratio. bfloat16 rows run only where the device computes bf16 natively (see DESIGN.md).
 
-    .venv/bin/python benchmarks/train_step.py [--steps 6] [--backbone smollm2-135m]
+    .venv/bin/python benchmarks/train_step.py [--steps 6] [--backbone smollm2-135m] [--data PREPARED_DATASET]
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from _common import load_brainllm, peak_rss_mb, print_table, setup, timed, write_json
-from brainllm import backbones
+from _common import (DTYPES_PEAK, add_common_args, dtypes_for, load_brainllm, matmul_peak, peak_memory_mb,
+                     print_table, setup, timed, write_json)
 from brainllm.model import BrainLLM, Collator
 from brainllm.model.collate import PAD, Batch
 
@@ -45,18 +45,16 @@ def full_logits_loss(model: BrainLLM, batch: Batch) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_common_args(parser)
     args = parser.parse_args()
-    device, info, peak32, ds = setup()
-    dtypes = ["float32"]
-    if device == "cuda" or backbones.cpu_has_native_bf16():
-        dtypes.append("bfloat16")
-    else:
-        print("bfloat16 skipped: this CPU has no native bf16 (avx512_bf16/amx_bf16)")
+    device, info, peak32, ds = setup(args.data)
+    dtypes = dtypes_for(device)
+    peaks = {d: peak32 if d == "float32" else matmul_peak(DTYPES_PEAK[d], device=device) for d in dtypes}
     rows = []
     for dtype in dtypes:
         torch.manual_seed(0)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         model, enc = load_brainllm(args.backbone, ds, dtype, device)
         n_params = sum(p.numel() for n, p in model.backbone.named_parameters() if "embed" not in n and "wte" not in n)
         samples = enc.encode_all(ds, [s.id for s in ds][: args.batch_size * args.steps])
@@ -87,7 +85,7 @@ def main() -> None:
             flops = 4 * n_params * real_tokens
             rows.append({"dtype": dtype, "config": name, "train_samples_s": round(args.batch_size / seconds, 2),
                          "s_per_step": round(seconds, 3), "useful_GFLOP_s": round(flops / seconds / 1e9, 1),
-                         "frac_of_peak": round(flops / seconds / 1e9 / peak32, 3),
+                         "frac_of_peak": round(flops / seconds / 1e9 / peaks[dtype], 3),
                          "mean_len": round(sum(b.kind.shape[1] for b in ready) / len(ready), 1)})
 
             def evaluate():
@@ -97,15 +95,15 @@ def main() -> None:
                         loss_fn(model, b)
 
             rows[-1]["eval_samples_s"] = round(2 * args.batch_size / timed(evaluate, 3), 2)
-        rows[-1]["peak_rss_mb"] = rows[-2]["peak_rss_mb"] = round(peak_rss_mb())
+        rows[-1]["peak_mem_mb"] = rows[-2]["peak_mem_mb"] = round(peak_memory_mb(device))
     for dtype in dtypes:
         ours, theirs = [next(r for r in rows if r["dtype"] == dtype and r["config"] == c)
                         for c in ("brainllm", "authors-style")]
         ours["train_speedup"] = round(ours["train_samples_s"] / theirs["train_samples_s"], 2)
         ours["eval_speedup"] = round(ours["eval_samples_s"] / theirs["eval_samples_s"], 2)
     print_table(rows, ["dtype", "config", "mean_len", "s_per_step", "train_samples_s", "eval_samples_s",
-                       "useful_GFLOP_s", "frac_of_peak", "peak_rss_mb", "train_speedup", "eval_speedup"])
-    print(f"wrote {write_json('train_step', {'host': info, 'peak_gflops_fp32': peak32, 'rows': rows})}")
+                       "useful_GFLOP_s", "frac_of_peak", "peak_mem_mb", "train_speedup", "eval_speedup"])
+    print(f"wrote {write_json('train_step', {'host': info, 'peak_gflops': peaks, 'rows': rows})}")
 
 
 if __name__ == "__main__":

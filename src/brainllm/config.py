@@ -62,6 +62,7 @@ class TrainingConfig:
 
     warmup_epochs: int = 10
     warmup_lr: float = 1e-3
+    warmup_target: str = "prompt"       # mean embedding of: prompt (paper), text (prompt + continuation), continuation
     lr: float = 1e-4
     weight_decay: float = 0.0
     batch_size: int = 8

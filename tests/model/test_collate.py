@@ -88,6 +88,23 @@ def test_conditions_change_the_layout(llama_tok):
     assert no_text.attention_mask.sum() == 1 + 1 + 1 + 1 + len(s[0].continuation_ids) + 1  # bos, open, T=1, close
 
 
+def test_warmup_target_selects_the_text_whose_embedding_the_warmup_regresses_onto(llama_tok):
+    enc = TextEncoder(llama_tok)
+    samples = _encoded(enc, 3)
+    frames = np.zeros((5, 3), np.float32)
+
+    def targets(**kw):
+        b = Collator(frames, enc, **kw)(samples)
+        return [b.warmup_ids[i][b.warmup_mask[i]].tolist() for i in range(len(samples))]
+
+    assert targets() == [list(s.prompt_ids) for s in samples]  # the paper's default
+    assert targets(warmup_target="text") == [[*s.prompt_ids, *s.continuation_ids] for s in samples]
+    assert targets(warmup_target="continuation") == [list(s.continuation_ids) for s in samples]
+    assert targets(condition="no_text", warmup_target="text") == [list(s.continuation_ids) for s in samples]
+    with pytest.raises(ValueError, match="warmup_target"):
+        Collator(frames, enc, warmup_target="sentence")
+
+
 def test_permutation_never_gives_a_sample_its_own_stimulus():
     samples = [EncodedSample(f"s{i}", f"stim{i // 2}", (1,), (2,), (i // 2,)) for i in range(20)]
     seen = set()

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # values of Batch.kind
 PAD, TOKEN, BRAIN, OPEN, CLOSE = 0, 1, 2, 3, 4
 CONDITIONS = ("brain", "permuted", "no_brain", "no_text")
+# the text whose mean token embedding the warm-up stage regresses adapter outputs onto
+WARMUP_TARGETS = ("prompt", "text", "continuation")
 
 
 @dataclass(frozen=True)
@@ -184,13 +186,24 @@ class Collator:
         condition: `brain`/`permuted` (frames + prompt), `no_brain` (prompt only), `no_text` (frames only).
         for_generation: stop after the prompt and pad on the left; otherwise append continuation + EOS as targets
             and pad on the right.
+        warmup_target: the text the warm-up regresses onto: `prompt` (the paper), `text` (prompt + continuation,
+            all the text perceived around the frames) or `continuation`. Without a prompt (`no_text`, or an empty
+            prompt) every choice falls back to the continuation.
     """
 
     def __init__(self, frames: np.ndarray, encoder: TextEncoder, condition: str = "brain",
-                 for_generation: bool = False):
+                 for_generation: bool = False, warmup_target: str = "prompt"):
         if condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got '{condition}'")
+        if warmup_target not in WARMUP_TARGETS:
+            raise ValueError(f"warmup_target must be one of {WARMUP_TARGETS}, got '{warmup_target}'")
         self.frames, self.encoder, self.condition, self.for_generation = frames, encoder, condition, for_generation
+        self.warmup_target = warmup_target
+
+    def _warmup_ids(self, s: EncodedSample) -> tuple[int, ...]:
+        if not s.prompt_ids or self.condition == "no_text" or self.warmup_target == "continuation":
+            return s.continuation_ids
+        return s.prompt_ids + s.continuation_ids if self.warmup_target == "text" else s.prompt_ids
 
     def _layout(self, s: EncodedSample) -> tuple[list[int], list[int], list[int], int]:
         """(kinds, token ids, brain positions, index where the continuation starts) of one sequence."""
@@ -240,8 +253,7 @@ class Collator:
         for i, s in enumerate(samples):
             frames[i, : len(s.frame_rows)] = torch.from_numpy(np.asarray(self.frames[list(s.frame_rows)], dtype=np.float32))
             frame_mask[i, : len(s.frame_rows)] = True
-        # warm-up target text: the prompt (paper), or the continuation when there is no prompt (no_text, empty)
-        warm = [s.prompt_ids if s.prompt_ids and self.condition != "no_text" else s.continuation_ids for s in samples]
+        warm = [self._warmup_ids(s) for s in samples]
         p_max = max(len(w) for w in warm)
         warmup_ids = torch.full((b, p_max), self.encoder.pad_id, dtype=torch.long)
         warmup_mask = torch.zeros(b, p_max, dtype=torch.bool)
