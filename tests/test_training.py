@@ -100,6 +100,24 @@ def test_resume_after_a_kill_gives_the_same_weights(tiny_data, tiny_llama_path, 
         assert len(rows) == len((tmp_path / "full" / "metrics.jsonl").read_text().splitlines())
 
 
+def test_a_finished_run_resumed_with_more_epochs_matches_the_longer_run(tiny_data, tiny_llama_path, tmp_path):
+    training.train(make_cfg(tiny_data, tiny_llama_path, tmp_path / "three", epochs=3))
+    short = make_cfg(tiny_data, tiny_llama_path, tmp_path / "extended", epochs=2)
+    training.train(short)
+    training.train(short, resume=True)  # nothing left to do: stays at 2 epochs
+    assert len((tmp_path / "extended" / "metrics.jsonl").read_text().splitlines()) == 1 + 2
+    state = training.train(make_cfg(tiny_data, tiny_llama_path, tmp_path / "extended", epochs=3), resume=True)
+    assert state.stage == "done" and state.epoch == 3
+    for name in ("checkpoint/trainable.safetensors", "adapter.safetensors"):
+        a, b = (load_file(str(tmp_path / run / name)) for run in ("three", "extended"))
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert [json.loads(r)["epoch"] for r in (tmp_path / "extended" / "metrics.jsonl").read_text().splitlines()] == \
+        [json.loads(r)["epoch"] for r in (tmp_path / "three" / "metrics.jsonl").read_text().splitlines()]
+    saved = json.loads((tmp_path / "extended" / "brainllm.json").read_text())
+    assert saved["config"]["training"]["epochs"] == 3
+
+
 def test_non_finite_loss_stops_with_the_batch_named_or_is_skipped(tiny_data, tiny_llama_path, tmp_path, monkeypatch):
     original = Collator.__call__
 

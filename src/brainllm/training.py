@@ -100,6 +100,8 @@ class Trainer:
             self.model.adapter.fit_input_scaler(np.asarray(self.dataset.frames[rows]))  # training frames only
         if resume and (self.run_dir / CHECKPOINT_DIR / "trainer_state.json").exists():
             self._load_checkpoint()
+            if self._extend_finished_run() and self.is_main:
+                write_run_file(self.run_dir, cfg, self.dataset.feature_dim, self.model)  # records the new schedule
         elif self.is_main:
             write_run_file(self.run_dir, cfg, self.dataset.feature_dim, self.model)
 
@@ -144,6 +146,19 @@ class Trainer:
             write_jsonl(self.run_dir / METRICS_FILE, keep)
         log.info("Resuming from %s epoch %d (best validation loss %.4f)", self.state.stage, self.state.epoch,
                  self.state.best_valid)
+
+    def _extend_finished_run(self) -> bool:
+        """A finished run resumed with more main epochs (or more patience) than it stopped at goes on training.
+
+        Epoch seeds depend only on (stage, epoch), so 4 epochs then `--resume --set training.epochs=10` give the
+        same weights as 10 epochs straight.
+        """
+        cfg = self.cfg.training
+        if self.state.stage != "done" or self.state.epoch >= cfg.epochs or self.state.bad_epochs >= cfg.patience:
+            return False
+        log.info("Extending the finished run from main epoch %d to at most %d", self.state.epoch, cfg.epochs)
+        self.state.stage = "main"
+        return True
 
     @property
     def _unwrapped(self) -> BrainLLM:
