@@ -29,9 +29,6 @@ def host_info() -> dict:
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
-DTYPES_PEAK = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int | None = None, repeats: int = 5, device: str = "cpu") -> float:
     """Best achieved GFLOP/s of an n x n matmul on this host (our own measurement, not a datasheet).
 

@@ -5,7 +5,8 @@ Compares, in one run on this host:
   * authors-style: every text padded to 64 tokens, logits over all positions, autograd kept during evaluation
     (what the reference code does);
 and prints samples/s, achieved model GFLOP/s as a fraction of this host's measured matmul peak in the same dtype,
-peak memory (GPU memory allocated on CUDA, process RSS on CPU), and the ratio. bfloat16 rows run only where the device computes bf16 natively (see DESIGN.md).
+peak memory (GPU memory allocated on CUDA, process RSS on CPU), and the ratio. bfloat16 rows run only where the
+device computes bf16 natively (see DESIGN.md).
 
     .venv/bin/python benchmarks/train_step.py [--steps 6] [--backbone smollm2-135m] [--data PREPARED_DATASET]
 """
@@ -17,8 +18,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from _common import (DTYPES_PEAK, add_common_args, dtypes_for, load_brainllm, matmul_peak, peak_memory_mb,
-                     print_table, setup, timed, write_json)
+from _common import (add_common_args, dtypes_for, load_brainllm, matmul_peak, peak_memory_mb, print_table, setup,
+                     timed, write_json)
+from brainllm import backbones
 from brainllm.model import BrainLLM, Collator
 from brainllm.model.collate import PAD, Batch
 
@@ -49,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     device, info, peak32, ds = setup(args.data)
     dtypes = dtypes_for(device)
-    peaks = {d: peak32 if d == "float32" else matmul_peak(DTYPES_PEAK[d], device=device) for d in dtypes}
+    peaks = {d: peak32 if d == "float32" else matmul_peak(backbones.DTYPES[d], device=device) for d in dtypes}
     rows = []
     for dtype in dtypes:
         torch.manual_seed(0)
