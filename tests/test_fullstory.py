@@ -9,7 +9,7 @@ import pytest
 
 from brainllm import config, training
 from brainllm.errors import BrainLLMError
-from brainllm.fullstory import StoryDecoderConfig, _derangement, decode_story, fit_frame_wordrate
+from brainllm.fullstory import StoryDecoderConfig, _derangement, decode_story, fit_frame_wordrate, other_story_run
 from brainllm.runs import load_run
 
 
@@ -47,12 +47,13 @@ def test_decode_story_writes_every_condition_and_scores_against_the_null(story_r
     ev = decode_story(story_run, test_story, tmp_path, StoryDecoderConfig(width=2, extensions=2, context_words=4),
                       n_nulls=3, progress=False)
     decoded = json.loads((tmp_path / "decoded.json").read_text())
-    assert set(decoded["decoded"]) == {"brain", "permuted", "no_brain"}
+    assert set(decoded["decoded"]) == {"brain", "permuted", "other_story", "no_brain"}
+    assert decoded["other_story"] not in (None, test_story)
     lengths = {len(d["words"]) for d in decoded["decoded"].values()}
     assert len(lengths) == 1  # every condition decodes the same predicted word times
     assert len(json.loads((tmp_path / "nulls.json").read_text())["words"]) == 3
     table = ev.summary_table()
-    for name in ("brain", "permuted", "no_brain", "null"):
+    for name in ("brain", "permuted", "other_story", "no_brain", "null"):
         assert name in table
     assert (tmp_path / "story_evaluation.json").exists() and (tmp_path / "contamination.json").exists()
 
@@ -69,3 +70,32 @@ def test_tang_fit_holds_out_the_runs_test_stories(story_run):
 
     ds = story_run.dataset
     assert _test_stories(story_run.path) == sorted({ds.by_id(i).stimulus for i in story_run.split.test})
+
+
+def test_decode_story_cli_defaults_to_the_runs_test_stories(story_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from brainllm.cli import _test_stories, app
+
+    res = CliRunner().invoke(app, ["decode-story", str(story_run.path), "--out", str(tmp_path), "--width", "2",
+                                   "--extensions", "2", "--context-words", "4", "--nulls", "2",
+                                   "--condition", "brain", "--condition", "no_brain"])
+    assert res.exit_code == 0, res.output
+    for story in _test_stories(story_run.path):
+        decoded = json.loads((tmp_path / f"story_{story}" / "decoded.json").read_text())
+        assert decoded["story"] == story and set(decoded["decoded"]) == {"brain", "no_brain"}
+    res = CliRunner().invoke(app, ["decode-story", str(story_run.path), "--story", "x", "--story", "x"])
+    assert res.exit_code != 0 and "twice" in str(res.exception)
+
+
+def test_other_story_control_takes_the_next_heldout_story_cyclically(story_run):
+    ds = story_run.dataset
+    train = sorted({ds.by_id(i).stimulus for i in story_run.split.train})
+    held = sorted({r.stimulus for r in ds.runs} - set(train))
+    assert len(held) >= 2
+    for k, story in enumerate(held):
+        run = next(r for r in ds.runs if r.stimulus == story)
+        assert other_story_run(ds, run, train).stimulus == held[(k + 1) % len(held)]
+    only = next(r for r in ds.runs if r.stimulus == held[0])
+    everything_trained = [s for s in {r.stimulus for r in ds.runs} if s != held[0]]
+    assert other_story_run(ds, only, everything_trained).stimulus in everything_trained  # falls back to training

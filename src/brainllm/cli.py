@@ -135,51 +135,89 @@ def _test_stories(run_dir: Path) -> list[str]:
     return sorted({dataset.by_id(i).stimulus for i in read_json(run_dir / SPLIT_FILE)["test"]})
 
 
+# Options shared by the two full-story decoders.
+_STORIES_OUT_HELP = ("Parent folder of the per-story folders and, for several stories, story_summary.json "
+                     "(the stories pooled)")
+_NULLS = typer.Option(10, help="Brain-free LM sequences for the null distribution (per story).")
+
+
+def _echo_story_results(evaluations: dict, pooled, out: Path) -> None:
+    for story, ev in evaluations.items():
+        typer.echo(f"\n== {story}\n{ev.summary_table()}")
+    if pooled is not None:
+        typer.echo(f"\n== pooled over {len(pooled.stories)} stories\n{pooled.summary_table()}")
+    typer.echo(f"wrote {out}")
+
+
 @tang_app.command("decode")
 def tang_decode(
     model: Path = typer.Argument(..., help="A folder written by `brainllm tang fit`."),
-    story: str = typer.Option(..., help="The held-out story to decode."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default MODEL/decode_<story>)."),
+    story: list[str] = typer.Option([], help="A held-out story to decode (repeatable; default: every story "
+                                             "the model held out)."),
+    out: Optional[Path] = typer.Option(None, help=f"{_STORIES_OUT_HELP}; folders decode_<story>; default MODEL."),
     width: int = typer.Option(20, help="Beam width (paper 200; cost grows linearly)."),
     extensions: int = typer.Option(5, help="Most extensions a hypothesis keeps."),
-    nulls: int = typer.Option(10, help="Brain-free LM sequences for the null distribution."),
+    nulls: int = _NULLS,
     allow_training_story: bool = typer.Option(False, help="Decode a story the model was trained on (leaks)."),
     control: bool = typer.Option(True, help="Also decode the responses rotated by half the run (control)."),
 ) -> None:
-    """Decode a story with the Tang decoder; score it in 20-s windows against the null; print the table."""
+    """Decode held-out stories with the Tang decoder; score them in 20-s windows against the null; pool them."""
     from .baselines.tang.decode import decode_tang_story
     from .baselines.tang.decoder import TangDecoderConfig
+    from .baselines.tang.model import load_tang
+    from .fullstory import decode_stories
 
-    out = out or model / f"decode_{story}"
-    ev = decode_tang_story(model, story, out, TangDecoderConfig(width=width, extensions=extensions), nulls,
-                           allow_training_story, control=control)
-    typer.echo(ev.summary_table())
-    typer.echo(f"wrote {out}")
+    loaded = load_tang(model)
+    stories = list(story) or loaded.info["heldout_stories"]
+    cfg = TangDecoderConfig(width=width, extensions=extensions)
+    out = out or model
+    evaluations, pooled = decode_stories(
+        lambda s, folder: decode_tang_story(loaded, s, folder, cfg, nulls, allow_training_story, control=control),
+        stories, out, "decode_")
+    _echo_story_results(evaluations, pooled, out)
 
 
 @app.command("decode-story")
 def decode_story_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder trained on a story dataset."),
-    story: str = typer.Option(..., help="A test story of the run."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default RUN/story_<story>)."),
+    story: list[str] = typer.Option([], help="A test story of the run (repeatable; default: all its test "
+                                             "stories)."),
+    out: Optional[Path] = typer.Option(None, help=f"{_STORIES_OUT_HELP}; folders story_<story>; default RUN."),
     width: int = typer.Option(3, help="Beam width (authors: 3)."),
     extensions: int = typer.Option(3, help="Most extensions a hypothesis keeps (authors: 3)."),
     context_words: int = typer.Option(10, help="Fewest preceding words the LM sees."),
     permutations: int = typer.Option(1, help="PerBrainLLM repeats over the whole story."),
-    nulls: int = typer.Option(10, help="Brain-free LM sequences for the null distribution."),
+    nulls: int = _NULLS,
     condition: list[str] = typer.Option(["brain", "permuted", "no_brain"], help="Conditions to decode."),
 ) -> None:
-    """Reconstruct a whole held-out story with BrainLLM (+ PerBrainLLM, StdLLM), scored in 20-s windows."""
-    from .fullstory import StoryDecoderConfig, decode_story
+    """Reconstruct whole held-out stories with BrainLLM (+ PerBrainLLM, StdLLM), scored in 20-s windows."""
+    from .fullstory import StoryDecoderConfig, decode_stories, decode_story
     from .runs import load_run
 
     loaded = load_run(run_dir)
-    out = out or run_dir / f"story_{story}"
-    ev = decode_story(loaded, story, out, StoryDecoderConfig(width=width, extensions=extensions,
-                                                             context_words=context_words),
-                      permutations=permutations, n_nulls=nulls, conditions=condition)
-    typer.echo(ev.summary_table())
-    typer.echo(f"wrote {out}")
+    cfg = StoryDecoderConfig(width=width, extensions=extensions, context_words=context_words)
+    out = out or run_dir
+    evaluations, pooled = decode_stories(
+        lambda s, folder: decode_story(loaded, s, folder, cfg, permutations=permutations, n_nulls=nulls,
+                                       conditions=condition),
+        list(story) or _test_stories(run_dir), out, "story_")
+    _echo_story_results(evaluations, pooled, out)
+
+
+@app.command("story-summary")
+def story_summary_cmd(
+    folders: list[Path] = typer.Argument(..., help="Decode folders (story_<s> or decode_<s>, each with "
+                                                   "story_evaluation.json), one per story."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the pooled evaluation (JSON) here."),
+) -> None:
+    """Pool already decoded stories into one score per condition and metric (z and p against pooled nulls)."""
+    from .evaluation.pooled import pool_folders, write_pooled
+
+    pooled = pool_folders(folders)
+    typer.echo(pooled.summary_table())
+    if out:
+        write_pooled(pooled, out)
+        typer.echo(f"wrote {out}")
 
 
 @app.command()

@@ -7,7 +7,9 @@ spread evenly inside the TR. For each of those words the backbone sees `[BOS?] <
 </brain>` and the hypothesis's last words (KV cache reused while the TR lasts), proposes words (nucleus, relative
 floor, repetition filter), and a beam keeps the hypotheses with the highest brain-conditioned log-probability
 (summed over their last `score_words` words, as the authors did). Controls, from the same model and the same word
-times: `permuted` (each TR gets the frames of another TR of the story, N seeds) and `no_brain` (the bare backbone).
+times: `permuted` (each TR gets the frames of another TR of the story, N seeds: tests time-locked information, but
+keeps what the whole story shares, e.g. its topics), `other_story` (each TR gets the frames of the same relative
+position in another held-out story: tests story-specific information) and `no_brain` (the bare backbone).
 Null: brain-free LM sequences at the same word times (Tang's null), which every condition is z-scored against.
 """
 
@@ -17,7 +19,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,8 +30,10 @@ from .baselines.tang.wordrate import WordRateConfig, WordRateModel, binned_word_
 from .beam import candidate_pool, empty_beam, extension_counts, grow, null_sequences, select_pool
 from .data.dataset import BrainTextDataset, Run
 from .errors import BrainLLMError
+from .evaluation.pooled import PooledStoryEvaluation, pool_story_evaluations, write_pooled
 from .evaluation.stats import contamination
-from .evaluation.story import StoryEvalConfig, TimedWords, evaluate_story, segment, write_story_evaluation
+from .evaluation.story import (StoryEvalConfig, StoryEvaluation, TimedWords, evaluate_story, segment,
+                               write_story_evaluation)
 from .io import write_json
 from .model import BrainLLM
 from .runs import LoadedRun
@@ -37,7 +41,8 @@ from .wordlm import ContextFilter, ProposalConfig, WordLM
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("brain", "permuted", "no_brain")
+CONDITIONS = ("brain", "permuted", "other_story", "no_brain")
+SUMMARY_FILE = "story_summary.json"
 
 
 @dataclass
@@ -78,6 +83,18 @@ def fit_frame_wordrate(dataset: BrainTextDataset, stories: Sequence[str], config
     return WordRateModel(config).fit(responses, counts)
 
 
+def other_story_run(dataset: BrainTextDataset, run: Run, train_stories: Sequence[str]) -> Run:
+    """The run whose frames the `other_story` control feeds: the next held-out story after `run`'s in sorted
+    order (cyclic), or, with no other held-out story, the next training story."""
+    others = [r for r in dataset.runs if r.stimulus != run.stimulus]
+    held = [r for r in others if r.stimulus not in set(train_stories)]
+    pool = sorted(held or others, key=lambda r: (r.stimulus, r.name))
+    if not pool:
+        raise BrainLLMError(f"The other_story control needs a second story; the dataset has only {run.stimulus}.")
+    after = [r for r in pool if r.stimulus > run.stimulus]
+    return (after or pool)[0]
+
+
 def _derangement(n: int, seed: int) -> np.ndarray:
     """A permutation of range(n) with no fixed point (n >= 2)."""
     if n < 2:
@@ -90,7 +107,8 @@ def _derangement(n: int, seed: int) -> np.ndarray:
 
 
 class BrainPrefix:
-    """`<brain> adapter(frames) </brain>` embeddings `(T + 2, H)` for a TR of a run, under a frame permutation."""
+    """`<brain> adapter(frames) </brain>` embeddings `(T + 2, H)` for TR t of the decoded story: the frames of TR
+    `tr_order[t]` of `run` (identity by default; a derangement for `permuted`, another run for `other_story`)."""
 
     def __init__(self, model: BrainLLM, frames: np.ndarray, run: Run, hrf_delay: int, frames_per_sample: int,
                  tr_order: np.ndarray | None = None):
@@ -208,9 +226,36 @@ def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike, config: 
             prefix = BrainPrefix(loaded.model, dataset.frames, run, hrf, t, _derangement(run.n_trs, seed=p))
             name = "permuted" if permutations == 1 else f"permuted_{p}"
             decoded[name] = decode_brainllm(lm, times, tr_times, prefix, config, progress, name)
+    if "other_story" in conditions:
+        other = other_story_run(dataset, run, train_stories)
+        order = np.arange(run.n_trs) * other.n_trs // run.n_trs  # same relative position, stretched to fit
+        prefix = BrainPrefix(loaded.model, dataset.frames, other, hrf, t, order)
+        decoded["other_story"] = decode_brainllm(lm, times, tr_times, prefix, config, progress, "other_story")
+        log.info("other_story control: frames of %s", other.stimulus)
     if "no_brain" in conditions:
         decoded["no_brain"] = decode_brainllm(lm, times, tr_times, None, config, progress, "no_brain")
     model_name = "brain" if "brain" in decoded else next(iter(decoded))
-    extra = {"run_dir": str(loaded.path), "word_rate": {"predicted_words": len(times), "heard_words": len(run.words)},
+    extra = {"run_dir": str(loaded.path), "other_story": other.stimulus if "other_story" in conditions else None,
+             "word_rate": {"predicted_words": len(times), "heard_words": len(run.words)},
              "simulated": dataset.simulated}
     return evaluate_decoded(decoded, run, lm, out, model_name, n_nulls, progress=progress, extra=extra)
+
+
+def decode_stories(decode_one: Callable[[str, Path], StoryEvaluation], stories: Sequence[str],
+                   out: str | os.PathLike, folder_prefix: str
+                   ) -> tuple[dict[str, StoryEvaluation], PooledStoryEvaluation | None]:
+    """Decode each story into `out/<folder_prefix><story>` with `decode_one(story, folder)`; with more than one
+    story, also pool them (`evaluation.pooled`) into `out/story_summary.json`. Returns (story -> evaluation, the
+    pooled evaluation or None)."""
+    if not stories:
+        raise BrainLLMError("No story to decode.")
+    if len(set(stories)) != len(stories):
+        raise BrainLLMError(f"A story is given twice in {list(stories)}; each story is decoded once.")
+    out = Path(out)
+    evaluations = {s: decode_one(s, out / f"{folder_prefix}{s}") for s in stories}
+    if len(evaluations) < 2:
+        return evaluations, None
+    pooled = pool_story_evaluations(evaluations)
+    write_pooled(pooled, out / SUMMARY_FILE)
+    return evaluations, pooled
+

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from brainllm import backbones
-from brainllm.baselines.tang.decoder import TangDecoderConfig, affected_trs, decode
+from brainllm.baselines.tang.decoder import FeatureHistory, TangDecoderConfig, affected_trs, decode
 from brainllm.baselines.tang.encoding import EncodingModel
 from brainllm.baselines.tang.lanczos import lanczos_downsample, lanczos_matrix
 from brainllm.beam import extension_counts, null_sequences, select_pool
@@ -75,3 +75,18 @@ def test_decoder_beats_its_null_on_a_planted_encoding_model(lm):
     nulls = null_sequences(lm, len(words), 5, seed=1)
     null_hits = [np.mean([a == b for a, b in zip(n, words)]) for n in nulls]
     assert hits > max(null_hits), (hits, null_hits)
+
+
+def test_feature_history_follows_parents_like_copying_every_history():
+    rng = np.random.default_rng(3)
+    history, copied = FeatureHistory(5), np.zeros((1, 0, 5), dtype=np.float32)
+    for step in range(12):
+        width = len(copied)
+        new_width = int(rng.integers(1, 5))
+        parents = rng.integers(0, width, new_width)
+        feats = rng.standard_normal((new_width, 5)).astype(np.float32)
+        history.append(parents, feats)
+        copied = np.concatenate([copied[parents], feats[:, None]], axis=1)  # the old, quadratic bookkeeping
+        for start in (0, step // 2, step, step + 1):
+            rows = np.arange(new_width)[::-1]
+            np.testing.assert_array_equal(history.window(start, rows), copied[rows, start:])

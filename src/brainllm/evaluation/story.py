@@ -58,6 +58,7 @@ import numpy as np
 from ..io import write_json
 from . import metrics as M
 from .rundata import EvaluationError
+from .tables import render_text
 from .text import detokenize, tokenize
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,11 @@ def metric_variants(config: StoryEvalConfig = StoryEvalConfig()) -> dict[str, st
         else:
             out[name] = _FIXED_VARIANTS[name]
     return out
+
+
+def format_score(x: float | None) -> str:
+    """A score for a plain-text table: 3 decimals, `-` for None/NaN/inf."""
+    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
 
 def _describe(name: str, variant: str) -> str:
@@ -582,9 +588,7 @@ class StoryEvaluation:
     def summary_table(self) -> str:
         """Plain-text table: one row per condition (then the nulls' mean), per metric story score, story z and p,
         then the mean identification percentile rank; the variants are listed below."""
-        def fmt(x: float) -> str:
-            return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
-
+        fmt = format_score
         header = ["condition"]
         for m in self.metrics:
             header += [f"{m}", f"{m} z", f"{m} p"]
@@ -602,9 +606,7 @@ class StoryEvaluation:
                 s = self.null_story_scores[m]
                 row += [fmt(float(s.mean())), "-", "-"]
             rows.append(row + ["-"])
-        widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-        line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-        out = [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+        out = render_text(header, rows, right_align=True).split("\n")
         out.append("")
         out.append(f"{len(self.bounds)} windows of {self.config.window:g} s every {self.config.step:g} s in "
                    f"[{self.start:g}, {self.end:g}) s; z against {self.n_nulls} nulls (sd ddof=1); "

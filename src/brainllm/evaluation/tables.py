@@ -111,10 +111,11 @@ def contamination_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def render_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A fixed-width table for the terminal."""
+def render_text(header: Sequence[str], rows: Sequence[Sequence[str]], right_align: bool = False) -> str:
+    """A fixed-width table for the terminal; `right_align`: every column but the first right-aligned (numbers)."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    pad = lambda i, c, w: str(c).rjust(w) if right_align and i else str(c).ljust(w)  # noqa: E731
+    line = lambda cells: "  ".join(pad(i, c, w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *[line(r) for r in rows]])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -11,7 +10,7 @@ from ...data.dataset import BrainTextDataset
 from ...errors import BrainLLMError
 from ...fullstory import evaluate_decoded, predicted_times
 from .decoder import TangDecoderConfig, decode
-from .model import load_tang, responses_of, story_runs
+from .model import TangModel, load_tang, responses_of, story_runs
 
 
 def shifted_responses(responses: np.ndarray) -> np.ndarray:
@@ -20,7 +19,7 @@ def shifted_responses(responses: np.ndarray) -> np.ndarray:
     return np.roll(responses, responses.shape[0] // 2, axis=0)
 
 
-def decode_tang_story(model_dir: str | os.PathLike, story: str, out: str | os.PathLike,
+def decode_tang_story(model: TangModel | str | os.PathLike, story: str, out: str | os.PathLike,
                       config: TangDecoderConfig = TangDecoderConfig(), n_nulls: int = 10,
                       allow_training_story: bool = False, progress: bool = True, control: bool = True):
     """Word times from the word-rate model, beam search with the encoding model, windowed scores vs the null.
@@ -28,8 +27,10 @@ def decode_tang_story(model_dir: str | os.PathLike, story: str, out: str | os.Pa
     With `control`, the same decoder also runs on the responses rotated by half the run (`shifted`, same word
     times): whatever it scores above the null is the decoder's own bias (e.g. towards frequent words), not brain
     information. The null alone cannot show this, since its sequences are chosen at random, not by a likelihood.
+    `model`: a loaded `TangModel` (decoding several stories loads it once) or the folder `tang fit` wrote.
     """
-    model = load_tang(model_dir)
+    if not isinstance(model, TangModel):
+        model = load_tang(model)
     if story in model.info["train_stories"] and not allow_training_story:
         raise BrainLLMError(f"Story '{story}' trained this decoder's encoding model; decode a held-out story "
                             f"({model.info['heldout_stories'] or 'none was held out: refit with --heldout'}).")
@@ -42,7 +43,7 @@ def decode_tang_story(model_dir: str | os.PathLike, story: str, out: str | os.Pa
     if control:
         decoded["shifted"] = decode(model.lm, model.encoding, shifted_responses(responses), np.asarray(run.tr_times),
                                     times, config, progress)
-    extra = {"model_dir": str(Path(model_dir)), "word_rate": {"predicted_words": len(times),
+    extra = {"model_dir": None if model.folder is None else str(model.folder), "word_rate": {"predicted_words": len(times),
                                                              "heard_words": len(run.words)},
              "simulated": dataset.simulated}
     return evaluate_decoded(decoded, run, model.lm, out, "tang", n_nulls, progress=progress, extra=extra)

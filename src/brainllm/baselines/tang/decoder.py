@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...beam import Beam, candidate_pool, empty_beam, extension_counts, grow, select_pool
+from ...beam import candidate_pool, empty_beam, extension_counts, grow, select_pool
 from ...errors import BrainLLMError
 from ...wordlm import ContextFilter, ProposalConfig, WordLM
 from .encoding import EncodingModel
@@ -71,6 +71,34 @@ def affected_trs(lanczos: np.ndarray, first_word: int, word: int, delays: tuple[
     return max(0, lo + min(delays)), min(n_trs, hi + max(delays))
 
 
+class FeatureHistory:
+    """The LM feature of every word of the beam's hypotheses, stored once per word with parent pointers.
+
+    Appending a word costs O(B H); copying every hypothesis's whole history each word (as a `(B, i, H)` array) cost
+    O(B i H) per word, quadratic in the story length. `window` rebuilds only the words a likelihood needs.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        self.hidden_size = hidden_size
+        self.feats: list[np.ndarray] = []     # per word i: (B_i, H) features of the hypotheses kept after word i
+        self.parents: list[np.ndarray] = []   # per word i: (B_i,) row of word i - 1 each hypothesis extends
+
+    def append(self, parents: np.ndarray, feats: np.ndarray) -> None:
+        self.parents.append(np.asarray(parents, dtype=np.int64))
+        self.feats.append(np.asarray(feats, dtype=np.float32))
+
+    def window(self, start: int, rows: np.ndarray) -> np.ndarray:
+        """`(len(rows), n - start, H)` features of words `start..n-1` (n = words so far) of the current
+        hypotheses `rows`, found by following the parent pointers back."""
+        n = len(self.feats)
+        out = np.empty((len(rows), max(0, n - start), self.hidden_size), dtype=np.float32)
+        idx = np.asarray(rows, dtype=np.int64)
+        for t in range(n - 1, start - 1, -1):
+            out[:, t - start] = self.feats[t][idx]
+            idx = self.parents[t][idx]
+        return out
+
+
 def _first_difference(words: np.ndarray) -> int:
     """First word position where the hypotheses differ; the current length if they are all identical."""
     if len(words) < 2:
@@ -105,19 +133,18 @@ def decode(lm: WordLM, model: EncodingModel, responses: np.ndarray, tr_times: np
     filt = ContextFilter()
     proposal = config.proposal()
     beam = empty_beam(lm)
-    beam.extra["feats"] = np.zeros((1, 0, lm.hidden_size), dtype=np.float32)
+    history = FeatureHistory(lm.hidden_size)
     n_words = len(word_times)
     for i in tqdm(range(n_words), desc="tang decode", unit="word", disable=not progress):
         owners, flat = candidate_pool(lm, beam, proposal, filt)
         cand_state = lm.extend(beam.state, owners.tolist(), [w for w, _ in flat])
         cand_feats = cand_state.features.float().cpu()  # (N, H)
         lo, hi = affected_trs(lanczos, _first_difference(beam.words), i, delays, n_trs)
-        scores = _likelihoods(model, beam, owners, cand_feats, lz, blank, observed, i, lo, hi, delays)
+        scores = _likelihoods(model, history, owners, cand_feats, lz, blank, observed, i, lo, hi, delays)
         chosen = select_pool(scores, owners, extension_counts(beam.lm_logprob, config.extensions), config.width)
-        feats = np.concatenate([beam.extra["feats"][owners[chosen]], cand_feats[chosen].numpy()[:, None]], axis=1)
+        history.append(owners[chosen], cand_feats[chosen].numpy())
         beam = grow(lm, beam, owners[chosen], [flat[c][0] for c in chosen], [flat[c][1] for c in chosen],
                     lm.select(cand_state, chosen.tolist()))
-        beam.extra["feats"] = feats
         beam.extra["likelihood"] = scores[chosen]
     words = [lm.vocab.words[w] for w in beam.words[0]] if n_words else []
     return DecodedStory(words, np.asarray(word_times, float),
@@ -125,8 +152,8 @@ def decode(lm: WordLM, model: EncodingModel, responses: np.ndarray, tr_times: np
                          "context_words": lm.context_words, "max_context_words": lm.max_context_words})
 
 
-def _likelihoods(model: EncodingModel, beam: Beam, owners: np.ndarray, cand_feats: torch.Tensor, lz: torch.Tensor,
-                 blank: torch.Tensor, observed: torch.Tensor, i: int, lo: int, hi: int, delays: tuple[int, ...]
+def _likelihoods(model: EncodingModel, history: FeatureHistory, owners: np.ndarray, cand_feats: torch.Tensor,
+                 lz: torch.Tensor, blank: torch.Tensor, observed: torch.Tensor, i: int, lo: int, hi: int, delays: tuple[int, ...]
                  ) -> np.ndarray:
     """Log-likelihood `(N,)` of each candidate's stimulus on TRs `[lo, hi)`."""
     if hi <= lo:
@@ -134,8 +161,11 @@ def _likelihoods(model: EncodingModel, beam: Beam, owners: np.ndarray, cand_feat
     # TR features are needed from lo - max(delay) to hi - min(delay) so the delayed rows [lo, hi) are complete
     a, b = max(0, lo - max(max(delays), 0)), min(lz.shape[0], hi - min(min(delays), 0))
     rows = lz[a:b]  # (R, W)
-    past = torch.as_tensor(beam.extra["feats"][:, :i], dtype=torch.float32)  # (B, i, H)
-    base = torch.einsum("rw,bwh->brh", rows[:, :i], past)  # (B, R, H)
+    # only the past words inside these TRs' Lanczos support contribute; rebuild just those (not all i words)
+    support = torch.nonzero(rows[:, :i].any(0)).flatten()
+    start = int(support[0]) if len(support) else i
+    past = torch.from_numpy(history.window(start, np.arange(int(owners.max()) + 1)))  # (B, i - start, H)
+    base = torch.einsum("rw,bwh->brh", rows[:, start:i], past)  # (B, R, H)
     future = rows[:, i + 1:].sum(1, keepdim=True) * blank  # (R, H)
     x = base[torch.as_tensor(owners)] + future + rows[:, i][None, :, None] * cand_feats[:, None, :]  # (N, R, H)
     trs = np.arange(lo - a, hi - a)

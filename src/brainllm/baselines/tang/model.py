@@ -95,6 +95,7 @@ class TangModel:
     encoding: EncodingModel
     wordrate: WordRateModel
     info: dict
+    folder: Path | None = None      # where the model was written or loaded from
 
     @property
     def config(self) -> TangFitConfig:
@@ -137,7 +138,7 @@ def fit_tang(dataset_path: str | os.PathLike, heldout: Sequence[str], out: str |
     replace_dir(tmp, out, overwrite=overwrite)
     log.info("Tang model written to %s (%d training stories, %d voxels kept)", out, len(info["train_stories"]),
              len(encoding.voxels_))
-    return TangModel(lm, encoding, wordrate, info)
+    return TangModel(lm, encoding, wordrate, info, out)
 
 
 def load_tang(folder: str | os.PathLike, lm: WordLM | None = None) -> TangModel:
@@ -148,4 +149,5 @@ def load_tang(folder: str | os.PathLike, lm: WordLM | None = None) -> TangModel:
     info = read_json(folder / MODEL_FILE)
     cfg = info["config"]
     lm = lm or load_word_lm(cfg["backbone"], cfg["feature_layer"], cfg["context_words"])
-    return TangModel(lm, EncodingModel.load(folder / "encoding"), WordRateModel.load(folder / "wordrate"), info)
+    return TangModel(lm, EncodingModel.load(folder / "encoding"), WordRateModel.load(folder / "wordrate"), info,
+                     folder)
