@@ -99,3 +99,36 @@ def test_other_story_control_takes_the_next_heldout_story_cyclically(story_run):
     only = next(r for r in ds.runs if r.stimulus == held[0])
     everything_trained = [s for s in {r.stimulus for r in ds.runs} if s != held[0]]
     assert other_story_run(ds, only, everything_trained).stimulus in everything_trained  # falls back to training
+
+
+def test_brainllm_prior_mirrors_the_tang_beam_and_shares_its_nulls(story_run, tmp_path):
+    from brainllm.baselines.tang.decode import decode_tang_story
+    from brainllm.baselines.tang.decoder import TangDecoderConfig, decode
+    from brainllm.baselines.tang.encoding import EncodingConfig
+    from brainllm.baselines.tang.model import TangFitConfig, fit_tang, responses_of, story_runs
+    from brainllm.baselines.tang.wordrate import WordRateConfig
+    from brainllm.cli import _test_stories
+    from brainllm.fullstory import brain_prior, predicted_times
+
+    held = _test_stories(story_run.path)
+    cfg = TangFitConfig(backbone=str(story_run.config.model.backbone), context_words=4,
+                        encoding=EncodingConfig(n_voxels=32, n_boots=2, chunk_len=10),
+                        wordrate=WordRateConfig(n_boots=2))
+    tang = fit_tang(story_run.config.data.path, held, tmp_path / "tang", cfg)
+    story = held[0]
+    run = story_runs(story_run.dataset, [story])[0]
+    responses = responses_of(story_run.dataset, run, tang.info["space"])
+    times = predicted_times(tang.wordrate, responses, run)
+    prior = brain_prior(story_run, story, times, tang.lm.context_words)
+    decoded = decode(tang.lm, tang.encoding, responses, np.asarray(run.tr_times), times,
+                     TangDecoderConfig(width=3, extensions=2), progress=False, prior=prior)
+    # the prior followed every choice of the decoder: its best-kept hypothesis is the decoded story
+    assert [prior.lm.vocab.words[w] for w in prior.beam.words[0]] == decoded.words
+    assert decoded.settings["decoder"] == "tang2023+brainllm_prior" and len(decoded.words) == len(times)
+
+    small = TangDecoderConfig(width=2, extensions=2)
+    plain = decode_tang_story(tang, story, tmp_path / "plain", small, n_nulls=2, progress=False, control=False)
+    both = decode_tang_story(tang, story, tmp_path / "prior", small, n_nulls=2, progress=False, prior=story_run)
+    assert list(plain.conditions) == ["tang"] and list(both.conditions) == ["tang+brainllm", "shifted+brainllm"]
+    nulls = [json.loads((tmp_path / f / "nulls.json").read_text()) for f in ("plain", "prior")]
+    assert nulls[0] == nulls[1]  # same word times and seed: the z-scores of the two decoders compare

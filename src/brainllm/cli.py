@@ -160,6 +160,11 @@ def tang_decode(
     nulls: int = _NULLS,
     allow_training_story: bool = typer.Option(False, help="Decode a story the model was trained on (leaks)."),
     control: bool = typer.Option(True, help="Also decode the responses rotated by half the run (control)."),
+    prior: Optional[Path] = typer.Option(None, help="A trained BrainLLM run (same backbone) as the language prior: "
+                                                    "it proposes the words and its log-prob joins the likelihood "
+                                                    "(an extension beyond both papers; conditions tang+brainllm, "
+                                                    "shifted+brainllm)."),
+    prior_weight: float = typer.Option(1.0, help="Weight of the BrainLLM log-prob (1 = Bayes' rule)."),
 ) -> None:
     """Decode held-out stories with the Tang decoder; score them in 20-s windows against the null; pool them."""
     from .baselines.tang.decode import decode_tang_story
@@ -168,12 +173,18 @@ def tang_decode(
     from .fullstory import decode_stories
 
     loaded = load_tang(model)
+    prior_run = None
+    if prior is not None:
+        from .runs import load_run
+
+        prior_run = load_run(prior)
     stories = list(story) or loaded.info["heldout_stories"]
     cfg = TangDecoderConfig(width=width, extensions=extensions)
     out = out or model
     evaluations, pooled = decode_stories(
-        lambda s, folder: decode_tang_story(loaded, s, folder, cfg, nulls, allow_training_story, control=control),
-        stories, out, "decode_")
+        lambda s, folder: decode_tang_story(loaded, s, folder, cfg, nulls, allow_training_story, control=control,
+                                            prior=prior_run, prior_weight=prior_weight),
+        stories, out, "decode_brainprior_" if prior else "decode_")
     _echo_story_results(evaluations, pooled, out)
 
 

@@ -129,12 +129,55 @@ class BrainPrefix:
         return torch.cat([self.model.boundary[:1], brain, self.model.boundary[1:]]).to(self.model.backbone_dtype)
 
 
+def trs_of_words(times: np.ndarray, tr_times: np.ndarray) -> np.ndarray:
+    """`(W,)` the TR (row of the run) each word time falls in; `tr_times` are TR centres."""
+    return np.clip(np.searchsorted(np.asarray(tr_times) + tr_seconds(tr_times) / 2, times, side="right"), 0,
+                   len(tr_times) - 1)
+
+
+class BrainPrior:
+    """BrainLLM as the language prior of another beam decoder (the Tang decoder with `prior=`): an extension
+    beyond both papers, LLM prior from BrainLLM and likelihood from the encoding model.
+
+    It mirrors the decoder's beam with its own brain-conditioned LM state (restarted with the frames of each new
+    TR, as `decode_brainllm` does), proposes the candidate words with their brain-conditioned log-probabilities,
+    and follows the decoder's choices (`advance`). The decoder adds `weight` x the hypothesis's summed prior
+    log-probability to its likelihood (weight 1 = Bayes' rule: log p(words) + log p(responses | words)).
+    """
+
+    def __init__(self, lm: WordLM, prefix: BrainPrefix, times: np.ndarray, tr_times: np.ndarray,
+                 weight: float = 1.0):
+        self.lm = lm
+        self.prefix = prefix
+        self.tr_of_word = trs_of_words(times, tr_times)
+        self.weight = weight
+        self.beam = empty_beam(lm)
+        self.current_tr = -1
+
+    def candidates(self, i: int, proposal: ProposalConfig, context_filter: ContextFilter
+                   ) -> tuple[np.ndarray, list[tuple[int, float]]]:
+        """The pool `(owners, [(word, brain-conditioned log p)])` for word i of the mirrored beam."""
+        if self.tr_of_word[i] != self.current_tr:
+            self.current_tr = int(self.tr_of_word[i])
+            contexts = [list(map(int, w[-self.lm.context_words:])) for w in self.beam.words]
+            self.beam.state = self.lm.start(contexts, self.prefix(self.current_tr))
+        return candidate_pool(self.lm, self.beam, proposal, context_filter)
+
+    def advance(self, parents: np.ndarray, words: list[int], logps: list[float]) -> None:
+        """Follow the decoder: its new hypotheses are `parents[r] + words[r]`."""
+        self.beam = grow(self.lm, self.beam, parents, words, logps)
+
+    @property
+    def logprob(self) -> np.ndarray:
+        """`(B,)` summed prior log-probability of each current hypothesis."""
+        return self.beam.lm_logprob
+
+
 def decode_brainllm(lm: WordLM, times: np.ndarray, tr_times: np.ndarray, prefix: BrainPrefix | None,
                     config: StoryDecoderConfig = StoryDecoderConfig(), progress: bool = True, desc: str = "decode"
                     ) -> DecodedStory:
     """Decode the words at `times` (s); `prefix` None = the bare LM (StdLLM)."""
-    tr_of_word = np.clip(np.searchsorted(np.asarray(tr_times) + tr_seconds(tr_times) / 2, times, side="right"), 0,
-                         len(tr_times) - 1)
+    tr_of_word = trs_of_words(times, tr_times)
     filt = ContextFilter()
     proposal = config.proposal()
     beam = empty_beam(lm)
@@ -191,20 +234,48 @@ def evaluate_decoded(decoded: dict[str, DecodedStory], run: Run, lm: WordLM, out
     return ev
 
 
-def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike, config: StoryDecoderConfig = StoryDecoderConfig(),
-                 permutations: int = 1, n_nulls: int = 10, conditions: Sequence[str] = CONDITIONS,
-                 allow_training_story: bool = False, progress: bool = True):
-    """`brainllm decode-story`: decode a held-out story under each condition, evaluate, write into `out`."""
+def heldout_run(loaded: LoadedRun, story: str, allow_training_story: bool = False) -> tuple[Run, list[str]]:
+    """(the run of `story` in the BrainLLM run's dataset, the run's training stories); a story that trained the
+    adapter is refused unless `allow_training_story`."""
     dataset = loaded.dataset
     runs = [r for r in dataset.runs if r.stimulus == story]
     if not runs:
         raise BrainLLMError(f"No run of story '{story}' in {loaded.config.data.path}; stories: "
                             f"{sorted({r.stimulus for r in dataset.runs}) or 'none (not a story design)'}.")
-    run = runs[0]
     train_stories = sorted({dataset.by_id(i).stimulus for i in loaded.split.train})
     if story in train_stories and not allow_training_story:
         raise BrainLLMError(f"Story '{story}' trained this run's adapter; decode a test story "
                             f"({sorted({dataset.by_id(i).stimulus for i in loaded.split.test})}).")
+    return runs[0], train_stories
+
+
+def story_prefix(loaded: LoadedRun, source: Run, tr_order: np.ndarray | None = None) -> BrainPrefix:
+    """The run's adapter on the frames of `source` (a run of its dataset), TR t reading TR `tr_order[t]`."""
+    meta = loaded.dataset.meta
+    hrf = int(meta.get("hrf_delay", meta.get("simulation", {}).get("hrf_delay", 1)))
+    t = int(meta.get("frames_per_sample", meta.get("simulation", {}).get("frames_per_sample", 4)))
+    return BrainPrefix(loaded.model, loaded.dataset.frames, source, hrf, t, tr_order)
+
+
+def run_word_lm(loaded: LoadedRun, context_words: int) -> WordLM:
+    """The run's frozen backbone as a word-level LM (the adapter enters through a `BrainPrefix`)."""
+    return WordLM(loaded.model.backbone, loaded.encoder.tokenizer, context_words=context_words,
+                  device=loaded.model.boundary.device)
+
+
+def brain_prior(loaded: LoadedRun, story: str, times: np.ndarray, context_words: int, weight: float = 1.0,
+                tr_order: np.ndarray | None = None, allow_training_story: bool = False) -> BrainPrior:
+    """A `BrainPrior` from a trained BrainLLM run for a held-out story decoded at word `times`."""
+    run, _ = heldout_run(loaded, story, allow_training_story)
+    return BrainPrior(run_word_lm(loaded, context_words), story_prefix(loaded, run, tr_order), times, np.asarray(run.tr_times), weight)
+
+
+def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike, config: StoryDecoderConfig = StoryDecoderConfig(),
+                 permutations: int = 1, n_nulls: int = 10, conditions: Sequence[str] = CONDITIONS,
+                 allow_training_story: bool = False, progress: bool = True):
+    """`brainllm decode-story`: decode a held-out story under each condition, evaluate, write into `out`."""
+    dataset = loaded.dataset
+    run, train_stories = heldout_run(loaded, story, allow_training_story)
     bad = [c for c in conditions if c not in CONDITIONS]
     if bad:
         raise BrainLLMError(f"Unknown condition(s) {bad}; choose from {CONDITIONS}.")
@@ -212,24 +283,21 @@ def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike, config: 
     frames = np.asarray(dataset.frames[run.rows[0]:run.rows[1]], dtype=np.float32)
     times = predicted_times(wordrate, frames, run)
     log.info("Word-rate model: %d words predicted for %s (%d heard)", len(times), story, len(run.words))
-    lm = WordLM(loaded.model.backbone, loaded.encoder.tokenizer, context_words=config.context_words,
-                device=loaded.model.boundary.device)
-    hrf = int(dataset.meta.get("hrf_delay", dataset.meta.get("simulation", {}).get("hrf_delay", 1)))
-    t = int(dataset.meta.get("frames_per_sample", dataset.meta.get("simulation", {}).get("frames_per_sample", 4)))
+    lm = run_word_lm(loaded, config.context_words)
     tr_times = np.asarray(run.tr_times)
     decoded: dict[str, DecodedStory] = {}
     if "brain" in conditions:
-        prefix = BrainPrefix(loaded.model, dataset.frames, run, hrf, t)
+        prefix = story_prefix(loaded, run)
         decoded["brain"] = decode_brainllm(lm, times, tr_times, prefix, config, progress, "brain")
     if "permuted" in conditions:
         for p in range(permutations):
-            prefix = BrainPrefix(loaded.model, dataset.frames, run, hrf, t, _derangement(run.n_trs, seed=p))
+            prefix = story_prefix(loaded, run, tr_order=_derangement(run.n_trs, seed=p))
             name = "permuted" if permutations == 1 else f"permuted_{p}"
             decoded[name] = decode_brainllm(lm, times, tr_times, prefix, config, progress, name)
     if "other_story" in conditions:
         other = other_story_run(dataset, run, train_stories)
         order = np.arange(run.n_trs) * other.n_trs // run.n_trs  # same relative position, stretched to fit
-        prefix = BrainPrefix(loaded.model, dataset.frames, other, hrf, t, order)
+        prefix = story_prefix(loaded, other, tr_order=order)
         decoded["other_story"] = decode_brainllm(lm, times, tr_times, prefix, config, progress, "other_story")
         log.info("other_story control: frames of %s", other.stimulus)
     if "no_brain" in conditions:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from ...errors import BrainLLMError
 from ...wordlm import ContextFilter, ProposalConfig, WordLM
 from .encoding import EncodingModel
 from .lanczos import lanczos_matrix
+
+if TYPE_CHECKING:
+    from ...fullstory import BrainPrior
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +113,8 @@ def _first_difference(words: np.ndarray) -> int:
 
 
 def decode(lm: WordLM, model: EncodingModel, responses: np.ndarray, tr_times: np.ndarray, word_times: np.ndarray,
-           config: TangDecoderConfig = TangDecoderConfig(), progress: bool = True) -> DecodedStory:
+           config: TangDecoderConfig = TangDecoderConfig(), progress: bool = True, prior: "BrainPrior | None" = None
+           ) -> DecodedStory:
     """Decode one run.
 
     Args:
@@ -118,7 +123,12 @@ def decode(lm: WordLM, model: EncodingModel, responses: np.ndarray, tr_times: np
         responses: `(T, V)` the run's responses in the voxel space the model was fitted on (all voxels; the
             model's selected voxels are taken here).
         tr_times: `(T,)` seconds of each row; word_times: `(W,)` predicted word times (word-rate model).
+        prior: a `fullstory.BrainPrior` (extension): BrainLLM proposes the candidates instead of the bare LM, and
+            a candidate's score is its likelihood + prior.weight x its hypothesis's summed BrainLLM log-prob.
     """
+    if prior is not None and prior.lm.vocab.words != lm.vocab.words:
+        raise BrainLLMError("The BrainLLM prior and the encoding model's LM have different word vocabularies; use "
+                            "the same backbone for both.")
     n_trs = len(tr_times)
     if responses.shape[0] != n_trs:
         raise BrainLLMError(f"responses have {responses.shape[0]} rows but there are {n_trs} TR times.")
@@ -136,19 +146,25 @@ def decode(lm: WordLM, model: EncodingModel, responses: np.ndarray, tr_times: np
     history = FeatureHistory(lm.hidden_size)
     n_words = len(word_times)
     for i in tqdm(range(n_words), desc="tang decode", unit="word", disable=not progress):
-        owners, flat = candidate_pool(lm, beam, proposal, filt)
+        owners, flat = (candidate_pool(lm, beam, proposal, filt) if prior is None
+                        else prior.candidates(i, proposal, filt))
         cand_state = lm.extend(beam.state, owners.tolist(), [w for w, _ in flat])
         cand_feats = cand_state.features.float().cpu()  # (N, H)
         lo, hi = affected_trs(lanczos, _first_difference(beam.words), i, delays, n_trs)
         scores = _likelihoods(model, history, owners, cand_feats, lz, blank, observed, i, lo, hi, delays)
+        if prior is not None:
+            scores = scores + prior.weight * (prior.logprob[owners] + np.asarray([lp for _, lp in flat]))
         chosen = select_pool(scores, owners, extension_counts(beam.lm_logprob, config.extensions), config.width)
         history.append(owners[chosen], cand_feats[chosen].numpy())
-        beam = grow(lm, beam, owners[chosen], [flat[c][0] for c in chosen], [flat[c][1] for c in chosen],
-                    lm.select(cand_state, chosen.tolist()))
+        words, logps = [flat[c][0] for c in chosen], [flat[c][1] for c in chosen]
+        beam = grow(lm, beam, owners[chosen], words, logps, lm.select(cand_state, chosen.tolist()))
+        if prior is not None:
+            prior.advance(owners[chosen], words, logps)
         beam.extra["likelihood"] = scores[chosen]
     words = [lm.vocab.words[w] for w in beam.words[0]] if n_words else []
     return DecodedStory(words, np.asarray(word_times, float),
-                        {"decoder": "tang2023", **asdict(config), "feature_layer": lm.feature_layer,
+                        {"decoder": "tang2023" if prior is None else "tang2023+brainllm_prior", **asdict(config),
+                         "prior_weight": None if prior is None else prior.weight, "feature_layer": lm.feature_layer,
                          "context_words": lm.context_words, "max_context_words": lm.max_context_words})
 
 
