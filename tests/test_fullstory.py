@@ -78,12 +78,12 @@ def test_decode_story_cli_defaults_to_the_runs_test_stories(story_run, tmp_path)
     from brainllm.cli import _test_stories, app
 
     res = CliRunner().invoke(app, ["decode-story", str(story_run.path), "--out", str(tmp_path), "--width", "2",
-                                   "--extensions", "2", "--context-words", "4", "--nulls", "2",
-                                   "--condition", "brain", "--condition", "no_brain"])
+                                   "--extensions", "2", "--context-words", "4", "--nulls", "2"])
     assert res.exit_code == 0, res.output
     for story in _test_stories(story_run.path):
         decoded = json.loads((tmp_path / f"story_{story}" / "decoded.json").read_text())
-        assert decoded["story"] == story and set(decoded["decoded"]) == {"brain", "no_brain"}
+        assert decoded["story"] == story and set(decoded["decoded"]) == {"brain", "permuted", "other_story",
+                                                                         "no_brain"}  # every control by default
     res = CliRunner().invoke(app, ["decode-story", str(story_run.path), "--story", "x", "--story", "x"])
     assert res.exit_code != 0 and "twice" in str(res.exception)
 

@@ -199,10 +199,11 @@ def decode_story_cmd(
     context_words: int = typer.Option(10, help="Fewest preceding words the LM sees."),
     permutations: int = typer.Option(1, help="PerBrainLLM repeats over the whole story."),
     nulls: int = _NULLS,
-    condition: list[str] = typer.Option(["brain", "permuted", "no_brain"], help="Conditions to decode."),
+    condition: list[str] = typer.Option([], help="A condition to decode (repeatable): brain, permuted, "
+                                                 "other_story, no_brain; default all."),
 ) -> None:
     """Reconstruct whole held-out stories with BrainLLM (+ PerBrainLLM, StdLLM), scored in 20-s windows."""
-    from .fullstory import StoryDecoderConfig, decode_stories, decode_story
+    from .fullstory import CONDITIONS, StoryDecoderConfig, decode_stories, decode_story
     from .runs import load_run
 
     loaded = load_run(run_dir)
@@ -210,7 +211,7 @@ def decode_story_cmd(
     out = out or run_dir
     evaluations, pooled = decode_stories(
         lambda s, folder: decode_story(loaded, s, folder, cfg, permutations=permutations, n_nulls=nulls,
-                                       conditions=condition),
+                                       conditions=condition or CONDITIONS),
         list(story) or _test_stories(run_dir), out, "story_")
     _echo_story_results(evaluations, pooled, out)
 
