@@ -119,7 +119,7 @@ def test_brainllm_prior_mirrors_the_tang_beam_and_shares_its_nulls(story_run, tm
     run = story_runs(story_run.dataset, [story])[0]
     responses = responses_of(story_run.dataset, run, tang.info["space"])
     times = predicted_times(tang.wordrate, responses, run)
-    prior = brain_prior(story_run, story, times, tang.lm.context_words)
+    prior = brain_prior(story_run, run, times, tang.lm.context_words)
     decoded = decode(tang.lm, tang.encoding, responses, np.asarray(run.tr_times), times,
                      TangDecoderConfig(width=3, extensions=2), progress=False, prior=prior)
     # the prior followed every choice of the decoder: its best-kept hypothesis is the decoded story

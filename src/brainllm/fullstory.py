@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .baselines.tang.decoder import DecodedStory
 from .baselines.tang.wordrate import WordRateConfig, WordRateModel, binned_word_counts, word_times
-from .beam import candidate_pool, empty_beam, extension_counts, grow, null_sequences, select_pool
+from .beam import Beam, candidate_pool, empty_beam, extension_counts, grow, null_sequences, select_pool
 from .data.dataset import BrainTextDataset, Run
 from .errors import BrainLLMError
 from .evaluation.pooled import PooledStoryEvaluation, pool_story_evaluations, write_pooled
@@ -135,6 +135,25 @@ def trs_of_words(times: np.ndarray, tr_times: np.ndarray) -> np.ndarray:
                    len(tr_times) - 1)
 
 
+class TRConditioning:
+    """Puts a beam behind the brain prefix of the TR each word falls in: at the first word of a new TR, every
+    hypothesis restarts from its last `lm.context_words` words behind `prefix(tr)` (the cache is reused within a
+    TR)."""
+
+    def __init__(self, prefix: BrainPrefix, times: np.ndarray, tr_times: np.ndarray):
+        self.prefix = prefix
+        self.tr_of_word = trs_of_words(times, tr_times)
+        self.current_tr = -1
+
+    def update(self, lm: WordLM, beam: Beam, i: int) -> None:
+        """Before proposing word i: restart `beam.state` if word i starts a new TR."""
+        tr = int(self.tr_of_word[i])
+        if tr != self.current_tr:
+            self.current_tr = tr
+            contexts = [list(map(int, w[-lm.context_words:])) for w in beam.words]
+            beam.state = lm.start(contexts, self.prefix(tr))
+
+
 class BrainPrior:
     """BrainLLM as the language prior of another beam decoder (the Tang decoder with `prior=`): an extension
     beyond both papers, LLM prior from BrainLLM and likelihood from the encoding model.
@@ -148,19 +167,14 @@ class BrainPrior:
     def __init__(self, lm: WordLM, prefix: BrainPrefix, times: np.ndarray, tr_times: np.ndarray,
                  weight: float = 1.0):
         self.lm = lm
-        self.prefix = prefix
-        self.tr_of_word = trs_of_words(times, tr_times)
+        self.conditioning = TRConditioning(prefix, times, tr_times)
         self.weight = weight
         self.beam = empty_beam(lm)
-        self.current_tr = -1
 
     def candidates(self, i: int, proposal: ProposalConfig, context_filter: ContextFilter
                    ) -> tuple[np.ndarray, list[tuple[int, float]]]:
         """The pool `(owners, [(word, brain-conditioned log p)])` for word i of the mirrored beam."""
-        if self.tr_of_word[i] != self.current_tr:
-            self.current_tr = int(self.tr_of_word[i])
-            contexts = [list(map(int, w[-self.lm.context_words:])) for w in self.beam.words]
-            self.beam.state = self.lm.start(contexts, self.prefix(self.current_tr))
+        self.conditioning.update(self.lm, self.beam, i)
         return candidate_pool(self.lm, self.beam, proposal, context_filter)
 
     def advance(self, parents: np.ndarray, words: list[int], logps: list[float]) -> None:
@@ -177,16 +191,13 @@ def decode_brainllm(lm: WordLM, times: np.ndarray, tr_times: np.ndarray, prefix:
                     config: StoryDecoderConfig = StoryDecoderConfig(), progress: bool = True, desc: str = "decode"
                     ) -> DecodedStory:
     """Decode the words at `times` (s); `prefix` None = the bare LM (StdLLM)."""
-    tr_of_word = trs_of_words(times, tr_times)
+    conditioning = None if prefix is None else TRConditioning(prefix, times, tr_times)
     filt = ContextFilter()
     proposal = config.proposal()
     beam = empty_beam(lm)
-    current_tr = -1
     for i in tqdm(range(len(times)), desc=desc, unit="word", disable=not progress):
-        if prefix is not None and tr_of_word[i] != current_tr:  # new TR: new brain input for every hypothesis
-            current_tr = int(tr_of_word[i])
-            contexts = [list(map(int, w[-lm.context_words:])) for w in beam.words]
-            beam.state = lm.start(contexts, prefix(current_tr))
+        if conditioning is not None:  # new TR: new brain input for every hypothesis
+            conditioning.update(lm, beam, i)
         owners, flat = candidate_pool(lm, beam, proposal, filt)
         recent = beam.word_logprobs[:, -(config.score_words - 1):].sum(1) if config.score_words > 1 else 0.0
         scores = np.asarray([lp for _, lp in flat]) + np.broadcast_to(recent, (len(beam),))[owners]
@@ -263,16 +274,17 @@ def run_word_lm(loaded: LoadedRun, context_words: int) -> WordLM:
                   device=loaded.model.boundary.device)
 
 
-def brain_prior(loaded: LoadedRun, story: str, times: np.ndarray, context_words: int, weight: float = 1.0,
-                tr_order: np.ndarray | None = None, allow_training_story: bool = False) -> BrainPrior:
-    """A `BrainPrior` from a trained BrainLLM run for a held-out story decoded at word `times`."""
-    run, _ = heldout_run(loaded, story, allow_training_story)
-    return BrainPrior(run_word_lm(loaded, context_words), story_prefix(loaded, run, tr_order), times, np.asarray(run.tr_times), weight)
+def brain_prior(loaded: LoadedRun, run: Run, times: np.ndarray, context_words: int, weight: float = 1.0,
+                tr_order: np.ndarray | None = None) -> BrainPrior:
+    """A `BrainPrior` from a trained BrainLLM run for `run` (a held-out run of its dataset, see `heldout_run`)
+    decoded at word `times`."""
+    return BrainPrior(run_word_lm(loaded, context_words), story_prefix(loaded, run, tr_order), times,
+                      np.asarray(run.tr_times), weight)
 
 
-def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike, config: StoryDecoderConfig = StoryDecoderConfig(),
-                 permutations: int = 1, n_nulls: int = 10, conditions: Sequence[str] = CONDITIONS,
-                 allow_training_story: bool = False, progress: bool = True):
+def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike,
+                 config: StoryDecoderConfig = StoryDecoderConfig(), permutations: int = 1, n_nulls: int = 10,
+                 conditions: Sequence[str] = CONDITIONS, allow_training_story: bool = False, progress: bool = True):
     """`brainllm decode-story`: decode a held-out story under each condition, evaluate, write into `out`."""
     dataset = loaded.dataset
     run, train_stories = heldout_run(loaded, story, allow_training_story)

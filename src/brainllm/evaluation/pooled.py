@@ -104,9 +104,9 @@ class PooledStoryEvaluation:
                     + ["-"])
         out = render_text(header, rows, right_align=True).split("\n")
         total = sum(self.n_windows.values())
-        out += ["", f"{len(self.stories)} stories ({', '.join(self.stories)}), {total} windows; pooled score = mean over "
-                    f"all windows; z and p against {self.n_nulls} pooled nulls (the n-th null of every story); "
-                    "'z per story' in the order of the stories; ident = mean percentile rank (chance 0.5)."]
+        out += ["", f"{len(self.stories)} stories ({', '.join(self.stories)}), {total} windows; pooled score = "
+                    f"mean over all windows; z and p against {self.n_nulls} pooled nulls (the n-th null of every "
+                    "story); 'z per story' in the order of the stories; ident = mean percentile rank (chance 0.5)."]
         out += [f"{m} = {v}: {_describe(m, v)}" for m, v in self.variants.items()]
         return "\n".join(out)
 

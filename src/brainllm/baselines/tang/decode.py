@@ -47,13 +47,14 @@ def decode_tang_story(model: TangModel | str | os.PathLike, story: str, out: str
     times = predicted_times(model.wordrate, responses, run)
     tr_times = np.asarray(run.tr_times)
     suffix = "" if prior is None else "+brainllm"
-    if prior is not None and heldout_run(prior, story, allow_training_story)[0].n_trs != run.n_trs:
+    prior_run = None if prior is None else heldout_run(prior, story, allow_training_story)[0]
+    if prior_run is not None and prior_run.n_trs != run.n_trs:
         raise BrainLLMError(f"Story '{story}' has {run.n_trs} TRs in the Tang model's dataset but "
-                            f"{heldout_run(prior, story, True)[0].n_trs} in the prior run's; use the same scans.")
+                            f"{prior_run.n_trs} in the prior run's; use the same scans.")
 
     def make_prior(tr_order=None):
-        return None if prior is None else brain_prior(prior, story, times, model.lm.context_words, prior_weight,
-                                                      tr_order, allow_training_story)
+        return None if prior is None else brain_prior(prior, prior_run, times, model.lm.context_words, prior_weight,
+                                                      tr_order)
 
     decoded = {f"tang{suffix}": decode(model.lm, model.encoding, responses, tr_times, times, config, progress,
                                        make_prior())}

@@ -169,8 +169,8 @@ def decode(lm: WordLM, model: EncodingModel, responses: np.ndarray, tr_times: np
 
 
 def _likelihoods(model: EncodingModel, history: FeatureHistory, owners: np.ndarray, cand_feats: torch.Tensor,
-                 lz: torch.Tensor, blank: torch.Tensor, observed: torch.Tensor, i: int, lo: int, hi: int, delays: tuple[int, ...]
-                 ) -> np.ndarray:
+                 lz: torch.Tensor, blank: torch.Tensor, observed: torch.Tensor, i: int, lo: int, hi: int,
+                 delays: tuple[int, ...]) -> np.ndarray:
     """Log-likelihood `(N,)` of each candidate's stimulus on TRs `[lo, hi)`."""
     if hi <= lo:
         return np.zeros(len(owners))
