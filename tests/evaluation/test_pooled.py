@@ -99,3 +99,6 @@ def test_folders_pool_through_the_cli_and_a_story_twice_is_refused(tmp_path):
     assert "brain" in res.output
     res = CliRunner().invoke(app, ["story-summary", str(tmp_path / "missing")])
     assert res.exit_code != 0 and "does not exist" in res.output + str(res.exception)
+    (tmp_path / "broken.json").write_text(json.dumps({"format": "brainllm.story_evaluation", "n_windows": 2}))
+    with pytest.raises(EvaluationError, match="Incomplete or malformed story evaluation"):
+        pool_folders([tmp_path / "broken.json"])

@@ -576,14 +576,19 @@ class StoryEvaluation:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "StoryEvaluation":
         """Inverse of `to_json` (NaN restored from null)."""
-        if obj.get("format") != FORMAT:
-            raise EvaluationError(f"Not a story evaluation: format {obj.get('format')!r}, expected {FORMAT!r}.")
-        k = int(obj["n_windows"])
-        nulls = {m: _arr(v).reshape(-1, k) for m, v in obj["nulls"]["window_scores"].items()}
-        return cls(StoryEvalConfig.from_json(obj["config"]), dict(obj["variants"]), float(obj["start"]),
-                   float(obj["end"]), _arr(obj["bounds"]).reshape(-1, 2),
-                   {name: ConditionResult.from_json(c) for name, c in obj["conditions"].items()}, nulls,
-                   int(obj.get("n_words", 0)))
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+            raise EvaluationError(f"Not a story evaluation: format {found!r}, expected {FORMAT!r}.")
+        try:
+            k = int(obj["n_windows"])
+            nulls = {m: _arr(v).reshape(-1, k) for m, v in obj["nulls"]["window_scores"].items()}
+            return cls(StoryEvalConfig.from_json(obj["config"]), dict(obj["variants"]), float(obj["start"]),
+                       float(obj["end"]), _arr(obj["bounds"]).reshape(-1, 2),
+                       {name: ConditionResult.from_json(c) for name, c in obj["conditions"].items()}, nulls,
+                       int(obj.get("n_words", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise EvaluationError(f"Incomplete or malformed story evaluation ({type(err).__name__}: {err}); "
+                                  "re-run the decode that wrote it.") from err
 
     def summary_table(self) -> str:
         """Plain-text table: one row per condition (then the nulls' mean), per metric story score, story z and p,
