@@ -132,3 +132,55 @@ def test_brainllm_prior_mirrors_the_tang_beam_and_shares_its_nulls(story_run, tm
     assert list(plain.conditions) == ["tang"] and list(both.conditions) == ["tang+brainllm", "shifted+brainllm"]
     nulls = [json.loads((tmp_path / f / "nulls.json").read_text()) for f in ("plain", "prior")]
     assert nulls[0] == nulls[1]  # same word times and seed: the z-scores of the two decoders compare
+
+
+def test_decoder_nulls_are_the_trained_decoder_on_other_stories_frames(story_run, tmp_path):
+    from brainllm.evaluation.pooled import load_story_evaluation
+    from brainllm.fullstory import (DECODER_NULL_DIR, decode_brainllm, heldout_run, predicted_times, run_word_lm,
+                                    story_prefix, stretched_order)
+
+    ds = story_run.dataset
+    story = ds.by_id(story_run.split.test[0]).stimulus
+    cfg = StoryDecoderConfig(width=2, extensions=2, context_words=4)
+    decode_story(story_run, story, tmp_path, cfg, n_nulls=2, conditions=("brain", "no_brain"), progress=False,
+                 decoder_nulls=3)
+    folder = tmp_path / DECODER_NULL_DIR
+    _, ev = load_story_evaluation(folder)
+    assert ev.null_kind == "decoder" and ev.n_nulls == 3 and list(ev.conditions) == ["brain", "no_brain"]
+    assert load_story_evaluation(tmp_path)[1].null_kind == "lm"
+    assert (json.loads((folder / "decoded.json").read_text())
+            == json.loads((tmp_path / "decoded.json").read_text()))  # the same decodes, scored twice
+    nulls = json.loads((folder / "nulls.json").read_text())
+    train = {ds.by_id(i).stimulus for i in story_run.split.train}
+    assert nulls["kind"] == "decoder" and len(nulls["words"]) == 3
+    assert all(s["story"] != story and s["story"] not in train for s in nulls["sources"])  # unrelated, unseen
+    # null 0 is exactly the trained decoder (adapter included) on its source's frames at its offset
+    run, _ = heldout_run(story_run, story)
+    source = next(r for r in ds.runs if r.stimulus == nulls["sources"][0]["story"])
+    order = stretched_order(run.n_trs, source.n_trs, nulls["sources"][0]["offset_trs"])
+    times = np.asarray(nulls["times"])
+    np.testing.assert_allclose(times, predicted_times(fit_frame_wordrate(ds, sorted(train)),
+                                                      np.asarray(ds.frames[run.rows[0]:run.rows[1]]), run), atol=1e-4)
+    again = decode_brainllm(run_word_lm(story_run, cfg.context_words), times, np.asarray(run.tr_times),
+                            story_prefix(story_run, source, order), cfg, progress=False)
+    assert again.words == nulls["words"][0]
+    with pytest.raises(BrainLLMError, match="at least 2"):
+        decode_story(story_run, story, tmp_path / "one", cfg, decoder_nulls=1, progress=False)
+
+
+def test_stretched_order_and_decoder_null_sources_by_hand():
+    from brainllm.fullstory import decoder_null_sources, stretched_order
+
+    assert stretched_order(4, 8).tolist() == [0, 2, 4, 6]
+    assert stretched_order(4, 8, offset=7).tolist() == [7, 1, 3, 5]
+    assert stretched_order(3, 2).tolist() == [0, 0, 1]
+
+    class FakeRun:
+        def __init__(self, name, n):
+            self.stimulus, self.n_trs = name, n
+
+    pool = [FakeRun("a", 5), FakeRun("b", 9)]
+    sources = decoder_null_sources(pool, 5, seed=3)
+    assert [s.stimulus for s, _ in sources] == ["a", "b", "a", "b", "a"]
+    assert all(0 <= off < s.n_trs for s, off in sources)
+    assert sources == decoder_null_sources(pool, 5, seed=3)  # reproducible

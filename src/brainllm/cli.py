@@ -30,13 +30,14 @@ def simulate(
     components: int = typer.Option(200, help="PCA dimensions kept."),
     seed: int = typer.Option(0, help="Random seed (the output is deterministic for a seed)."),
     passages: Optional[int] = typer.Option(None, help="Use only this many corpus passages."),
+    stories: int = typer.Option(12, help="Story design: deal the passages into this many stories (runs)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:
     """Simulate a participant (SIMULATED data) and write it as a prepared dataset."""
     from .data.simulate import SimulationConfig, simulate as run
 
     sim = run(SimulationConfig(design=design, snr=snr, voxels=voxels, components=components, seed=seed,
-                               passages=passages))
+                               passages=passages, stories=stories))
     sim.dataset.save(out, overwrite=overwrite)
     typer.echo(f"SIMULATED participant written to {out}: {len(sim.dataset)} samples, "
                f"{sim.dataset.frames.shape[0]} frames x {sim.dataset.feature_dim} features")
@@ -201,19 +202,26 @@ def decode_story_cmd(
     nulls: int = _NULLS,
     condition: list[str] = typer.Option([], help="A condition to decode (repeatable): brain, permuted, "
                                                  "other_story, no_brain; default all."),
+    decoder_nulls: int = typer.Option(0, help="Also score against N decoder nulls (the same trained decoder fed "
+                                              "other stories' frames; each costs one decode): a trained adapter "
+                                              "beats the bare-LM null without any brain signal. 0 = off."),
 ) -> None:
     """Reconstruct whole held-out stories with BrainLLM (+ PerBrainLLM, StdLLM), scored in 20-s windows."""
-    from .fullstory import CONDITIONS, StoryDecoderConfig, decode_stories, decode_story
+    from .fullstory import CONDITIONS, StoryDecoderConfig, decode_stories, decode_story, decoder_null_results
     from .runs import load_run
 
     loaded = load_run(run_dir)
     cfg = StoryDecoderConfig(width=width, extensions=extensions, context_words=context_words)
     out = out or run_dir
+    stories = list(story) or _test_stories(run_dir)
     evaluations, pooled = decode_stories(
         lambda s, folder: decode_story(loaded, s, folder, cfg, permutations=permutations, n_nulls=nulls,
-                                       conditions=condition or CONDITIONS),
-        list(story) or _test_stories(run_dir), out, "story_")
+                                       conditions=condition or CONDITIONS, decoder_nulls=decoder_nulls),
+        stories, out, "story_")
     _echo_story_results(evaluations, pooled, out)
+    if decoder_nulls:
+        typer.echo("\n#### the same decodes against the DECODER null (the trained decoder on other stories' frames)")
+        _echo_story_results(*decoder_null_results(out, stories), out)
 
 
 @app.command("story-summary")

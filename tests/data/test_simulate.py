@@ -97,3 +97,16 @@ def test_story_design_records_runs_with_word_times_and_raw_voxels():
             assert s.continuation.split() == in_tr
             assert s.frames[0] == run.rows[0] + tr + 1
         np.testing.assert_allclose(ds.raw[run.rows[0]:run.rows[1]].std(0), 1.0, atol=1e-4)  # z-scored per run
+
+
+def test_cli_deals_the_passages_into_the_requested_number_of_stories(tmp_path):
+    from typer.testing import CliRunner
+
+    from brainllm.cli import app
+    from brainllm.data.dataset import BrainTextDataset
+
+    res = CliRunner().invoke(app, ["simulate", "--design", "story", "--passages", "9", "--stories", "3",
+                                   "--voxels", "100", "--components", "8", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert sorted(r.stimulus for r in BrainTextDataset.load(tmp_path / "d").runs) == ["story00", "story01",
+                                                                                       "story02"]

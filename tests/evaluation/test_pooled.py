@@ -102,3 +102,20 @@ def test_folders_pool_through_the_cli_and_a_story_twice_is_refused(tmp_path):
     (tmp_path / "broken.json").write_text(json.dumps({"format": "brainllm.story_evaluation", "n_windows": 2}))
     with pytest.raises(EvaluationError, match="Incomplete or malformed story evaluation"):
         pool_folders([tmp_path / "broken.json"])
+
+
+def test_the_kind_of_null_is_kept_and_kinds_are_never_pooled_together():
+    lm, decoder = fake_evaluation(3, 0.2, [0.1, 0.2]), fake_evaluation(3, 0.2, [0.1, 0.2])
+    decoder.null_kind = "decoder"
+    obj = decoder.to_json()
+    assert obj["null_kind"] == "decoder" and "other stories" in obj["null"]
+    assert ST.StoryEvaluation.from_json(obj).null_kind == "decoder"
+    del obj["null_kind"]  # files written before the decoder null existed were scored against the LM null
+    assert ST.StoryEvaluation.from_json(obj).null_kind == "lm"
+    with pytest.raises(EvaluationError, match="different kinds of null"):
+        pool_story_evaluations({"a": lm, "b": decoder})
+    pooled = pool_story_evaluations({"a": decoder, "b": decoder})
+    assert pooled.null_kind == "decoder" and "other stories" in pooled.summary_table()
+    with pytest.raises(EvaluationError, match="Unknown null kind"):
+        ST.evaluate_story(ST.TimedWords(["a"], np.array([1.0])), ST.TimedWords(["a"], np.array([1.0])), [],
+                          config=ST.StoryEvalConfig(metrics=("bleu1",), null_z=False), null_kind="bare")

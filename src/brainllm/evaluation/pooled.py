@@ -25,7 +25,7 @@ import numpy as np
 
 from ..io import read_json, write_json
 from .rundata import EvaluationError
-from .story import NULL, StoryEvaluation, _describe, _safe_z, empirical_p, format_score
+from .story import NULL, NULL_KINDS, StoryEvaluation, _describe, _safe_z, empirical_p, format_score
 from .tables import render_text
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,15 @@ class PooledCondition:
 
 @dataclass
 class PooledStoryEvaluation:
-    """Condition name -> `PooledCondition` over `stories`, with the pooled null scores `(N,)` per metric."""
+    """Condition name -> `PooledCondition` over `stories`, with the pooled null scores `(N,)` per metric and what
+    the nulls are (`null_kind`, a key of `story.NULL_KINDS`)."""
 
     stories: list[str]
     n_windows: dict[str, int]
     variants: dict[str, str]
     conditions: dict[str, PooledCondition]
     null_scores: dict[str, np.ndarray]
+    null_kind: str = "lm"
 
     @property
     def metrics(self) -> list[str]:
@@ -77,7 +79,8 @@ class PooledStoryEvaluation:
 
         return json_safe({
             "format": FORMAT, "version": VERSION, "stories": self.stories, "n_windows": self.n_windows,
-            "n_nulls": self.n_nulls, "variants": self.variants,
+            "n_nulls": self.n_nulls, "null_kind": self.null_kind, "null": NULL_KINDS[self.null_kind],
+            "variants": self.variants,
             "descriptions": {m: _describe(m, v) for m, v in self.variants.items()},
             "pooling": "S = window-weighted mean over stories; null n = the same mean of each story's n-th null; "
                        "z = (S - mean_n S_n) / sd_n S_n (ddof 1); p = (1 + #{S_n >= S}) / (1 + N); "
@@ -106,7 +109,8 @@ class PooledStoryEvaluation:
         total = sum(self.n_windows.values())
         out += ["", f"{len(self.stories)} stories ({', '.join(self.stories)}), {total} windows; pooled score = "
                     f"mean over all windows; z and p against {self.n_nulls} pooled nulls (the n-th null of every "
-                    "story); 'z per story' in the order of the stories; ident = mean percentile rank (chance 0.5)."]
+                    "story); 'z per story' in the order of the stories; ident = mean percentile rank (chance 0.5).",
+                f"nulls: {NULL_KINDS[self.null_kind]}."]
         out += [f"{m} = {v}: {_describe(m, v)}" for m, v in self.variants.items()]
         return "\n".join(out)
 
@@ -132,6 +136,10 @@ def pool_story_evaluations(evaluations: Mapping[str, StoryEvaluation]) -> Pooled
         if any(e.variants[m] != evs[0].variants[m] for m in metrics):
             raise EvaluationError(f"Story {s} was scored with other metric variants ({e.variants}) than "
                                   f"{stories[0]} ({evs[0].variants}); re-evaluate them the same way.")
+    kinds = {e.null_kind for e in evs}
+    if len(kinds) > 1:
+        raise EvaluationError(f"The stories {stories} were scored against different kinds of null ({sorted(kinds)}); "
+                              "pool stories scored against the same kind.")
     n_nulls = min(e.n_nulls for e in evs)
     if n_nulls < 2:
         raise EvaluationError(f"Pooled z-scores need at least 2 nulls in every story; the fewest is {n_nulls}.")
@@ -153,7 +161,7 @@ def pool_story_evaluations(evaluations: Mapping[str, StoryEvaluation]) -> Pooled
             {m: {s: c.story_z[m] for s, c in zip(stories, cs)} for m in metrics},
             float(np.nanmean(ranks)) if np.isfinite(ranks).any() else float("nan"))
     return PooledStoryEvaluation(stories, {s: int(n) for s, n in zip(stories, k)},
-                                 {m: evs[0].variants[m] for m in metrics}, conditions, nulls)
+                                 {m: evs[0].variants[m] for m in metrics}, conditions, nulls, evs[0].null_kind)
 
 
 def load_story_evaluation(path: str | Path) -> tuple[str, StoryEvaluation]:

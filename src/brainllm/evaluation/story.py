@@ -66,6 +66,14 @@ log = logging.getLogger(__name__)
 FORMAT = "brainllm.story_evaluation"
 VERSION = 1
 NULL = "null"
+# What the null sequences are. A z-score is only as meaningful as its null: Tang's brain-free LM samples test a
+# decoder against the bare language model, which a decoder with a trained soft prompt beats without any brain input;
+# the decoder null feeds the same trained decoder brain data unrelated to the story.
+NULL_KINDS = {
+    "lm": "brain-free LM samples at the prediction's word times (Tang's null)",
+    "decoder": "the same trained decoder at the same word times, fed the frames of other stories (brain input "
+               "unrelated to this story)",
+}
 STORY_METRICS = ("wer_score", "bleu1", "meteor", "semsim")
 _FIXED_VARIANTS = {"wer_score": "one_minus_wer_jiwer", "bleu1": "bleu1_per_window", "semsim": "bertscore_minilm_recall"}
 DESCRIPTIONS = {
@@ -217,6 +225,12 @@ def metric_variants(config: StoryEvalConfig = StoryEvalConfig()) -> dict[str, st
         else:
             out[name] = _FIXED_VARIANTS[name]
     return out
+
+
+def _null_kind(kind: str) -> str:
+    if kind not in NULL_KINDS:
+        raise EvaluationError(f"Unknown null kind {kind!r}; expected one of {sorted(NULL_KINDS)}.")
+    return kind
 
 
 def format_score(x: float | None) -> str:
@@ -530,6 +544,7 @@ class StoryEvaluation:
         conditions: condition name -> result; the prediction first, then the controls in the order given.
         null_window_scores: metric -> `(N, K)` window scores of the nulls (`(0, K)` when `null_z` is off).
         n_words: words of the reference inside [start, end).
+        null_kind: what the nulls are, a key of `NULL_KINDS`.
     """
 
     config: StoryEvalConfig
@@ -540,6 +555,7 @@ class StoryEvaluation:
     conditions: dict[str, ConditionResult]
     null_window_scores: dict[str, np.ndarray] = field(default_factory=dict)
     n_words: int = 0
+    null_kind: str = "lm"
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -567,7 +583,8 @@ class StoryEvaluation:
                               "identification": "per prediction window, fraction of other reference windows less "
                                                 "similar than the true one (ties 0.5); chance 0.5"},
                "start": self.start, "end": self.end, "n_windows": int(len(self.bounds)), "n_words": self.n_words,
-               "n_nulls": self.n_nulls, "bounds": np.asarray(self.bounds).tolist(),
+               "n_nulls": self.n_nulls, "null_kind": self.null_kind, "null": NULL_KINDS[self.null_kind],
+               "bounds": np.asarray(self.bounds).tolist(),
                "conditions": {k: c.to_json(matrices) for k, c in self.conditions.items()},
                "nulls": {"story_scores": {m: v.tolist() for m, v in self.null_story_scores.items()},
                          "window_scores": {m: v.tolist() for m, v in self.null_window_scores.items()}}}
@@ -585,7 +602,7 @@ class StoryEvaluation:
             return cls(StoryEvalConfig.from_json(obj["config"]), dict(obj["variants"]), float(obj["start"]),
                        float(obj["end"]), _arr(obj["bounds"]).reshape(-1, 2),
                        {name: ConditionResult.from_json(c) for name, c in obj["conditions"].items()}, nulls,
-                       int(obj.get("n_words", 0)))
+                       int(obj.get("n_words", 0)), _null_kind(obj.get("null_kind", "lm")))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise EvaluationError(f"Incomplete or malformed story evaluation ({type(err).__name__}: {err}); "
                                   "re-run the decode that wrote it.") from err
@@ -614,7 +631,8 @@ class StoryEvaluation:
         out = render_text(header, rows, right_align=True).split("\n")
         out.append("")
         out.append(f"{len(self.bounds)} windows of {self.config.window:g} s every {self.config.step:g} s in "
-                   f"[{self.start:g}, {self.end:g}) s; z against {self.n_nulls} nulls (sd ddof=1); "
+                   f"[{self.start:g}, {self.end:g}) s; z against {self.n_nulls} nulls (sd ddof=1): "
+                   f"{NULL_KINDS[self.null_kind]}; "
                    "p = (1 + #{S_n >= S})/(1 + N); ident = mean percentile rank of the true window "
                    f"({self.config.identification_metric}, chance 0.5).")
         for m, v in self.variants.items():
@@ -626,7 +644,8 @@ class StoryEvaluation:
 
 def evaluate_story(pred: TimedWords, ref: TimedWords, nulls: Sequence[TimedWords], start: Optional[float] = None,
                    end: Optional[float] = None, config: StoryEvalConfig = StoryEvalConfig(), scorer=None,
-                   controls: Optional[dict[str, TimedWords]] = None, name: str = "prediction") -> StoryEvaluation:
+                   controls: Optional[dict[str, TimedWords]] = None, name: str = "prediction",
+                   null_kind: str = "lm") -> StoryEvaluation:
     """Windowed evaluation of a decoded story against its reference, nulls and controls.
 
     Args:
@@ -640,9 +659,11 @@ def evaluate_story(pred: TimedWords, ref: TimedWords, nulls: Sequence[TimedWords
         scorer: a `semantic.MiniLMScorer` keeping the reference windows' embeddings across calls.
         controls: named control sequences (e.g. `{"permuted": ..., "no_brain": ...}`), scored like `pred`.
         name: the prediction's condition name.
+        null_kind: what `nulls` are, a key of `NULL_KINDS` (recorded; pooling refuses to mix kinds).
 
     Returns: a `StoryEvaluation`.
     """
+    null_kind = _null_kind(null_kind)
     controls = dict(controls or {})
     for cname in controls:
         if cname in (name, NULL):
@@ -681,7 +702,7 @@ def evaluate_story(pred: TimedWords, ref: TimedWords, nulls: Sequence[TimedWords
         log.warning("%d of %d reference windows are empty (wer_score 0, other metrics 0).", empty_ref, k)
     return StoryEvaluation(config, metric_variants(config), float(start), float(end), bounds, results,
                            null_windows if null_windows is not None
-                           else {m: np.zeros((0, k)) for m in config.metrics}, n_words)
+                           else {m: np.zeros((0, k)) for m in config.metrics}, n_words, null_kind)
 
 
 def write_story_evaluation(ev: StoryEvaluation, path: str | Path, matrices: bool = False) -> None:
