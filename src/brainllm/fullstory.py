@@ -385,11 +385,16 @@ def decode_stories(decode_one: Callable[[str, Path], StoryEvaluation], stories: 
         raise BrainLLMError(f"A story is given twice in {list(stories)}; each story is decoded once.")
     out = Path(out)
     evaluations = {s: decode_one(s, out / f"{folder_prefix}{s}") for s in stories}
+    return evaluations, _pool_several(evaluations, out / SUMMARY_FILE)
+
+
+def _pool_several(evaluations: dict[str, StoryEvaluation], path: Path) -> PooledStoryEvaluation | None:
+    """Pool the stories into `path` when there are several (None for one story)."""
     if len(evaluations) < 2:
-        return evaluations, None
+        return None
     pooled = pool_story_evaluations(evaluations)
-    write_pooled(pooled, out / SUMMARY_FILE)
-    return evaluations, pooled
+    write_pooled(pooled, path)
+    return pooled
 
 
 
@@ -399,8 +404,4 @@ def decoder_null_results(out: str | os.PathLike, stories: Sequence[str], folder_
     pooled into `out/story_summary_decoder_null.json` when there are several stories."""
     out = Path(out)
     evaluations = dict(load_story_evaluation(out / f"{folder_prefix}{s}" / DECODER_NULL_DIR) for s in stories)
-    if len(evaluations) < 2:
-        return evaluations, None
-    pooled = pool_story_evaluations(evaluations)
-    write_pooled(pooled, out / DECODER_NULL_SUMMARY)
-    return evaluations, pooled
+    return evaluations, _pool_several(evaluations, out / DECODER_NULL_SUMMARY)
