@@ -285,6 +285,23 @@ def evaluate_cmd(
     typer.echo(f"\nscores written to {folder / 'scores.json'} and {folder / 'table.md'}")
 
 
+@app.command("ceiling")
+def ceiling_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),
+    split: str = typer.Option("valid", help="The split to probe (default valid: a diagnostic never needs test)."),
+    scale: list[float] = typer.Option([1.0, 3.0, 10.0], help="Oracle scale (repeatable)."),
+    max_samples: int = typer.Option(48, help="Samples probed (the cost grows with its square)."),
+) -> None:
+    """Information ceiling: the loss gain if the adapter delivered the true continuation's mean embedding."""
+    from .evaluation.ceiling import ceiling, write_ceiling
+    from .runs import load_run
+
+    report = ceiling(load_run(run_dir), split, scale, max_samples)
+    path = run_dir / "evaluation" / f"ceiling_{split}.json"
+    write_ceiling(report, path)
+    typer.echo(report.table() + f"\n\nwritten to {path}")
+
+
 @app.command("report")
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="One or more run folders, compared in one report."),

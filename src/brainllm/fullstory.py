@@ -355,12 +355,14 @@ def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike,
         decoded["other_story"] = decode_brainllm(lm, times, tr_times, prefix, config, progress, "other_story")
         log.info("other_story control: frames of %s", other.stimulus)
     if "no_brain" in conditions:
-        decoded["no_brain"] = decode_brainllm(lm, times, tr_times, None, config, progress, "no_brain")
+        with loaded.model.bare_backbone():  # StdLLM: the pretrained backbone alone, also for a LoRA run
+            decoded["no_brain"] = decode_brainllm(lm, times, tr_times, None, config, progress, "no_brain")
     model_name = "brain" if "brain" in decoded else next(iter(decoded))
     extra = {"run_dir": str(loaded.path), "other_story": other.stimulus if "other_story" in conditions else None,
              "word_rate": {"predicted_words": len(times), "heard_words": len(run.words)},
              "simulated": dataset.simulated}
-    ev = evaluate_decoded(decoded, run, lm, out, model_name, n_nulls, progress=progress, extra=extra)
+    with loaded.model.bare_backbone():  # the brain-free null is the pretrained LM's
+        ev = evaluate_decoded(decoded, run, lm, out, model_name, n_nulls, progress=progress, extra=extra)
     if decoder_nulls:
         sources = decoder_null_sources(unrelated_runs(dataset, run, train_stories), decoder_nulls)
         null_words = [decode_brainllm(lm, times, tr_times,

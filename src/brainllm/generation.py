@@ -4,7 +4,7 @@ Conditions (all from the same trained run where they use it):
 * `brain` (BrainLLM): true frames + text prompt (for a run trained with `condition: no_text`, frames only);
 * `permuted` (PerBrainLLM): each sample gets the frames of a sample from another stimulus, repeated for
   `permutations` different derangements (rows carry `permutation` and `frames_from`);
-* `no_brain` (StdLLM): the bare backbone with the text prompt only (no adapter, no boundary vectors).
+* `no_brain` (StdLLM): the bare backbone with the text prompt only (no adapter, no boundary vectors, no LoRA).
 
 Each row also holds the teacher-forced loss (mean cross-entropy per continuation token + EOS, in nats) under that
 condition, computed with right padding, while decoding uses left-padded `inputs_embeds` and the KV cache. Everything
@@ -14,6 +14,7 @@ samples, for identification accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -52,22 +53,25 @@ def decoding_kwargs(cfg: GenerationConfig, encoder) -> dict:
     raise ConfigError(f"generation.method must be beam, greedy or sample, got '{cfg.method}'.")
 
 
-def _layout(run: LoadedRun, condition: str) -> str:
+def input_layout(run: LoadedRun, condition: str) -> str:
     if condition == "no_brain":
         return "no_brain"
     return "no_text" if run.config.model.condition == "no_text" else "brain"
 
 
 @torch.inference_mode()
-def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, batch_size: int
-                          ) -> np.ndarray:
-    """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats."""
+def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, batch_size: int,
+                          brain_offsets: np.ndarray | None = None) -> np.ndarray:
+    """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats. `brain_offsets` `(n, H)`, if
+    given, is added to each sample's adapter outputs (`BrainLLM.embed`; the `evaluation.ceiling` diagnostic)."""
     collate = Collator(run.dataset.frames, run.encoder, layout)
     device = run.model.boundary.device
     out = []
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start:start + batch_size]).to(device)
-        out.append(run.model(batch)["sample_loss"].float().cpu().numpy())
+        offset = (None if brain_offsets is None
+                  else torch.as_tensor(brain_offsets[start:start + batch_size], dtype=torch.float32, device=device))
+        out.append(run.model(batch, brain_offset=offset)["sample_loss"].float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -95,15 +99,17 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     if condition not in GENERATION_CONDITIONS:
         raise ConfigError(f"condition must be one of {GENERATION_CONDITIONS}, got '{condition}'.")
     ids = run.split.ids(split)  # raises on an unknown split name
-    layout = _layout(run, condition)
+    layout = input_layout(run, condition)
     name = "no_text" if (condition == "brain" and layout == "no_text") else condition
     base = run.encoder.encode_all(run.dataset, ids)
     variants = ([(p, permute_frames(base, cfg.seed + p)) for p in range(cfg.permutations)]
                 if condition == "permuted" else [(None, base)])
     rows, start = [], time.perf_counter()
+    bare = run.model.bare_backbone() if condition == "no_brain" else contextlib.nullcontext()
     for p, samples in variants:
-        losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
-        texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}" + ("" if p is None else f" perm {p}"))
+        with bare:  # StdLLM: the pretrained backbone alone, also for a LoRA run
+            losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
+            texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}" + ("" if p is None else f" perm {p}"))
         for s, loss, text in zip(samples, losses, texts):
             original = run.dataset.by_id(s.id)
             row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,
@@ -124,23 +130,29 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     return path
 
 
-@torch.inference_mode()
-def cross_losses(run: LoadedRun, split: str = "test", max_samples: int = 48, seed: int = 0,
-                 batch_size: int = 16) -> Path:
-    """loss[i, j] = teacher-forced loss of sample i's text given sample j's frames, for up to `max_samples`
-    samples of the split (one per stimulus first, so pairs differ in stimulus). Writes <split>_crossloss.npz."""
+def pick_samples(run: LoadedRun, split: str, max_samples: int, seed: int = 0) -> list[str]:
+    """Up to `max_samples` sample ids of the split, sorted: one per stimulus first (so that pairs differ in
+    stimulus), then at random (seeded)."""
     ids = run.split.ids(split)
     rng = np.random.default_rng(seed)
     by_stimulus: dict[str, list[str]] = {}
     for i in ids:
         by_stimulus.setdefault(run.dataset.by_id(i).stimulus, []).append(i)
-    picked = [rng.choice(v) for v in by_stimulus.values()]
+    picked = [str(rng.choice(v)) for v in by_stimulus.values()]
     if len(picked) < max_samples:
         rest = [i for i in ids if i not in set(picked)]
-        picked += list(rng.choice(rest, min(len(rest), max_samples - len(picked)), replace=False))
-    picked = sorted(picked[:max_samples])
+        picked += [str(i) for i in rng.choice(rest, min(len(rest), max_samples - len(picked)), replace=False)]
+    return sorted(picked[:max_samples])
+
+
+@torch.inference_mode()
+def cross_losses(run: LoadedRun, split: str = "test", max_samples: int = 48, seed: int = 0,
+                 batch_size: int = 16) -> Path:
+    """loss[i, j] = teacher-forced loss of sample i's text given sample j's frames, for up to `max_samples`
+    samples of the split (one per stimulus first, so pairs differ in stimulus). Writes <split>_crossloss.npz."""
+    picked = pick_samples(run, split, max_samples, seed)
     samples = run.encoder.encode_all(run.dataset, picked)
-    layout = _layout(run, "brain")
+    layout = input_layout(run, "brain")
     pairs = [EncodedSample(t.id, t.stimulus, t.prompt_ids, t.continuation_ids, f.frame_rows, f.id)
              for t in samples for f in samples]
     losses = teacher_forced_losses(run, pairs, layout, batch_size).reshape(len(samples), len(samples))

@@ -11,6 +11,7 @@ brainllm.evaluation.wordnet` runs with the standard library alone):
 * `stats`: paired tests, stimulus-level bootstrap CIs, effect sizes, pairwise/identification accuracy,
   contamination check;
 * `evaluate`: scores of one run (what `brainllm evaluate` writes);
+* `ceiling`: how much perfect knowledge of the continuation, delivered through the adapter, could lower the loss;
 * `analyses`: scores by surprisal, prompt length, training size, backbone and brain region, with figures;
 * `report`: the self-contained HTML report, scores.json and a Markdown table.
 """

@@ -10,7 +10,9 @@ Logits are computed only at the positions whose next token is a target (continua
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +54,7 @@ class BrainLLM(nn.Module):
             backbone = get_peft_model(backbone, LoraConfig(task_type="CAUSAL_LM", **(lora or {"r": 8})))
         self.backbone = backbone
         self.adapter = adapter
-        emb_std = float(backbone.get_input_embeddings().weight.float().std())
+        emb_std = float(backbone.get_input_embeddings().weight.detach().float().std())
         # rows: 0 = <brain>, 1 = </brain>; float32 even when the backbone is bfloat16
         self.boundary = nn.Parameter(torch.randn(2, hidden) * emb_std)
         self.backbone.eval()
@@ -71,6 +73,19 @@ class BrainLLM(nn.Module):
         if self.finetune == "frozen":
             self.backbone.eval()  # frozen: deterministic, no dropout in the LM (the authors left GPT-2's on)
         return self
+
+    def bare_backbone(self) -> ContextManager:
+        """A context in which the backbone is the pretrained LM alone (StdLLM and the brain-free null): LoRA layers
+        switched off for a `lora` run, nothing to do for a frozen one. A `full` run changed the weights themselves,
+        so its bare LM no longer exists: that raises rather than label the fine-tuned LM as StdLLM."""
+        if self.finetune == "frozen":
+            return contextlib.nullcontext()
+        if self.finetune == "lora":
+            return self.backbone.disable_adapter()
+        from ..errors import BrainLLMError
+
+        raise BrainLLMError("This run fine-tuned every backbone weight (finetune: full), so the bare pretrained LM "
+                            "(StdLLM, the brain-free null) is gone; score it from a frozen run of the same backbone.")
 
     def _decoder(self) -> nn.Module:
         model = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
@@ -98,20 +113,26 @@ class BrainLLM(nn.Module):
                 raise ValueError(f"checkpoint has LoRA weights this model lacks: {missing.unexpected_keys[:3]}")
 
     # --------------------------------------------------------------- core
-    def embed(self, batch: Batch) -> torch.Tensor:
-        """Input embeddings `(B, L, H)` in the backbone's dtype: tokens, adapter outputs and boundary vectors."""
+    def embed(self, batch: Batch, brain_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings `(B, L, H)` in the backbone's dtype: tokens, adapter outputs and boundary vectors.
+
+        `brain_offset` `(B, H)`, if given, is added to every adapter output of its sample (diagnostics only:
+        `evaluation.ceiling` delivers known information through the adapter's slots this way)."""
         emb = self.backbone.get_input_embeddings()(batch.token_ids).float()
         kind = batch.kind.unsqueeze(-1)
         out = torch.where(kind == TOKEN, emb, torch.zeros((), device=emb.device))
         if (batch.kind == BRAIN).any():
             brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
+            if brain_offset is not None:
+                brain = brain + brain_offset.to(brain.dtype).unsqueeze(1)
             index = batch.brain_pos.unsqueeze(-1).expand(-1, -1, brain.shape[-1])
             out = out + torch.where(kind == BRAIN, brain.gather(1, index), 0.0)
         out = out + (kind == OPEN) * self.boundary[0] + (kind == CLOSE) * self.boundary[1]
         return out.to(self.backbone_dtype)
 
-    def forward(self, batch: Batch, warmup: bool = False) -> dict[str, torch.Tensor]:
-        """Losses for a right-padded batch.
+    def forward(self, batch: Batch, warmup: bool = False, brain_offset: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Losses for a right-padded batch (`brain_offset`: see `embed`).
 
         Returns `loss_sum` (summed cross-entropy over all target tokens, nats), `n_tokens`, `sample_loss` `(B,)`
         (mean CE per target token of each sample) and `loss` (= loss_sum / n_tokens). With `warmup=True`: the
@@ -119,7 +140,7 @@ class BrainLLM(nn.Module):
         """
         if warmup:
             return self.warmup_loss(batch)
-        embeds = self.embed(batch)
+        embeds = self.embed(batch, brain_offset)
         hidden = self._decoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
         selected = hidden[batch.target_batch, batch.target_pos]  # (N, H): only where a target follows
         logits = self.backbone.get_output_embeddings()(selected).float()  # (N, V)

@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pytest
+
+from brainllm.errors import BrainLLMError
+from brainllm.evaluation.ceiling import ceiling, oracle_vectors, scaled_oracle
+from brainllm.generation import teacher_forced_losses
+from tests.test_generation import trained_run  # noqa: F401  (the fixture: a tiny trained run)
+
+
+def test_oracle_vector_is_the_centred_mean_embedding_of_the_continuation(trained_run):  # noqa: F811
+    samples = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.valid[:3])
+    weight = trained_run.model.backbone.get_input_embeddings().weight.detach().numpy()
+    centre = np.arange(weight.shape[1], dtype=np.float32)
+    got = oracle_vectors(trained_run, samples, centre)
+    for s, row in zip(samples, got):
+        ids = trained_run.encoder.tokenizer(" " + trained_run.dataset.by_id(s.id).continuation,
+                                            add_special_tokens=False).input_ids  # with its leading space
+        assert list(s.continuation_ids) == ids
+        np.testing.assert_allclose(row, weight[ids].mean(0) - centre, rtol=1e-5, atol=1e-6)
+
+
+def test_scale_zero_changes_nothing(trained_run):  # noqa: F811
+    report = ceiling(trained_run, "valid", scales=[0.0], max_samples=5)
+    row = report.rows[0]
+    assert report.n_samples == 5 and row.delta == pytest.approx(0.0, abs=1e-6)
+    assert row.identification == pytest.approx(0.5)  # every pairing ties
+    assert row.own_loss == pytest.approx(report.baseline_loss, rel=1e-5)
+
+
+def test_pair_i_j_is_text_i_with_vector_j(trained_run):  # noqa: F811
+    from brainllm.generation import pick_samples
+
+    report = ceiling(trained_run, "test", scales=[0.5], max_samples=4)
+    ids = pick_samples(trained_run, "test", 4)
+    samples = trained_run.encoder.encode_all(trained_run.dataset, ids)
+    vec, adapter_norm = scaled_oracle(trained_run, samples)
+    assert np.linalg.norm(vec, axis=1).mean() == pytest.approx(adapter_norm, rel=1e-5)
+    # text 0 with the vector of sample 2, by hand through the model's brain_offset
+    by_hand = teacher_forced_losses(trained_run, samples[:1], "brain", 1, 0.5 * vec[2:3])[0]
+    losses = [teacher_forced_losses(trained_run, samples[i:i + 1], "brain", 1, 0.5 * vec[j:j + 1])[0]
+              for i in range(4) for j in range(4)]
+    matrix = np.asarray(losses).reshape(4, 4)
+    assert matrix[0, 2] == pytest.approx(by_hand)
+    own, others = np.diag(matrix), (matrix.sum(1) - np.diag(matrix)) / 3
+    assert report.rows[0].own_loss == pytest.approx(own.mean(), rel=1e-4)
+    assert report.rows[0].delta == pytest.approx((own - others).mean(), abs=1e-4)
+
+
+def test_a_backbone_that_reads_the_slots_perfectly_reaches_the_ceiling(trained_run, monkeypatch):  # noqa: F811
+    """Planted: a stand-in backbone whose loss is 1 when the slot offset is the text's own oracle vector and 2
+    otherwise. Own vector: loss 1; another sample's: 2. The summary must say so exactly."""
+    import brainllm.evaluation.ceiling as C
+
+    scale = 0.4
+
+    def reads_perfectly(run, samples, layout, batch_size, brain_offsets=None):
+        if brain_offsets is None:
+            return np.full(len(samples), 3.0)
+        own = scale * scaled_oracle(run, samples)[0]
+        return 1.0 + (np.linalg.norm(brain_offsets - own, axis=1) > 1e-4)  # own vector (up to float32) or not
+
+    monkeypatch.setattr(C, "teacher_forced_losses", reads_perfectly)
+    report = C.ceiling(trained_run, "test", scales=[scale], max_samples=6)
+    row = report.rows[0]
+    assert report.baseline_loss == 3.0 and report.n_stimuli >= 2
+    assert (row.own_loss, row.other_loss, row.delta, row.identification) == pytest.approx((1.0, 2.0, -1.0, 1.0))
+    assert row.p == pytest.approx(2 / 2 ** report.n_stimuli)  # exact sign-flip over stimuli: all same sign
+
+
+def test_cli_writes_the_report_and_refuses_a_split_of_one(trained_run, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from brainllm.cli import app
+
+    res = CliRunner().invoke(app, ["ceiling", str(trained_run.path), "--scale", "0", "--scale", "1",
+                                   "--max-samples", "4"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((trained_run.path / "evaluation" / "ceiling_valid.json").read_text())
+    assert [r["scale"] for r in data["rows"]] == [0.0, 1.0] and data["split"] == "valid"
+    assert "loss without oracle" in res.output
+    with pytest.raises(BrainLLMError, match="at least 2"):
+        ceiling(trained_run, "valid", max_samples=1)
