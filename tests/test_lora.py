@@ -4,6 +4,7 @@ no_brain condition, the brain-free null) stays the pretrained backbone, not the 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -65,3 +66,21 @@ def test_a_fully_fine_tuned_run_has_no_stdllm(tiny_llama_path):
     model = BrainLLM(backbone, build_adapter({"name": "linear"}, 4, 64), finetune="full")
     with pytest.raises(BrainLLMError, match="bare pretrained LM"):
         model.bare_backbone()
+
+
+def test_the_word_lm_of_a_lora_run_uses_the_lora_weights_and_its_cache(lora_run, tiny_llama_path):
+    from brainllm.fullstory import run_word_lm
+    from brainllm.wordlm import WordLM
+
+    lm = run_word_lm(lora_run, context_words=3)
+    words = [0, 5, 9]  # any three whole-word tokens
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the cache goes under the wrapped LM's current keyword
+        tuned = lm.extend(lm.start([words[:2]]), [0], [words[2]]).logprobs  # cached step
+    with lora_run.model.bare_backbone():
+        bare = lm.start([words]).logprobs
+    pretrained, tokenizer = backbones.load(str(tiny_llama_path))
+    expected = WordLM(pretrained, tokenizer, context_words=3).start([words]).logprobs
+    np.testing.assert_allclose(bare.numpy(), expected.numpy(), atol=1e-5)
+    assert not np.allclose(tuned.numpy(), bare.numpy(), atol=1e-3)
+    np.testing.assert_allclose(tuned.numpy(), lm.start([words]).logprobs.numpy(), atol=1e-4)  # cache == fresh

@@ -189,7 +189,9 @@ class WordLM:
         self._vocab_ids = self.vocab.token_ids.to(self.device)
         self.hidden_size = model.get_input_embeddings().weight.shape[1]
         # transformers >= 5.x renames `past_key_values` to `cache` (the old name warns, then goes away)
-        params = inspect.signature(model.forward).parameters
+        # (a peft model's own forward hides the signature of the LM it wraps)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(base.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     # ------------------------------------------------------------------ forward passes
