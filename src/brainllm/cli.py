@@ -171,7 +171,7 @@ def tang_decode(
     from .baselines.tang.decode import decode_tang_story
     from .baselines.tang.decoder import TangDecoderConfig
     from .baselines.tang.model import load_tang
-    from .fullstory import decode_stories
+    from .fullstory import PRIOR_SUMMARY_FILE, SUMMARY_FILE, decode_stories
 
     loaded = load_tang(model)
     prior_run = None
@@ -185,7 +185,7 @@ def tang_decode(
     evaluations, pooled = decode_stories(
         lambda s, folder: decode_tang_story(loaded, s, folder, cfg, nulls, allow_training_story, control=control,
                                             prior=prior_run, prior_weight=prior_weight),
-        stories, out, "decode_brainprior_" if prior else "decode_")
+        stories, out, "decode_brainprior_" if prior else "decode_", PRIOR_SUMMARY_FILE if prior else SUMMARY_FILE)
     _echo_story_results(evaluations, pooled, out)
 
 

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 CONDITIONS = ("brain", "permuted", "other_story", "no_brain")
 SUMMARY_FILE = "story_summary.json"
+PRIOR_SUMMARY_FILE = "story_summary_brainprior.json"  # `tang decode --prior`, beside the plain decode's summary
 DECODER_NULL_DIR = "decoder_null"  # inside each story folder: the same decodes scored against the decoder null
 DECODER_NULL_SUMMARY = "story_summary_decoder_null.json"
 
@@ -376,18 +377,19 @@ def decode_story(loaded: LoadedRun, story: str, out: str | os.PathLike,
 
 
 def decode_stories(decode_one: Callable[[str, Path], StoryEvaluation], stories: Sequence[str],
-                   out: str | os.PathLike, folder_prefix: str
+                   out: str | os.PathLike, folder_prefix: str, summary_file: str = SUMMARY_FILE
                    ) -> tuple[dict[str, StoryEvaluation], PooledStoryEvaluation | None]:
     """Decode each story into `out/<folder_prefix><story>` with `decode_one(story, folder)`; with more than one
-    story, also pool them (`evaluation.pooled`) into `out/story_summary.json`. Returns (story -> evaluation, the
-    pooled evaluation or None)."""
+    story, also pool them (`evaluation.pooled`) into `out/<summary_file>` (decoders that share `out` must use
+    different names, or the second pooled summary replaces the first). Returns (story -> evaluation, the pooled
+    evaluation or None)."""
     if not stories:
         raise BrainLLMError("No story to decode.")
     if len(set(stories)) != len(stories):
         raise BrainLLMError(f"A story is given twice in {list(stories)}; each story is decoded once.")
     out = Path(out)
     evaluations = {s: decode_one(s, out / f"{folder_prefix}{s}") for s in stories}
-    return evaluations, _pool_several(evaluations, out / SUMMARY_FILE)
+    return evaluations, _pool_several(evaluations, out / summary_file)
 
 
 def _pool_several(evaluations: dict[str, StoryEvaluation], path: Path) -> PooledStoryEvaluation | None:

@@ -119,3 +119,16 @@ def test_the_kind_of_null_is_kept_and_kinds_are_never_pooled_together():
     with pytest.raises(EvaluationError, match="Unknown null kind"):
         ST.evaluate_story(ST.TimedWords(["a"], np.array([1.0])), ST.TimedWords(["a"], np.array([1.0])), [],
                           config=ST.StoryEvalConfig(metrics=("bleu1",), null_z=False), null_kind="bare")
+
+
+def test_two_decoders_pooled_into_one_folder_keep_their_own_summaries(tmp_path):
+    from brainllm.fullstory import PRIOR_SUMMARY_FILE, SUMMARY_FILE, decode_stories
+
+    plain = {"a": fake_evaluation(3, 0.3, [0.1, 0.2]), "b": fake_evaluation(2, 0.4, [0.2, 0.1])}
+    prior = {"a": fake_evaluation(3, 0.9, [0.1, 0.2]), "b": fake_evaluation(2, 0.8, [0.2, 0.1])}
+    decode_stories(lambda s, folder: plain[s], ["a", "b"], tmp_path, "decode_")
+    decode_stories(lambda s, folder: prior[s], ["a", "b"], tmp_path, "decode_brainprior_", PRIOR_SUMMARY_FILE)
+    first = json.loads((tmp_path / SUMMARY_FILE).read_text())
+    second = json.loads((tmp_path / PRIOR_SUMMARY_FILE).read_text())
+    assert first != second and first["stories"] == second["stories"] == ["a", "b"]
+    assert first == json.loads(json.dumps(pool_story_evaluations(plain).to_json()))
