@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import BrainLLMError
 from .adapters import BrainAdapter
 from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch
 
@@ -82,8 +83,6 @@ class BrainLLM(nn.Module):
             return contextlib.nullcontext()
         if self.finetune == "lora":
             return self.backbone.disable_adapter()
-        from ..errors import BrainLLMError
-
         raise BrainLLMError("This run fine-tuned every backbone weight (finetune: full), so the bare pretrained LM "
                             "(StdLLM, the brain-free null) is gone; score it from a frozen run of the same backbone.")
 
