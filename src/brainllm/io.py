@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import BrainLLMError
+from .errors import BrainLLMError, DatasetError
 
 
 @contextmanager
@@ -49,6 +49,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_input_bytes(path: str | os.PathLike, kind: str = "") -> bytes:
+    """The bytes of an input data file; a missing file raises `DatasetError` naming it (`kind`: e.g. "TextGrid")."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{kind + ' ' if kind else ''}{path} does not exist.") from None
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DatasetError
-from ..io import read_json
+from ..io import read_input_bytes, read_json
 from .dataset import Sample
 from .preprocess import Recording
 
@@ -96,10 +96,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def restricted_load(path: str | os.PathLike) -> Any:
     """Load a pickle file with `RestrictedUnpickler`; errors name the file."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{path} does not exist.") from None
+    raw = read_input_bytes(path)
     try:
         return RestrictedUnpickler(io.BytesIO(raw), str(path)).load()
     except DatasetError:

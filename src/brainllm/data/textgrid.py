@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import DatasetError
+from ..io import read_input_bytes
 
 # A quoted string (Praat doubles a quote inside a string), a bracketed index to skip, a flag, or a number.
 _TOKEN = re.compile(
@@ -152,8 +153,4 @@ def parse_textgrid(text: str, path: str = "<string>") -> TextGrid:
 def read_textgrid(path: str | os.PathLike) -> TextGrid:
     """Read a TextGrid file (UTF-8, UTF-16 with BOM, or Latin-1)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"TextGrid {path} does not exist.") from None
-    return parse_textgrid(_decode(raw), str(path))
+    return parse_textgrid(_decode(read_input_bytes(path, "TextGrid")), str(path))
