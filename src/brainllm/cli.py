@@ -289,14 +289,15 @@ def evaluate_cmd(
 def ceiling_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),
     split: str = typer.Option("valid", help="The split to probe (default valid: a diagnostic never needs test)."),
-    scale: list[float] = typer.Option([1.0, 3.0, 10.0], help="Oracle scale (repeatable)."),
+    scale: list[float] = typer.Option([], help="Oracle norm / adapter output norm (repeatable; default 0.1, 0.3 "
+                                                "and 1, the library's)."),
     max_samples: int = typer.Option(48, help="Samples probed (the cost grows with its square)."),
 ) -> None:
     """Information ceiling: the loss gain if the adapter delivered the true continuation's mean embedding."""
-    from .evaluation.ceiling import ceiling, write_ceiling
+    from .evaluation.ceiling import DEFAULT_SCALES, ceiling, write_ceiling
     from .runs import load_run
 
-    report = ceiling(load_run(run_dir), split, scale, max_samples)
+    report = ceiling(load_run(run_dir), split, scale or DEFAULT_SCALES, max_samples)
     path = run_dir / "evaluation" / f"ceiling_{split}.json"
     write_ceiling(report, path)
     typer.echo(report.table() + f"\n\nwritten to {path}")

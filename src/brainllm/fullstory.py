@@ -401,7 +401,6 @@ def _pool_several(evaluations: dict[str, StoryEvaluation], path: Path) -> Pooled
     return pooled
 
 
-
 def decoder_null_results(out: str | os.PathLike, stories: Sequence[str], folder_prefix: str = "story_"
                          ) -> tuple[dict[str, StoryEvaluation], PooledStoryEvaluation | None]:
     """The decodes of `decode_stories` scored against their decoder nulls (`out/<prefix><story>/decoder_null`),

@@ -105,9 +105,9 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     variants = ([(p, permute_frames(base, cfg.seed + p)) for p in range(cfg.permutations)]
                 if condition == "permuted" else [(None, base)])
     rows, start = [], time.perf_counter()
-    bare = run.model.bare_backbone() if condition == "no_brain" else contextlib.nullcontext()
+    bare = run.model.bare_backbone if condition == "no_brain" else contextlib.nullcontext
     for p, samples in variants:
-        with bare:  # StdLLM: the pretrained backbone alone, also for a LoRA run
+        with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
             losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
             texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}" + ("" if p is None else f" perm {p}"))
         for s, loss, text in zip(samples, losses, texts):

@@ -28,6 +28,7 @@ import torch
 from transformers import DynamicCache
 
 from .errors import BrainLLMError
+from .model.brainllm import unwrap_peft
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ class WordLM:
         self.hidden_size = model.get_input_embeddings().weight.shape[1]
         # transformers >= 5.x renames `past_key_values` to `cache` (the old name warns, then goes away)
         # (a peft model's own forward hides the signature of the LM it wraps)
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        params = inspect.signature(base.forward).parameters
+        params = inspect.signature(unwrap_peft(model).forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     # ------------------------------------------------------------------ forward passes

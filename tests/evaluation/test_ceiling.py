@@ -80,5 +80,11 @@ def test_cli_writes_the_report_and_refuses_a_split_of_one(trained_run, tmp_path)
     data = json.loads((trained_run.path / "evaluation" / "ceiling_valid.json").read_text())
     assert [r["scale"] for r in data["rows"]] == [0.0, 1.0] and data["split"] == "valid"
     assert "loss without oracle" in res.output
+    from brainllm.evaluation.ceiling import DEFAULT_SCALES
+
+    res = CliRunner().invoke(app, ["ceiling", str(trained_run.path), "--max-samples", "3"])
+    assert res.exit_code == 0, res.output  # no --scale: the library's scales, not a copy of them
+    data = json.loads((trained_run.path / "evaluation" / "ceiling_valid.json").read_text())
+    assert [r["scale"] for r in data["rows"]] == list(DEFAULT_SCALES)
     with pytest.raises(BrainLLMError, match="at least 2"):
         ceiling(trained_run, "valid", max_samples=1)

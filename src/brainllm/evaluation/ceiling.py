@@ -23,7 +23,7 @@ informs design choices, so it must not touch test data.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +40,7 @@ from .tables import render_text
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SCALES = (0.1, 0.3, 1.0)  # oracle norm / adapter output norm
 ORACLE = "mean input embedding of the true continuation tokens, centred on the training samples' mean"
 
 
@@ -67,7 +68,6 @@ class CeilingReport:
     rows: list[CeilingRow]
     oracle: str = ORACLE
     p_clusters: str = "stimuli"
-    extra: dict = field(default_factory=dict)
 
     def table(self) -> str:
         header = ["|oracle|/|adapter|", "own loss", "others' loss", "delta (se)", "p", "identification"]
@@ -108,7 +108,7 @@ def scaled_oracle(run: LoadedRun, samples: Sequence[EncodedSample]) -> tuple[np.
     return vectors * (adapter_norm / max(float(np.linalg.norm(vectors, axis=1).mean()), 1e-12)), adapter_norm
 
 
-def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = (0.1, 0.3, 1.0),
+def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFAULT_SCALES,
             max_samples: int = 48, seed: int = 0, batch_size: int = 16) -> CeilingReport:
     """The oracle cross-loss for each scale on up to `max_samples` samples of `split` (one per stimulus first)."""
     ids = pick_samples(run, split, max_samples, seed)

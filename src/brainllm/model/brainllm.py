@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 FINETUNE_MODES = ("frozen", "lora", "full")
 
 
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The causal LM itself: the model a peft wrapper (LoRA) holds, or `model` when it is not wrapped."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 class BrainLLM(nn.Module):
     """The BrainLLM model.
 
@@ -87,8 +92,7 @@ class BrainLLM(nn.Module):
                             "(StdLLM, the brain-free null) is gone; score it from a frozen run of the same backbone.")
 
     def _decoder(self) -> nn.Module:
-        model = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
-        return model.base_model
+        return unwrap_peft(self.backbone).base_model
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: adapter (with its input scaler), boundary vectors, and LoRA weights if any.
