@@ -61,17 +61,25 @@ def input_layout(run: LoadedRun, condition: str) -> str:
 
 @torch.inference_mode()
 def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, batch_size: int,
-                          brain_offsets: np.ndarray | None = None) -> np.ndarray:
-    """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats. `brain_offsets` `(n, H)`, if
-    given, is added to each sample's adapter outputs (`BrainLLM.embed`; the `evaluation.ceiling` diagnostic)."""
+                          brain_offsets: np.ndarray | None = None,
+                          brain_slots: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats. Diagnostics (the
+    `evaluation.ceiling` oracles, see `BrainLLM.embed`): `brain_offsets` `(n, H)` is added to each sample's adapter
+    outputs; `brain_slots`, one `(T_i, H)` array per sample (T_i = its number of frames), replaces them."""
     collate = Collator(run.dataset.frames, run.encoder, layout)
     device = run.model.boundary.device
     out = []
     for start in range(0, len(samples), batch_size):
-        batch = collate(samples[start:start + batch_size]).to(device)
+        stop = start + batch_size
+        batch = collate(samples[start:stop]).to(device)
         offset = (None if brain_offsets is None
-                  else torch.as_tensor(brain_offsets[start:start + batch_size], dtype=torch.float32, device=device))
-        out.append(run.model(batch, brain_offset=offset)["sample_loss"].float().cpu().numpy())
+                  else torch.as_tensor(brain_offsets[start:stop], dtype=torch.float32, device=device))
+        slots = None
+        if brain_slots is not None:
+            slots = torch.zeros(*batch.frame_mask.shape, run.model.hidden_size, device=device)
+            for i, values in enumerate(brain_slots[start:stop]):
+                slots[i, : len(values)] = torch.as_tensor(values, dtype=torch.float32, device=device)
+        out.append(run.model(batch, brain_offset=offset, brain_slots=slots)["sample_loss"].float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 

@@ -62,7 +62,7 @@ def test_a_backbone_that_reads_the_slots_perfectly_reaches_the_ceiling(trained_r
         return 1.0 + (np.linalg.norm(brain_offsets - own, axis=1) > 1e-4)  # own vector (up to float32) or not
 
     monkeypatch.setattr(C, "teacher_forced_losses", reads_perfectly)
-    report = C.ceiling(trained_run, "test", scales=[scale], max_samples=6)
+    report = C.ceiling(trained_run, "test", scales=[scale], max_samples=6, tokens=False)
     row = report.rows[0]
     assert report.baseline_loss == 3.0 and report.n_stimuli >= 2
     assert (row.own_loss, row.other_loss, row.delta, row.identification) == pytest.approx((1.0, 2.0, -1.0, 1.0))
@@ -88,3 +88,76 @@ def test_cli_writes_the_report_and_refuses_a_split_of_one(trained_run, tmp_path)
     assert [r["scale"] for r in data["rows"]] == list(DEFAULT_SCALES)
     with pytest.raises(BrainLLMError, match="at least 2"):
         ceiling(trained_run, "valid", max_samples=1)
+
+
+def test_brain_slots_replace_the_adapter_outputs_exactly(trained_run):  # noqa: F811
+    import torch
+
+    from brainllm.model import Collator
+    from brainllm.model.collate import BRAIN
+
+    samples = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.valid[:2])
+    batch = Collator(trained_run.dataset.frames, trained_run.encoder, "brain")(samples)
+    slots = torch.randn(*batch.frame_mask.shape, trained_run.model.hidden_size)
+    with torch.no_grad():
+        emb = trained_run.model.embed(batch, brain_slots=slots).float()
+        plain = trained_run.model.embed(batch).float()
+    for i in range(len(samples)):
+        at = (batch.kind[i] == BRAIN).nonzero().ravel()
+        torch.testing.assert_close(emb[i, at], slots[i, batch.brain_pos[i, at]])
+        others = batch.kind[i] != BRAIN
+        torch.testing.assert_close(emb[i, others], plain[i, others])  # tokens and boundaries untouched
+    with pytest.raises(ValueError, match="do not match"):
+        trained_run.model.embed(batch, brain_slots=slots[:, :0])
+
+
+def test_ridge_decodes_planted_tokens_from_training_samples_only():
+    """Planted: each sample's two frames are a fixed linear code of the bag of its three continuation tokens plus a
+    little noise. The decoder, trained on the training samples, must name the probe samples' tokens far better
+    than the most frequent tokens do, without ever seeing a probe sample."""
+    from types import SimpleNamespace
+
+    from brainllm.evaluation.ceiling import RIDGE_ALPHAS, ridge_decoded_tokens
+    from brainllm.model import EncodedSample
+
+    rng = np.random.default_rng(0)
+    n_vocab, n_train, n_probe = 30, 240, 40
+    code = rng.standard_normal((n_vocab, 2 * 25))
+    popularity = 1.0 / np.arange(1, n_vocab + 1)  # Zipf: a frequency guess is not hopeless
+    samples, frames = [], []
+    for i in range(n_train + n_probe):
+        tokens = rng.choice(n_vocab, 3, replace=False, p=popularity / popularity.sum())
+        bag = np.zeros(n_vocab)
+        bag[tokens] = 1
+        frames += list((bag @ code + 0.1 * rng.standard_normal(50)).reshape(2, 25))
+        samples.append(EncodedSample(f"s{i}", f"story{i // 20}", (), tuple(int(t) + 100 for t in tokens),
+                                     (2 * i, 2 * i + 1)))
+    train, probe = samples[:n_train], samples[n_train:]
+    by_id = {s.id: s for s in samples}
+    run = SimpleNamespace(dataset=SimpleNamespace(frames=np.asarray(frames)), split=SimpleNamespace(train=[s.id for s in train]),
+                          encoder=SimpleNamespace(encode_all=lambda ds, ids: [by_id[i] for i in ids]))
+    decoded, frequency_precision, info = ridge_decoded_tokens(run, probe)
+    precision = np.mean([np.isin(d, s.continuation_ids).mean() for d, s in zip(decoded, probe)])
+    assert all(len(d) == 2 for d in decoded) and info["alpha"] in RIDGE_ALPHAS
+    assert info["vocabulary"] <= n_vocab and info["train_samples"] == n_train
+    assert precision > 0.9 and precision > frequency_precision + 0.3
+
+
+def test_true_tokens_reach_the_ceiling_with_a_backbone_that_reads_them(trained_run, monkeypatch):  # noqa: F811
+    """Planted: loss 1 when a text's slots hold its own continuation tokens, 2 otherwise; the true-token row must
+    say delta -1 and identification 1, and carry precision 1."""
+    import brainllm.evaluation.ceiling as C
+
+    def reads_tokens(run, samples, layout, batch_size, brain_offsets=None, brain_slots=None):
+        if brain_slots is None:
+            return np.full(len(samples), 3.0)
+        own = C._token_slots(run, samples, [list(s.continuation_ids) for s in samples])
+        return np.asarray([1.0 if np.array_equal(a, b) else 2.0 for a, b in zip(brain_slots, own)])
+
+    monkeypatch.setattr(C, "teacher_forced_losses", reads_tokens)
+    report = C.ceiling(trained_run, "test", scales=[], max_samples=6)
+    true, ridge = report.token_rows
+    assert true.oracle == "true tokens" and ridge.oracle == "ridge-decoded tokens"
+    assert (true.delta, true.identification, true.precision) == pytest.approx((-1.0, 1.0, 1.0))
+    assert 0.0 <= ridge.precision <= 1.0 and report.ridge["train_samples"] == len(trained_run.split.train)
+    assert "Token oracles" in report.table()

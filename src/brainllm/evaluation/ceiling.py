@@ -16,20 +16,35 @@ oracle vector of each other sample j, so only the vector differs. Then, exactly 
 * `identification` = mean two-way identification of the own vector among the others (chance 0.5).
 
 If even perfect information lowers the loss by a few hundredths of a nat, no adapter trained to emit such vectors
-can show a large brain effect with this backbone and prompt layout. The default split is `valid`: a diagnostic
-informs design choices, so it must not touch test data.
+can show a large brain effect with this backbone and prompt layout.
+
+The mean embedding is one format; a frozen LM may read another far better. The *token oracles* replace the adapter
+outputs altogether, slot k of a sample holding the input embedding of one token (the boundary vectors stay the
+run's), scored in the same cross design (text i with the slots of sample j):
+
+* `true tokens`: the continuation's own tokens, in order (cycled when it has fewer tokens than frames): the most a
+  slot can say about the continuation in the backbone's own vocabulary;
+* `ridge-decoded tokens`: the tokens a ridge decoder predicts from the sample's frames (bag of continuation tokens
+  of the training samples, penalty chosen by cross-validation over training stimuli), the T most likely: what the
+  frames let one learn about word identity from this training set, with `precision` (fraction of those tokens in
+  the continuation) beside the training set's most frequent tokens (`frequency_precision`, a brain-free guess).
+
+A large `true tokens` gain with a null `ridge-decoded` one says the backbone could use the information but the
+training set is too small to learn it from the frames. The default split is `valid`: a diagnostic informs design
+choices, so it must not touch test data.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from ..baselines.tang.ridge import fit_ridge_fixed
 from ..errors import BrainLLMError
 from ..generation import input_layout, pick_samples, teacher_forced_losses
 from ..io import write_json
@@ -42,6 +57,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SCALES = (0.1, 0.3, 1.0)  # oracle norm / adapter output norm
 ORACLE = "mean input embedding of the true continuation tokens, centred on the training samples' mean"
+RIDGE_ALPHAS = tuple(np.logspace(1, 4, 7))  # Tang's units (penalty alpha^2), as `baselines.tang.ridge`
+RIDGE_FOLDS = 5
 
 
 @dataclass
@@ -58,6 +75,21 @@ class CeilingRow:
 
 
 @dataclass
+class TokenRow:
+    """A token oracle (module docstring): the slots hold token embeddings instead of the adapter's outputs."""
+
+    oracle: str                # "true tokens" or "ridge-decoded tokens"
+    own_loss: float            # text i with its own slots
+    other_loss: float          # text i with the slots of the other samples (mean over j != i)
+    delta: float
+    delta_se: float
+    p: float
+    identification: float
+    precision: float           # fraction of slot tokens that occur in the sample's continuation
+    frequency_precision: float  # the same for the training continuations' most frequent tokens (no brain)
+
+
+@dataclass
 class CeilingReport:
     run: str
     split: str
@@ -66,17 +98,29 @@ class CeilingReport:
     baseline_loss: float       # the trained run with no oracle (its own frames)
     adapter_norm: float        # mean L2 norm of one adapter output (one slot) on these samples
     rows: list[CeilingRow]
+    token_rows: list[TokenRow] = field(default_factory=list)
+    ridge: dict = field(default_factory=dict)  # the ridge token decoder: penalty, vocabulary, CV precision
     oracle: str = ORACLE
     p_clusters: str = "stimuli"
 
     def table(self) -> str:
-        header = ["|oracle|/|adapter|", "own loss", "others' loss", "delta (se)", "p", "identification"]
-        rows = [[f"{r.scale:g}", f"{r.own_loss:.4f}", f"{r.other_loss:.4f}", f"{r.delta:+.4f} ({r.delta_se:.4f})",
-                 f"{r.p:.3g}", f"{r.identification:.3f}"] for r in self.rows]
-        return (f"Information ceiling of {self.run} on {self.split} ({self.n_samples} samples, {self.n_stimuli} "
+        def stats(r) -> list[str]:
+            return [f"{r.own_loss:.4f}", f"{r.other_loss:.4f}", f"{r.delta:+.4f} ({r.delta_se:.4f})", f"{r.p:.3g}",
+                    f"{r.identification:.3f}"]
+
+        common = ["own loss", "others' loss", "delta (se)", "p", "identification"]
+        text = (f"Information ceiling of {self.run} on {self.split} ({self.n_samples} samples, {self.n_stimuli} "
                 f"stimuli; oracle: {self.oracle}; p: sign-flip over {self.p_clusters})\n"
                 f"loss without oracle: {self.baseline_loss:.4f}; mean adapter output norm {self.adapter_norm:.3g}\n"
-                + render_text(header, rows, right_align=True))
+                + render_text(["|oracle|/|adapter|"] + common, [[f"{r.scale:g}"] + stats(r) for r in self.rows],
+                              right_align=True))
+        if self.token_rows:
+            text += ("\n\nToken oracles (the slots hold token embeddings instead of the adapter outputs; ridge "
+                     f"decoder: {self.ridge})\n"
+                     + render_text(["oracle"] + common + ["precision", "frequency precision"],
+                                   [[r.oracle] + stats(r) + [f"{r.precision:.3f}", f"{r.frequency_precision:.3f}"]
+                                    for r in self.token_rows], right_align=True))
+        return text
 
 
 def oracle_vectors(run: LoadedRun, samples: Sequence[EncodedSample], centre: np.ndarray | None = None) -> np.ndarray:
@@ -108,9 +152,93 @@ def scaled_oracle(run: LoadedRun, samples: Sequence[EncodedSample]) -> tuple[np.
     return vectors * (adapter_norm / max(float(np.linalg.norm(vectors, axis=1).mean()), 1e-12)), adapter_norm
 
 
+def _frame_matrix(run: LoadedRun, samples: Sequence[EncodedSample], t_max: int) -> np.ndarray:
+    """`(n, t_max * D)` each sample's frames, flattened in order and zero-padded to `t_max` frames."""
+    d = run.dataset.frames.shape[1]
+    out = np.zeros((len(samples), t_max * d))
+    for i, s in enumerate(samples):
+        out[i, : len(s.frame_rows) * d] = np.asarray(run.dataset.frames[list(s.frame_rows)], dtype=np.float64).ravel()
+    return out
+
+
+def _precision(top: np.ndarray, bag: np.ndarray, n_slots: Sequence[int]) -> float:
+    """Mean over samples of the fraction of its first `n_slots[i]` ranked tokens `top[i]` present in `bag[i]`."""
+    return float(np.mean([bag[i, top[i, :k]].mean() for i, k in enumerate(n_slots)]))
+
+
+def ridge_decoded_tokens(run: LoadedRun, samples: Sequence[EncodedSample], seed: int = 0
+                         ) -> tuple[list[list[int]], float, dict]:
+    """The T_i most likely continuation tokens of each sample by a ridge decoder from its frames.
+
+    Trained on the run's training samples only: features = the sample's frames flattened (standardised with the
+    training statistics), targets = the bag (0/1) of its continuation tokens over the tokens seen in training
+    continuations; the penalty maximises the cross-validated precision over folds of training stimuli (of
+    samples when there are fewer than 2 stimuli). Returns (token ids per sample, the precision of the training
+    set's most frequent tokens on `samples`, the decoder's description)."""
+    train = run.encoder.encode_all(run.dataset, run.split.train)
+    vocab = sorted({t for s in train for t in s.continuation_ids})
+    column = {t: j for j, t in enumerate(vocab)}
+
+    def bag(ss: Sequence[EncodedSample]) -> np.ndarray:
+        y = np.zeros((len(ss), len(vocab)))
+        for i, s in enumerate(ss):
+            y[i, [column[t] for t in s.continuation_ids if t in column]] = 1.0
+        return y
+
+    t_max = max(len(s.frame_rows) for s in [*train, *samples])
+    x_train, y_train = _frame_matrix(run, train, t_max), bag(train)
+    mean, std = x_train.mean(0), x_train.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    x_train = (x_train - mean) / std
+    groups = np.asarray([s.stimulus for s in train])
+    if len(set(groups)) < 2:
+        groups = np.arange(len(train))
+    names = np.random.default_rng(seed).permutation(sorted(set(groups)))
+    folds = [np.isin(groups, names[f::RIDGE_FOLDS]) for f in range(min(RIDGE_FOLDS, len(names)))]
+    n_slots_train = [len(s.frame_rows) for s in train]
+    scores = []
+    for alpha in RIDGE_ALPHAS:
+        hits = []
+        for held in folds:
+            coef, icpt = fit_ridge_fixed(x_train[~held], y_train[~held], alpha)
+            top = np.argsort(-(x_train[held] @ coef + icpt), axis=1)
+            hits.append(_precision(top, y_train[held], [k for k, h in zip(n_slots_train, held) if h]))
+        scores.append(float(np.mean(hits)))
+    alpha = RIDGE_ALPHAS[int(np.argmax(scores))]
+    coef, icpt = fit_ridge_fixed(x_train, y_train, alpha)
+    x = (_frame_matrix(run, samples, t_max) - mean) / std
+    top = np.argsort(-(x @ coef + icpt), axis=1)
+    decoded = [[vocab[j] for j in top[i, : len(s.frame_rows)]] for i, s in enumerate(samples)]
+    frequent = np.tile(np.argsort(-y_train.sum(0)), (len(samples), 1))
+    frequency_precision = _precision(frequent, bag(samples), [len(s.frame_rows) for s in samples])
+    info = {"alpha": float(alpha), "vocabulary": len(vocab), "cv_precision": round(max(scores), 4),
+            "train_samples": len(train)}
+    return decoded, frequency_precision, info
+
+
+def _token_slots(run: LoadedRun, samples: Sequence[EncodedSample], tokens: Sequence[Sequence[int]]
+                 ) -> list[np.ndarray]:
+    """One `(T_i, H)` array per sample: slot k = input embedding of `tokens[i][k % len(tokens[i])]`."""
+    weight = run.model.backbone.get_input_embeddings().weight
+    with torch.no_grad():
+        return [weight[[ids[k % len(ids)] for k in range(len(s.frame_rows))]].float().cpu().numpy()
+                for s, ids in zip(samples, tokens)]
+
+
+def _compare(matrix: np.ndarray, clusters: Sequence[str], seed: int) -> dict[str, float]:
+    """Own vs others' loss of a cross matrix `(n, n)` (row i = text i, column j = sample j's information)."""
+    n = len(matrix)
+    own = np.diag(matrix)
+    diff = own - (matrix.sum(1) - own) / (n - 1)
+    return {"own_loss": float(own.mean()), "other_loss": float((own - diff).mean()), "delta": float(diff.mean()),
+            "delta_se": float(diff.std(ddof=1) / np.sqrt(n)), "p": S.sign_flip_test(diff, clusters, seed=seed),
+            "identification": float(S.identification(matrix)["frames_given_text"]["two_way"].mean())}
+
+
 def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFAULT_SCALES,
-            max_samples: int = 48, seed: int = 0, batch_size: int = 16) -> CeilingReport:
-    """The oracle cross-loss for each scale on up to `max_samples` samples of `split` (one per stimulus first)."""
+            max_samples: int = 48, seed: int = 0, batch_size: int = 16, tokens: bool = True) -> CeilingReport:
+    """The oracle cross-loss for each scale on up to `max_samples` samples of `split` (one per stimulus first),
+    and with `tokens` the two token oracles (module docstring)."""
     ids = pick_samples(run, split, max_samples, seed)
     if len(ids) < 2:
         raise BrainLLMError(f"The ceiling compares each sample with the others: split '{split}' has {len(ids)} "
@@ -127,15 +255,23 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
     for scale in scales:
         offsets = scale * np.tile(vectors, (n, 1))  # pair (i, j) gets vector j
         matrix = teacher_forced_losses(run, pairs, layout, batch_size, offsets).reshape(n, n)
-        own = np.diag(matrix)
-        others = (matrix.sum(1) - own) / (n - 1)
-        diff = own - others
-        ident = S.identification(matrix)["frames_given_text"]["two_way"]
-        rows.append(CeilingRow(float(scale), float(own.mean()), float(others.mean()), float(diff.mean()),
-                               float(diff.std(ddof=1) / np.sqrt(n)), S.sign_flip_test(diff, clusters, seed=seed),
-                               float(ident.mean())))
+        rows.append(CeilingRow(float(scale), **_compare(matrix, clusters, seed)))
         log.info("oracle x%g: delta %+.4f, identification %.3f", scale, rows[-1].delta, rows[-1].identification)
-    return CeilingReport(str(run.path), split, n, len(set(stimuli)), baseline, adapter_norm, rows,
+    token_rows, ridge = [], {}
+    if tokens:
+        decoded, frequency_precision, ridge = ridge_decoded_tokens(run, samples, seed)
+        truth = [list(s.continuation_ids) for s in samples]
+        for name, ids in (("true tokens", truth), ("ridge-decoded tokens", decoded)):
+            slots = _token_slots(run, samples, ids)
+            matrix = teacher_forced_losses(run, pairs, layout, batch_size,
+                                           brain_slots=[slots[j] for _ in range(n) for j in range(n)]).reshape(n, n)
+            precision = float(np.mean([np.isin(ids[i][: len(s.frame_rows)], truth[i]).mean()
+                                       for i, s in enumerate(samples)]))
+            token_rows.append(TokenRow(name, **_compare(matrix, clusters, seed), precision=precision,
+                                       frequency_precision=frequency_precision))
+            log.info("%s: delta %+.4f, identification %.3f", name, token_rows[-1].delta,
+                     token_rows[-1].identification)
+    return CeilingReport(str(run.path), split, n, len(set(stimuli)), baseline, adapter_norm, rows, token_rows, ridge,
                          p_clusters="stimuli" if clusters is stimuli else "samples (one stimulus)")
 
 

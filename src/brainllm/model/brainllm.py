@@ -116,16 +116,24 @@ class BrainLLM(nn.Module):
                 raise ValueError(f"checkpoint has LoRA weights this model lacks: {missing.unexpected_keys[:3]}")
 
     # --------------------------------------------------------------- core
-    def embed(self, batch: Batch, brain_offset: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, batch: Batch, brain_offset: torch.Tensor | None = None,
+              brain_slots: torch.Tensor | None = None) -> torch.Tensor:
         """Input embeddings `(B, L, H)` in the backbone's dtype: tokens, adapter outputs and boundary vectors.
 
-        `brain_offset` `(B, H)`, if given, is added to every adapter output of its sample (diagnostics only:
-        `evaluation.ceiling` delivers known information through the adapter's slots this way)."""
+        Diagnostics only (`evaluation.ceiling` delivers known information through the adapter's slots): if given,
+        `brain_offset` `(B, H)` is added to every adapter output of its sample, and `brain_slots` `(B, T_max, H)`
+        replaces the adapter outputs altogether (the frames are then ignored)."""
         emb = self.backbone.get_input_embeddings()(batch.token_ids).float()
         kind = batch.kind.unsqueeze(-1)
         out = torch.where(kind == TOKEN, emb, torch.zeros((), device=emb.device))
         if (batch.kind == BRAIN).any():
-            brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
+            if brain_slots is not None:
+                if brain_slots.shape[:2] != batch.frame_mask.shape:
+                    raise ValueError(f"brain_slots {tuple(brain_slots.shape)} do not match the batch's frames "
+                                     f"{tuple(batch.frame_mask.shape)}")
+                brain = brain_slots.float() * batch.frame_mask.unsqueeze(-1)
+            else:
+                brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
             if brain_offset is not None:
                 brain = brain + brain_offset.to(brain.dtype).unsqueeze(1)
             index = batch.brain_pos.unsqueeze(-1).expand(-1, -1, brain.shape[-1])
@@ -133,9 +141,9 @@ class BrainLLM(nn.Module):
         out = out + (kind == OPEN) * self.boundary[0] + (kind == CLOSE) * self.boundary[1]
         return out.to(self.backbone_dtype)
 
-    def forward(self, batch: Batch, warmup: bool = False, brain_offset: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
-        """Losses for a right-padded batch (`brain_offset`: see `embed`).
+    def forward(self, batch: Batch, warmup: bool = False, brain_offset: torch.Tensor | None = None,
+                brain_slots: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Losses for a right-padded batch (`brain_offset`, `brain_slots`: see `embed`).
 
         Returns `loss_sum` (summed cross-entropy over all target tokens, nats), `n_tokens`, `sample_loss` `(B,)`
         (mean CE per target token of each sample) and `loss` (= loss_sum / n_tokens). With `warmup=True`: the
@@ -143,7 +151,7 @@ class BrainLLM(nn.Module):
         """
         if warmup:
             return self.warmup_loss(batch)
-        embeds = self.embed(batch, brain_offset)
+        embeds = self.embed(batch, brain_offset, brain_slots)
         hidden = self._decoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
         selected = hidden[batch.target_batch, batch.target_pos]  # (N, H): only where a target follows
         logits = self.backbone.get_output_embeddings()(selected).float()  # (N, V)
