@@ -294,13 +294,16 @@ def ceiling_cmd(
     max_samples: int = typer.Option(48, help="Samples probed (the cost grows with its square)."),
     tokens: bool = typer.Option(True, help="Also the token oracles: the true continuation tokens, and the tokens a "
                                            "ridge decoder trained on the training samples reads from the frames."),
+    layer: list[int] = typer.Option([], help="Also the state oracles at this layer (repeatable): the brain "
+                                             "positions' hidden state after it replaced by the continuation's."),
 ) -> None:
     """Information ceiling: the loss gain if the adapter delivered the true continuation (its mean embedding;
     its tokens), and what a ridge decoder of tokens from the frames achieves."""
     from .evaluation.ceiling import DEFAULT_SCALES, ceiling, write_ceiling
     from .runs import load_run
 
-    report = ceiling(load_run(run_dir), split, scale or DEFAULT_SCALES, max_samples, tokens=tokens)
+    report = ceiling(load_run(run_dir), split, scale or DEFAULT_SCALES, max_samples, tokens=tokens,
+                     layers=layer)
     path = run_dir / "evaluation" / f"ceiling_{split}.json"
     write_ceiling(report, path)
     typer.echo(report.table() + f"\n\nwritten to {path}")

@@ -30,7 +30,13 @@ run's), scored in the same cross design (text i with the slots of sample j):
   the continuation) beside the training set's most frequent tokens (`frequency_precision`, a brain-free guess).
 
 A large `true tokens` gain with a null `ridge-decoded` one says the backbone could use the information but the
-training set is too small to learn it from the frames. The default split is `valid`: a diagnostic informs design
+training set is too small to learn it from the frames.
+
+The *state oracles* (`layers`, `evaluation.injection`) deliver the information deeper: the brain positions' hidden
+state after layer L is replaced by the bare LM's layer-L state averaged over the continuation tokens (`true mean
+state`), or by a ridge prediction of it from the frames (`ridge-decoded state`, trained on the training samples,
+rescaled to the training states' spread), again in the cross design. A semantic state is a target a linear decoder
+can generalise to words it never saw in training, which a bag of tokens is not. The default split is `valid`: a diagnostic informs design
 choices, so it must not touch test data.
 """
 
@@ -39,7 +45,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +57,7 @@ from ..io import write_json
 from ..model import EncodedSample
 from ..runs import LoadedRun
 from . import stats as S
+from .injection import centred_correlation, continuation_states, injected_losses
 from .tables import render_text
 
 log = logging.getLogger(__name__)
@@ -90,6 +97,23 @@ class TokenRow:
 
 
 @dataclass
+class StateRow:
+    """A state oracle (module docstring): the brain positions' hidden state after `layer` blocks replaced."""
+
+    layer: int
+    oracle: str                # "true mean state" or "ridge-decoded state"
+    own_loss: float
+    other_loss: float
+    delta: float
+    delta_se: float
+    p: float
+    identification: float
+    correlation: float         # mean per-sample correlation with the true state (centred on the training mean)
+    ridge_alpha: float         # penalty chosen by cross-validation on the training samples (nan for the truth)
+    cv_correlation: float      # its cross-validated correlation on the training samples (nan for the truth)
+
+
+@dataclass
 class CeilingReport:
     run: str
     split: str
@@ -100,6 +124,7 @@ class CeilingReport:
     rows: list[CeilingRow]
     token_rows: list[TokenRow] = field(default_factory=list)
     ridge: dict = field(default_factory=dict)  # the ridge token decoder: penalty, vocabulary, CV precision
+    state_rows: list[StateRow] = field(default_factory=list)
     oracle: str = ORACLE
     p_clusters: str = "stimuli"
 
@@ -120,6 +145,12 @@ class CeilingReport:
                      + render_text(["oracle"] + common + ["precision", "frequency precision"],
                                    [[r.oracle] + stats(r) + [f"{r.precision:.3f}", f"{r.frequency_precision:.3f}"]
                                     for r in self.token_rows], right_align=True))
+        if self.state_rows:
+            text += ("\n\nState oracles (the brain positions' hidden state after layer L replaced)\n"
+                     + render_text(["layer", "oracle"] + common + ["correlation", "ridge alpha", "cv correlation"],
+                                   [[str(r.layer), r.oracle] + stats(r) + [f"{r.correlation:.3f}",
+                                    f"{r.ridge_alpha:.3g}", f"{r.cv_correlation:.3f}"] for r in self.state_rows],
+                                   right_align=True))
         return text
 
 
@@ -166,15 +197,47 @@ def _precision(top: np.ndarray, bag: np.ndarray, n_slots: Sequence[int]) -> floa
     return float(np.mean([bag[i, top[i, :k]].mean() for i, k in enumerate(n_slots)]))
 
 
+def _standardised_frames(run: LoadedRun, train: Sequence[EncodedSample], samples: Sequence[EncodedSample]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """(`(n_train, F)`, `(n, F)`) flattened frames of the training samples and of `samples`, standardised with
+    the training statistics only."""
+    t_max = max(len(s.frame_rows) for s in [*train, *samples])
+    x_train = _frame_matrix(run, train, t_max)
+    mean, std = x_train.mean(0), x_train.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    return (x_train - mean) / std, (_frame_matrix(run, samples, t_max) - mean) / std
+
+
+def _cv_ridge(x: np.ndarray, y: np.ndarray, train: Sequence[EncodedSample],
+              score: Callable[[np.ndarray, np.ndarray, np.ndarray], float], seed: int
+              ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Ridge from `x` `(n, F)` to `y` `(n, V)` with the penalty of `RIDGE_ALPHAS` that maximises
+    `score(prediction, truth, held-out mask)` over folds of training stimuli (of samples when fewer than 2).
+    Returns (coef, intercept, alpha, its cross-validated score)."""
+    groups = np.asarray([s.stimulus for s in train])
+    if len(set(groups)) < 2:
+        groups = np.arange(len(train))
+    names = np.random.default_rng(seed).permutation(sorted(set(groups)))
+    folds = [np.isin(groups, names[f::RIDGE_FOLDS]) for f in range(min(RIDGE_FOLDS, len(names)))]
+    scores = []
+    for alpha in RIDGE_ALPHAS:
+        per_fold = []
+        for held in folds:
+            coef, icpt = fit_ridge_fixed(x[~held], y[~held], alpha)
+            per_fold.append(score(x[held] @ coef + icpt, y[held], held))
+        scores.append(float(np.mean(per_fold)))
+    best = int(np.argmax(scores))
+    return (*fit_ridge_fixed(x, y, RIDGE_ALPHAS[best]), float(RIDGE_ALPHAS[best]), scores[best])
+
+
 def ridge_decoded_tokens(run: LoadedRun, samples: Sequence[EncodedSample], seed: int = 0
                          ) -> tuple[list[list[int]], float, dict]:
     """The T_i most likely continuation tokens of each sample by a ridge decoder from its frames.
 
     Trained on the run's training samples only: features = the sample's frames flattened (standardised with the
     training statistics), targets = the bag (0/1) of its continuation tokens over the tokens seen in training
-    continuations; the penalty maximises the cross-validated precision over folds of training stimuli (of
-    samples when there are fewer than 2 stimuli). Returns (token ids per sample, the precision of the training
-    set's most frequent tokens on `samples`, the decoder's description)."""
+    continuations; the penalty maximises the cross-validated precision (`_cv_ridge`). Returns (token ids per
+    sample, the precision of the training set's most frequent tokens on `samples`, the decoder's description)."""
     train = run.encoder.encode_all(run.dataset, run.split.train)
     vocab = sorted({t for s in train for t in s.continuation_ids})
     column = {t: j for j, t in enumerate(vocab)}
@@ -185,35 +248,39 @@ def ridge_decoded_tokens(run: LoadedRun, samples: Sequence[EncodedSample], seed:
             y[i, [column[t] for t in s.continuation_ids if t in column]] = 1.0
         return y
 
-    t_max = max(len(s.frame_rows) for s in [*train, *samples])
-    x_train, y_train = _frame_matrix(run, train, t_max), bag(train)
-    mean, std = x_train.mean(0), x_train.std(0)
-    std = np.where(std > 1e-8, std, 1.0)
-    x_train = (x_train - mean) / std
-    groups = np.asarray([s.stimulus for s in train])
-    if len(set(groups)) < 2:
-        groups = np.arange(len(train))
-    names = np.random.default_rng(seed).permutation(sorted(set(groups)))
-    folds = [np.isin(groups, names[f::RIDGE_FOLDS]) for f in range(min(RIDGE_FOLDS, len(names)))]
-    n_slots_train = [len(s.frame_rows) for s in train]
-    scores = []
-    for alpha in RIDGE_ALPHAS:
-        hits = []
-        for held in folds:
-            coef, icpt = fit_ridge_fixed(x_train[~held], y_train[~held], alpha)
-            top = np.argsort(-(x_train[held] @ coef + icpt), axis=1)
-            hits.append(_precision(top, y_train[held], [k for k, h in zip(n_slots_train, held) if h]))
-        scores.append(float(np.mean(hits)))
-    alpha = RIDGE_ALPHAS[int(np.argmax(scores))]
-    coef, icpt = fit_ridge_fixed(x_train, y_train, alpha)
-    x = (_frame_matrix(run, samples, t_max) - mean) / std
+    x_train, x = _standardised_frames(run, train, samples)
+    y_train = bag(train)
+    n_slots_train = np.asarray([len(s.frame_rows) for s in train])
+
+    def precision(pred: np.ndarray, truth: np.ndarray, held: np.ndarray) -> float:
+        return _precision(np.argsort(-pred, axis=1), truth, n_slots_train[held])
+
+    coef, icpt, alpha, cv = _cv_ridge(x_train, y_train, train, precision, seed)
     top = np.argsort(-(x @ coef + icpt), axis=1)
     decoded = [[vocab[j] for j in top[i, : len(s.frame_rows)]] for i, s in enumerate(samples)]
     frequent = np.tile(np.argsort(-y_train.sum(0)), (len(samples), 1))
     frequency_precision = _precision(frequent, bag(samples), [len(s.frame_rows) for s in samples])
-    info = {"alpha": float(alpha), "vocabulary": len(vocab), "cv_precision": round(max(scores), 4),
-            "train_samples": len(train)}
+    info = {"alpha": alpha, "vocabulary": len(vocab), "cv_precision": round(cv, 4), "train_samples": len(train)}
     return decoded, frequency_precision, info
+
+
+def ridge_decoded_states(run: LoadedRun, train: Sequence[EncodedSample], train_states: np.ndarray,
+                         samples: Sequence[EncodedSample], seed: int = 0) -> tuple[np.ndarray, float, float]:
+    """A ridge prediction `(n, H)` of each sample's state from its frames, fitted on the training samples'
+    `train_states` `(n_train, H)` with the penalty of best cross-validated `centred_correlation` (`_cv_ridge`),
+    rescaled about the training mean so that its mean norm is that of the training states (ridge shrinks).
+    Returns (predictions, alpha, cross-validated correlation)."""
+    x_train, x = _standardised_frames(run, train, samples)
+    centre = train_states.mean(0)
+
+    def correlation(pred: np.ndarray, truth: np.ndarray, held: np.ndarray) -> float:
+        return centred_correlation(pred, truth, train_states[~held].mean(0))
+
+    coef, icpt, alpha, cv = _cv_ridge(x_train, train_states, train, correlation, seed)
+    pred = x @ coef + icpt - centre
+    spread = np.linalg.norm(train_states - centre, axis=1).mean()
+    pred *= spread / max(float(np.linalg.norm(pred, axis=1).mean()), 1e-12)
+    return (centre + pred).astype(np.float32), alpha, cv
 
 
 def _token_slots(run: LoadedRun, samples: Sequence[EncodedSample], tokens: Sequence[Sequence[int]]
@@ -236,9 +303,10 @@ def _compare(matrix: np.ndarray, clusters: Sequence[str], seed: int) -> dict[str
 
 
 def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFAULT_SCALES,
-            max_samples: int = 48, seed: int = 0, batch_size: int = 16, tokens: bool = True) -> CeilingReport:
+            max_samples: int = 48, seed: int = 0, batch_size: int = 16, tokens: bool = True,
+            layers: Sequence[int] = ()) -> CeilingReport:
     """The oracle cross-loss for each scale on up to `max_samples` samples of `split` (one per stimulus first),
-    and with `tokens` the two token oracles (module docstring)."""
+    with `tokens` the two token oracles, and the two state oracles at each of `layers` (module docstring)."""
     ids = pick_samples(run, split, max_samples, seed)
     if len(ids) < 2:
         raise BrainLLMError(f"The ceiling compares each sample with the others: split '{split}' has {len(ids)} "
@@ -271,8 +339,22 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
                                        frequency_precision=frequency_precision))
             log.info("%s: delta %+.4f, identification %.3f", name, token_rows[-1].delta,
                      token_rows[-1].identification)
+    state_rows = []
+    train = run.encoder.encode_all(run.dataset, run.split.train) if layers else []
+    for layer in layers:
+        train_states = continuation_states(run, train, layer)
+        truth = continuation_states(run, samples, layer)
+        decoded, alpha, cv = ridge_decoded_states(run, train, train_states, samples, seed)
+        for name, vectors, fit in (("true mean state", truth, (1.0, float("nan"), float("nan"))),
+                                   ("ridge-decoded state", decoded,
+                                    (centred_correlation(decoded, truth, train_states.mean(0)), alpha, cv))):
+            matrix = injected_losses(run, pairs, layer, np.tile(vectors, (n, 1)), batch_size).reshape(n, n)
+            state_rows.append(StateRow(layer, name, **_compare(matrix, clusters, seed), correlation=fit[0],
+                                       ridge_alpha=fit[1], cv_correlation=fit[2]))
+            log.info("layer %d %s: delta %+.4f, identification %.3f", layer, name, state_rows[-1].delta,
+                     state_rows[-1].identification)
     return CeilingReport(str(run.path), split, n, len(set(stimuli)), baseline, adapter_norm, rows, token_rows, ridge,
-                         p_clusters="stimuli" if clusters is stimuli else "samples (one stimulus)")
+                         state_rows, p_clusters="stimuli" if clusters is stimuli else "samples (one stimulus)")
 
 
 def write_ceiling(report: CeilingReport, path: str | Path) -> None:

@@ -94,6 +94,16 @@ class BrainLLM(nn.Module):
     def _decoder(self) -> nn.Module:
         return unwrap_peft(self.backbone).base_model
 
+    def decoder_layer(self, layer: int) -> nn.Module:
+        """The decoder block whose output is the hidden state after `layer` blocks (1 = the first block's output).
+
+        Llama-family backbones keep their blocks in `layers`, GPT-2 in `h`."""
+        decoder = self._decoder()
+        blocks = decoder.layers if hasattr(decoder, "layers") else decoder.h
+        if not 1 <= layer <= len(blocks):
+            raise BrainLLMError(f"layer must be in 1..{len(blocks)} for this backbone, got {layer}.")
+        return blocks[layer - 1]
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: adapter (with its input scaler), boundary vectors, and LoRA weights if any.
 

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from brainllm.errors import BrainLLMError
+from brainllm.evaluation.injection import _on_output, centred_correlation, continuation_states, injected_losses
+from brainllm.generation import input_layout, teacher_forced_losses
+from brainllm.model import Collator
+from brainllm.model.collate import BRAIN
+from tests.test_generation import trained_run  # noqa: F401  (a tiny trained run, sentence design: one frame each)
+
+
+def test_continuation_states_are_the_lms_hidden_states_after_that_many_layers(trained_run):  # noqa: F811
+    samples = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.valid[:3])
+    got = continuation_states(trained_run, samples, 1)  # (HF applies the final norm to its last entry)
+    bos = [trained_run.encoder.bos_id] if trained_run.encoder.bos_id is not None else []
+    for s, row in zip(samples, got):
+        ids = torch.tensor([bos + list(s.prompt_ids) + list(s.continuation_ids)])
+        with torch.no_grad():
+            hidden = trained_run.model.backbone(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        np.testing.assert_allclose(row, hidden[0, -len(s.continuation_ids):].mean(0).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_injecting_the_states_the_brain_positions_had_changes_nothing(trained_run):  # noqa: F811
+    """Each sample has one brain position: capture its state after layer 1 in a plain forward, inject it back
+    (same losses), then inject other vectors (every loss changes): the hook replaces exactly the brain positions."""
+    samples = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.valid[:4])
+    layout = input_layout(trained_run, "brain")
+    batch = Collator(trained_run.dataset.frames, trained_run.encoder, layout)(samples)
+    assert ((batch.kind == BRAIN).sum(1) == 1).all()
+    captured = []
+    with torch.no_grad(), _on_output(trained_run.model.decoder_layer(1), captured.append):
+        trained_run.model(batch)
+    own = captured[0][batch.kind == BRAIN].numpy()  # (4, H), row order = samples
+    plain = teacher_forced_losses(trained_run, samples, layout, 16)
+    np.testing.assert_allclose(injected_losses(trained_run, samples, 1, own), plain, rtol=1e-4)
+    other = own + 10 * np.random.default_rng(0).standard_normal(own.shape).astype(np.float32)
+    assert np.abs(injected_losses(trained_run, samples, 1, other) - plain).min() > 1e-3
+
+
+def test_centred_correlation_by_hand():
+    centre = np.array([1.0, 1.0, 1.0])
+    truth = np.array([[2.0, 1.0, 0.0]])
+    assert centred_correlation(np.array([[3.0, 1.0, -1.0]]), truth, centre) == pytest.approx(1.0)
+    assert centred_correlation(np.array([[0.0, 1.0, 2.0]]), truth, centre) == pytest.approx(-1.0)
+
+
+def test_state_oracles_in_the_ceiling_report(trained_run):  # noqa: F811
+    from brainllm.evaluation.ceiling import RIDGE_ALPHAS, ceiling
+
+    report = ceiling(trained_run, "valid", scales=[], max_samples=5, tokens=False, layers=[1])
+    true, ridge = report.state_rows
+    assert (true.layer, true.oracle, ridge.oracle) == (1, "true mean state", "ridge-decoded state")
+    assert true.correlation == 1.0 and ridge.ridge_alpha in RIDGE_ALPHAS and -1 <= ridge.correlation <= 1
+    assert np.isfinite([true.delta, ridge.delta, true.identification]).all()
+    assert "State oracles" in report.table()
+    with pytest.raises(BrainLLMError, match="layer must be in"):
+        trained_run.model.decoder_layer(99)
