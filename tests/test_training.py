@@ -154,3 +154,21 @@ def test_two_processes_match_one(tiny_data, tiny_llama_path, tmp_path):
     la = [json.loads(x)["train_loss"] for x in (single / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x)["train_loss"] for x in (double / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(la, lb, rtol=1e-4)
+
+
+@pytest.mark.parametrize("main_process", [True, False])
+def test_cli_train_reports_once_not_once_per_rank(tiny_data, tiny_llama_path, tmp_path, monkeypatch, main_process):
+    """Under torchrun every rank runs the command; only the main process may print the summary line."""
+    import accelerate
+    from typer.testing import CliRunner
+
+    from brainllm.cli import app
+
+    class Rank:
+        is_main_process = main_process
+
+    monkeypatch.setattr(accelerate, "PartialState", Rank)
+    monkeypatch.setattr(training, "train", lambda cfg, resume=False: training.TrainState(best_valid=1.5, best_epoch=2))
+    res = CliRunner().invoke(app, ["train", "--set", f"data.path={tiny_data}", "--set", f"output={tmp_path / 'r'}"])
+    assert res.exit_code == 0, res.output
+    assert ("best validation loss 1.5000 (main epoch 2)" in res.output) == main_process

@@ -64,7 +64,10 @@ def train(
 
     cfg = cfg_mod.load(config, set_)
     state = run(cfg, resume=resume)
-    typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
+    from accelerate import PartialState  # the process group training set up: under torchrun, one line, not one per rank
+
+    if PartialState().is_main_process:
+        typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
 
 
 @app.command()
