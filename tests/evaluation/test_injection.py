@@ -1,3 +1,6 @@
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -51,8 +54,10 @@ def test_state_oracles_in_the_ceiling_report(trained_run):  # noqa: F811
     report = ceiling(trained_run, "valid", scales=[], max_samples=5, tokens=False, layers=[1])
     true, ridge = report.state_rows
     assert (true.layer, true.oracle, ridge.oracle) == (1, "true mean state", "ridge-decoded state")
-    assert true.correlation == 1.0 and ridge.ridge_alpha in RIDGE_ALPHAS and -1 <= ridge.correlation <= 1
+    assert true.correlation == 1.0 and true.ridge_alpha is None and true.cv_correlation is None
+    assert ridge.ridge_alpha in RIDGE_ALPHAS and -1 <= ridge.correlation <= 1 and ridge.cv_correlation is not None
     assert np.isfinite([true.delta, ridge.delta, true.identification]).all()
     assert "State oracles" in report.table()
+    json.dumps(asdict(report), allow_nan=False)  # strict JSON: "not applicable" is null, never NaN
     with pytest.raises(BrainLLMError, match="layer must be in"):
         trained_run.model.decoder_layer(99)

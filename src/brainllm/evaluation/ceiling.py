@@ -109,8 +109,8 @@ class StateRow:
     p: float
     identification: float
     correlation: float         # mean per-sample correlation with the true state (centred on the training mean)
-    ridge_alpha: float         # penalty chosen by cross-validation on the training samples (nan for the truth)
-    cv_correlation: float      # its cross-validated correlation on the training samples (nan for the truth)
+    ridge_alpha: float | None  # penalty chosen by cross-validation on the training samples (None for the truth)
+    cv_correlation: float | None  # its cross-validated correlation on the training samples (None for the truth)
 
 
 @dataclass
@@ -148,8 +148,9 @@ class CeilingReport:
         if self.state_rows:
             text += ("\n\nState oracles (the brain positions' hidden state after layer L replaced)\n"
                      + render_text(["layer", "oracle"] + common + ["correlation", "ridge alpha", "cv correlation"],
-                                   [[str(r.layer), r.oracle] + stats(r) + [f"{r.correlation:.3f}",
-                                    f"{r.ridge_alpha:.3g}", f"{r.cv_correlation:.3f}"] for r in self.state_rows],
+                                   [[str(r.layer), r.oracle] + stats(r) + [f"{r.correlation:.3f}"]
+                                    + (["-", "-"] if r.ridge_alpha is None else
+                                       [f"{r.ridge_alpha:.3g}", f"{r.cv_correlation:.3f}"]) for r in self.state_rows],
                                    right_align=True))
         return text
 
@@ -345,7 +346,7 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
         train_states = continuation_states(run, train, layer)
         truth = continuation_states(run, samples, layer)
         decoded, alpha, cv = ridge_decoded_states(run, train, train_states, samples, seed)
-        for name, vectors, fit in (("true mean state", truth, (1.0, float("nan"), float("nan"))),
+        for name, vectors, fit in (("true mean state", truth, (1.0, None, None)),
                                    ("ridge-decoded state", decoded,
                                     (centred_correlation(decoded, truth, train_states.mean(0)), alpha, cv))):
             matrix = injected_losses(run, pairs, layer, np.tile(vectors, (n, 1)), batch_size).reshape(n, n)
