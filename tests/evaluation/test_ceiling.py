@@ -133,10 +133,8 @@ def test_ridge_decodes_planted_tokens_from_training_samples_only():
         samples.append(EncodedSample(f"s{i}", f"story{i // 20}", (), tuple(int(t) + 100 for t in tokens),
                                      (2 * i, 2 * i + 1)))
     train, probe = samples[:n_train], samples[n_train:]
-    by_id = {s.id: s for s in samples}
-    run = SimpleNamespace(dataset=SimpleNamespace(frames=np.asarray(frames)), split=SimpleNamespace(train=[s.id for s in train]),
-                          encoder=SimpleNamespace(encode_all=lambda ds, ids: [by_id[i] for i in ids]))
-    decoded, frequency_precision, info = ridge_decoded_tokens(run, probe)
+    run = SimpleNamespace(dataset=SimpleNamespace(frames=np.asarray(frames)))
+    decoded, frequency_precision, info = ridge_decoded_tokens(run, train, probe)
     precision = np.mean([np.isin(d, s.continuation_ids).mean() for d, s in zip(decoded, probe)])
     assert all(len(d) == 2 for d in decoded) and info["alpha"] in RIDGE_ALPHAS
     assert info["vocabulary"] <= n_vocab and info["train_samples"] == n_train

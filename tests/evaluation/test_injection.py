@@ -15,7 +15,7 @@ from tests.test_generation import trained_run  # noqa: F401  (a tiny trained run
 
 def test_continuation_states_are_the_lms_hidden_states_after_that_many_layers(trained_run):  # noqa: F811
     samples = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.valid[:3])
-    got = continuation_states(trained_run, samples, 1)  # (HF applies the final norm to its last entry)
+    got = continuation_states(trained_run, samples, [1, 2])[1]  # (HF applies the final norm to its last entry)
     bos = [trained_run.encoder.bos_id] if trained_run.encoder.bos_id is not None else []
     for s, row in zip(samples, got):
         ids = torch.tensor([bos + list(s.prompt_ids) + list(s.continuation_ids)])
@@ -61,3 +61,5 @@ def test_state_oracles_in_the_ceiling_report(trained_run):  # noqa: F811
     json.dumps(asdict(report), allow_nan=False)  # strict JSON: "not applicable" is null, never NaN
     with pytest.raises(BrainLLMError, match="layer must be in"):
         trained_run.model.decoder_layer(99)
+    with pytest.raises(BrainLLMError, match="layer must be in 1..2"):
+        ceiling(trained_run, "valid", scales=[], max_samples=5, tokens=False, layers=[0])

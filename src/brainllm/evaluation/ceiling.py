@@ -231,15 +231,14 @@ def _cv_ridge(x: np.ndarray, y: np.ndarray, train: Sequence[EncodedSample],
     return (*fit_ridge_fixed(x, y, RIDGE_ALPHAS[best]), float(RIDGE_ALPHAS[best]), scores[best])
 
 
-def ridge_decoded_tokens(run: LoadedRun, samples: Sequence[EncodedSample], seed: int = 0
-                         ) -> tuple[list[list[int]], float, dict]:
+def ridge_decoded_tokens(run: LoadedRun, train: Sequence[EncodedSample], samples: Sequence[EncodedSample],
+                         seed: int = 0) -> tuple[list[list[int]], float, dict]:
     """The T_i most likely continuation tokens of each sample by a ridge decoder from its frames.
 
-    Trained on the run's training samples only: features = the sample's frames flattened (standardised with the
+    Trained on the run's training samples `train` only: features = the sample's frames flattened (standardised with the
     training statistics), targets = the bag (0/1) of its continuation tokens over the tokens seen in training
     continuations; the penalty maximises the cross-validated precision (`_cv_ridge`). Returns (token ids per
     sample, the precision of the training set's most frequent tokens on `samples`, the decoder's description)."""
-    train = run.encoder.encode_all(run.dataset, run.split.train)
     vocab = sorted({t for s in train for t in s.continuation_ids})
     column = {t: j for j, t in enumerate(vocab)}
 
@@ -312,6 +311,8 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
     if len(ids) < 2:
         raise BrainLLMError(f"The ceiling compares each sample with the others: split '{split}' has {len(ids)} "
                             f"sample(s); probe a split with at least 2.")
+    for layer in layers:
+        run.model.decoder_layer(layer)  # a layer the backbone lacks fails here, before any oracle is scored
     samples = run.encoder.encode_all(run.dataset, ids)
     vectors, adapter_norm = scaled_oracle(run, samples)  # (n, H)
     layout = input_layout(run, "brain")
@@ -326,9 +327,10 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
         matrix = teacher_forced_losses(run, pairs, layout, batch_size, offsets).reshape(n, n)
         rows.append(CeilingRow(float(scale), **_compare(matrix, clusters, seed)))
         log.info("oracle x%g: delta %+.4f, identification %.3f", scale, rows[-1].delta, rows[-1].identification)
+    train = run.encoder.encode_all(run.dataset, run.split.train) if tokens or layers else []
     token_rows, ridge = [], {}
     if tokens:
-        decoded, frequency_precision, ridge = ridge_decoded_tokens(run, samples, seed)
+        decoded, frequency_precision, ridge = ridge_decoded_tokens(run, train, samples, seed)
         truth = [list(s.continuation_ids) for s in samples]
         for name, ids in (("true tokens", truth), ("ridge-decoded tokens", decoded)):
             slots = _token_slots(run, samples, ids)
@@ -341,14 +343,12 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
             log.info("%s: delta %+.4f, identification %.3f", name, token_rows[-1].delta,
                      token_rows[-1].identification)
     state_rows = []
-    train = run.encoder.encode_all(run.dataset, run.split.train) if layers else []
+    train_states, true_states = continuation_states(run, train, layers), continuation_states(run, samples, layers)
     for layer in layers:
-        train_states = continuation_states(run, train, layer)
-        truth = continuation_states(run, samples, layer)
-        decoded, alpha, cv = ridge_decoded_states(run, train, train_states, samples, seed)
-        for name, vectors, fit in (("true mean state", truth, (1.0, None, None)),
-                                   ("ridge-decoded state", decoded,
-                                    (centred_correlation(decoded, truth, train_states.mean(0)), alpha, cv))):
+        decoded, alpha, cv = ridge_decoded_states(run, train, train_states[layer], samples, seed)
+        correlation = centred_correlation(decoded, true_states[layer], train_states[layer].mean(0))
+        for name, vectors, fit in (("true mean state", true_states[layer], (1.0, None, None)),
+                                   ("ridge-decoded state", decoded, (correlation, alpha, cv))):
             matrix = injected_losses(run, pairs, layer, np.tile(vectors, (n, 1)), batch_size).reshape(n, n)
             state_rows.append(StateRow(layer, name, **_compare(matrix, clusters, seed), correlation=fit[0],
                                        ridge_alpha=fit[1], cv_correlation=fit[2]))

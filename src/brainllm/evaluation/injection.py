@@ -12,6 +12,7 @@ from the frames trained on the training samples only (`ridge_decoded_states`), a
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -34,20 +35,26 @@ def _on_output(module: torch.nn.Module, fn) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def continuation_states(run: LoadedRun, samples: Sequence[EncodedSample], layer: int) -> np.ndarray:
-    """`(n, H)` float32: the bare LM's hidden state after `layer` blocks, averaged over the continuation tokens,
-    when it reads `[BOS] prompt continuation` (the text the listener heard, as the LM represents it)."""
+def continuation_states(run: LoadedRun, samples: Sequence[EncodedSample], layers: Sequence[int]
+                        ) -> dict[int, np.ndarray]:
+    """layer -> `(n, H)` float32: the bare LM's hidden state after that many blocks, averaged over the continuation
+    tokens, when it reads `[BOS] prompt continuation` (the text the listener heard, as the LM represents it).
+    One forward pass per sample serves every layer."""
+    if not layers:
+        return {}
     model, device = run.model, run.model.boundary.device
     bos = [run.encoder.bos_id] if run.encoder.bos_id is not None else []
-    captured: list[torch.Tensor] = []
-    out = []
-    with model.bare_backbone(), _on_output(model.decoder_layer(layer), captured.append):
+    captured: dict[int, torch.Tensor] = {}
+    out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    with model.bare_backbone(), contextlib.ExitStack() as hooks:
+        for layer in layers:
+            hooks.enter_context(_on_output(model.decoder_layer(layer), functools.partial(captured.__setitem__, layer)))
         for s in samples:
-            ids = torch.tensor([bos + list(s.prompt_ids) + list(s.continuation_ids)], device=device)
-            captured.clear()
-            model._decoder()(input_ids=ids)
-            out.append(captured[0][0, -len(s.continuation_ids):].float().mean(0).cpu().numpy())
-    return np.stack(out)
+            model._decoder()(input_ids=torch.tensor([bos + list(s.prompt_ids) + list(s.continuation_ids)],
+                                                    device=device))
+            for layer in layers:
+                out[layer].append(captured[layer][0, -len(s.continuation_ids):].float().mean(0).cpu().numpy())
+    return {layer: np.stack(rows) for layer, rows in out.items()}
 
 
 @torch.inference_mode()
