@@ -184,3 +184,37 @@ def test_stretched_order_and_decoder_null_sources_by_hand():
     assert [s.stimulus for s, _ in sources] == ["a", "b", "a", "b", "a"]
     assert all(0 <= off < s.n_trs for s, off in sources)
     assert sources == decoder_null_sources(pool, 5, seed=3)  # reproducible
+
+
+def test_an_injecting_run_decodes_with_its_states_in_the_prefix(story_run, tmp_path):
+    """A run with `model.inject_layer` (beyond the paper): each TR's prefix holds zeros in the brain slots and
+    an injection of `state_centre + adapter(frames)` after that layer; the story decodes end to end."""
+    import torch
+
+    from brainllm.fullstory import story_prefix
+
+    data = story_run.config.data.path
+    cfg = config.from_dict({"data": {"path": data, "split": "by_story"},
+                            "model": {"backbone": story_run.config.model.backbone, "inject_layer": 1,
+                                      "adapter": {"name": "mlp", "hidden": 32}},
+                            "training": {"warmup_epochs": 1, "epochs": 1, "lr": 3e-3, "cpu": True,
+                                         "warmup_target": "continuation"},
+                            "output": str(tmp_path / "run")})
+    training.train(cfg)
+    run = load_run(tmp_path / "run")
+    test_story = run.dataset.by_id(run.split.test[0]).stimulus
+    story = next(r for r in run.dataset.runs if r.stimulus == test_story)
+    prefix = story_prefix(run, story)
+    embeds, injection = prefix(2)
+    t = prefix.t
+    assert embeds.shape == (t + 2, run.model.hidden_size) and torch.count_nonzero(embeds[1:-1]) == 0
+    assert injection.mask.tolist() == [False] + [True] * t + [False]
+    assert injection.module is run.model.decoder_layer(1)
+    rows = [story.rows[0] + 2 + prefix.hrf_delay + j for j in range(t)]
+    frames = torch.as_tensor(np.asarray(run.dataset.frames[rows], dtype=np.float32))[None]
+    with torch.no_grad():
+        expected = run.model.state_centre + run.model.adapter(frames, torch.ones(1, t, dtype=torch.bool))[0]
+    torch.testing.assert_close(injection.states[1:-1], expected)
+    ev = decode_story(run, test_story, tmp_path / "decode", StoryDecoderConfig(width=2, extensions=2, context_words=4),
+                      n_nulls=2, conditions=("brain", "no_brain"), progress=False)
+    assert "brain" in ev.summary_table()

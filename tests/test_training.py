@@ -172,3 +172,25 @@ def test_cli_train_reports_once_not_once_per_rank(tiny_data, tiny_llama_path, tm
     res = CliRunner().invoke(app, ["train", "--set", f"data.path={tiny_data}", "--set", f"output={tmp_path / 'r'}"])
     assert res.exit_code == 0, res.output
     assert ("best validation loss 1.5000 (main epoch 2)" in res.output) == main_process
+
+
+def test_an_injecting_run_trains_its_adapter_from_the_training_texts_centre(tiny_data, tiny_llama_path, tmp_path):
+    """`model.inject_layer` (beyond the paper): the centre is the mean layer-L state of the training samples'
+    warm-up texts (no validation or test text), the loss falls, and the run reloads as the same injecting model."""
+    from brainllm.runs import load_run
+
+    cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=4, warmup_target="continuation")
+    cfg.model.inject_layer = 1
+    trainer = Trainer(cfg)
+    batch = trainer.collate(trainer.train_samples).to("cpu")
+    centre = trainer.model.text_states(batch.warmup_ids, batch.warmup_mask).mean(0)
+    torch.testing.assert_close(trainer.model.state_centre, centre, rtol=1e-4, atol=1e-5)
+    valid_before = trainer.evaluate(trainer.valid_samples)
+    state = trainer.fit()
+    assert state.best_valid < valid_before - 0.03
+    run = load_run(tmp_path / "run")
+    assert run.model.inject_layer == 1
+    torch.testing.assert_close(run.model.state_centre, centre, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the selected checkpoint, reloaded, scores what model selection saw
+        reloaded = float(run.model(trainer.collate(trainer.valid_samples))["loss"])
+    assert reloaded == pytest.approx(state.best_valid, rel=1e-4)

@@ -54,6 +54,7 @@ class ModelConfig:
     max_prompt_tokens: int = 32         # the paper's prev_mask_len; we keep the LAST tokens
     max_continuation_tokens: int = 32   # the paper's max_generate_len
     standardize_frames: bool = True     # z-score adapter inputs with training-frame statistics
+    inject_layer: int | None = None     # beyond the paper: write the adapter outputs as the state after this layer
 
 
 @dataclass

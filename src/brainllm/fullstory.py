@@ -40,6 +40,7 @@ from .evaluation.story import (StoryEvalConfig, StoryEvaluation, TimedWords, eva
                                write_story_evaluation)
 from .io import write_json
 from .model import BrainLLM
+from .model.injection import PrefixInjection
 from .runs import LoadedRun
 from .wordlm import ContextFilter, ProposalConfig, WordLM
 
@@ -136,7 +137,9 @@ def _derangement(n: int, seed: int) -> np.ndarray:
 
 class BrainPrefix:
     """`<brain> adapter(frames) </brain>` embeddings `(T + 2, H)` for TR t of the decoded story: the frames of TR
-    `tr_order[t]` of `run` (identity by default; a derangement for `permuted`, another run for `other_story`)."""
+    `tr_order[t]` of `run` (identity by default; a derangement for `permuted`, another run for `other_story`).
+    For a model that injects deeper (`inject_layer`), the brain slots are zeros and the adapter outputs come as a
+    `PrefixInjection` of the slots' state after that layer."""
 
     def __init__(self, model: BrainLLM, frames: np.ndarray, run: Run, hrf_delay: int, frames_per_sample: int,
                  tr_order: np.ndarray | None = None):
@@ -148,13 +151,24 @@ class BrainPrefix:
         self.order = tr_order if tr_order is not None else np.arange(run.n_trs)
 
     @torch.inference_mode()
-    def __call__(self, tr: int) -> torch.Tensor:
+    def __call__(self, tr: int) -> tuple[torch.Tensor, PrefixInjection | None]:
+        """(prefix embeddings `(T + 2, H)` in the backbone's dtype, the injection or None) for TR `tr`."""
         src = int(self.order[tr])
         rows = [min(self.run.rows[0] + src + self.hrf_delay + j, self.run.rows[1] - 1) for j in range(self.t)]
         frames = torch.as_tensor(np.asarray(self.frames[rows], dtype=np.float32)).unsqueeze(0)  # (1, T, D)
-        device = self.model.boundary.device
-        brain = self.model.adapter(frames.to(device), torch.ones(1, self.t, dtype=torch.bool, device=device))[0]
-        return torch.cat([self.model.boundary[:1], brain, self.model.boundary[1:]]).to(self.model.backbone_dtype)
+        model = self.model
+        device = model.boundary.device
+        brain = model.adapter(frames.to(device), torch.ones(1, self.t, dtype=torch.bool, device=device))[0]
+        injection = None
+        if model.inject_layer is not None:
+            slots = torch.zeros(self.t + 2, dtype=torch.bool, device=device)
+            slots[1:-1] = True
+            states = torch.cat([torch.zeros_like(model.boundary[:1]), model.state_centre + brain,
+                                torch.zeros_like(model.boundary[:1])])
+            injection = PrefixInjection(model.decoder_layer(model.inject_layer), states, slots)
+            brain = torch.zeros_like(brain)
+        embeds = torch.cat([model.boundary[:1], brain, model.boundary[1:]]).to(model.backbone_dtype)
+        return embeds, injection
 
 
 def trs_of_words(times: np.ndarray, tr_times: np.ndarray) -> np.ndarray:
@@ -179,7 +193,7 @@ class TRConditioning:
         if tr != self.current_tr:
             self.current_tr = tr
             contexts = [list(map(int, w[-lm.context_words:])) for w in beam.words]
-            beam.state = lm.start(contexts, self.prefix(tr))
+            beam.state = lm.start(contexts, *self.prefix(tr))
 
 
 class BrainPrior:

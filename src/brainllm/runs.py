@@ -43,8 +43,9 @@ def build_model(cfg: ExperimentConfig, feature_dim: int, device: str | torch.dev
     backbone, tokenizer = backbones.load(cfg.model.backbone, dtype=cfg.model.dtype, device=device)
     hidden = backbone.get_input_embeddings().weight.shape[1]
     adapter = build_adapter(cfg.model.adapter, feature_dim, hidden)
-    model = BrainLLM(backbone, adapter, finetune=cfg.model.finetune, lora=cfg.model.lora).to(device)
     encoder = TextEncoder(tokenizer, cfg.model.max_prompt_tokens, cfg.model.max_continuation_tokens)
+    model = BrainLLM(backbone, adapter, finetune=cfg.model.finetune, lora=cfg.model.lora,
+                     inject_layer=cfg.model.inject_layer, bos_id=encoder.bos_id).to(device)
     return model, encoder
 
 

@@ -98,12 +98,24 @@ class Trainer:
         rows = sorted({r for s in self.train_samples for r in s.frame_rows})
         if cfg.model.standardize_frames:
             self.model.adapter.fit_input_scaler(np.asarray(self.dataset.frames[rows]))  # training frames only
+        if cfg.model.inject_layer is not None:  # (a resumed run then loads the same centre from its checkpoint)
+            self.model.state_centre.copy_(self._mean_text_state(self.train_samples))
         if resume and (self.run_dir / CHECKPOINT_DIR / "trainer_state.json").exists():
             self._load_checkpoint()
             if self._extend_finished_run() and self.is_main:
                 write_run_file(self.run_dir, cfg, self.dataset.feature_dim, self.model)  # records the new schedule
         elif self.is_main:
             write_run_file(self.run_dir, cfg, self.dataset.feature_dim, self.model)
+
+    @torch.no_grad()
+    def _mean_text_state(self, samples: Sequence[EncodedSample]) -> torch.Tensor:
+        """`(H,)` the mean over `samples` of their warm-up text's layer-L state (`BrainLLM.text_states`): the
+        state an injecting model's adapter outputs are added to."""
+        total = torch.zeros(self.model.hidden_size, device=self.accelerator.device)
+        for start in range(0, len(samples), self.cfg.training.eval_batch_size):
+            batch = self.collate(samples[start:start + self.cfg.training.eval_batch_size]).to(self.accelerator.device)
+            total += self.model.text_states(batch.warmup_ids, batch.warmup_mask).sum(0)
+        return total / max(len(samples), 1)
 
     # ------------------------------------------------------------------ run folder
     def _prepare_run_folder(self, resume: bool) -> None:

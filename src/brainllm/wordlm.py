@@ -17,6 +17,7 @@ word). `word_features` applies the same rule to a whole story, so training featu
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import re
@@ -29,6 +30,7 @@ from transformers import DynamicCache
 
 from .errors import BrainLLMError
 from .model.brainllm import unwrap_peft
+from .model.injection import PrefixInjection
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +144,12 @@ class BeamState:
     feature layer of each row's last word (zeros for an empty context); `contexts`: the word indices per row.
     """
 
-    def __init__(self, lm: "WordLM", contexts: list[list[int]], prefix: torch.Tensor | None):
+    def __init__(self, lm: "WordLM", contexts: list[list[int]], prefix: torch.Tensor | None,
+                 injection: PrefixInjection | None = None):
         self.lm = lm
         self.contexts = contexts
         self.prefix = prefix
+        self.injection = injection
         self.cache: DynamicCache | None = None
         self.cached_words = 0
         self.logprobs = torch.empty(0)
@@ -226,19 +230,27 @@ class WordLM:
             state.logprobs = torch.full((b, len(self.vocab)), -float(np.log(len(self.vocab))), device=self.device)
             state.features = torch.zeros(b, self.hidden_size, device=self.device)
             return
-        state.logprobs, state.features, state.cache = self._run(torch.cat(parts, dim=1), None)
+        embeds = torch.cat(parts, dim=1)
+        injected = (contextlib.nullcontext() if state.injection is None else
+                    state.injection.around(b, int(self.bos_id is not None), embeds.shape[1]))
+        with injected:
+            state.logprobs, state.features, state.cache = self._run(embeds, None)
         if not keep:
             state.features = torch.zeros_like(state.features)
         state.cached_words = keep
 
     @torch.inference_mode()
-    def start(self, contexts: list[list[int]], prefix: torch.Tensor | None = None) -> BeamState:
+    def start(self, contexts: list[list[int]], prefix: torch.Tensor | None = None,
+              injection: PrefixInjection | None = None) -> BeamState:
         """A state for rows with the given contexts (word indices, all the same length; may be empty if the
         tokenizer adds a BOS token or a prefix is given). `prefix`: `(P, H)` embeddings placed before the words
-        of every row (BrainLLM's `<brain> v_1..v_T </brain>`)."""
+        of every row (BrainLLM's `<brain> v_1..v_T </brain>`); `injection`: states written into the prefix
+        positions after a block (a BrainLLM that injects deeper, `model.injection`)."""
         if len({len(c) for c in contexts}) > 1:
             raise BrainLLMError("All contexts of a beam must hold the same number of words.")
-        state = BeamState(self, [list(c) for c in contexts], prefix)
+        if injection is not None and (prefix is None or injection.mask.shape[0] != prefix.shape[0]):
+            raise BrainLLMError("An injection needs a prefix of the same length.")
+        state = BeamState(self, [list(c) for c in contexts], prefix, injection)
         self._build(state)
         return state
 
@@ -251,7 +263,7 @@ class WordLM:
         """
         parents_t = torch.as_tensor(list(parents), dtype=torch.long)
         contexts = [state.contexts[p] + [int(w)] for p, w in zip(parents, words)]
-        new = BeamState(self, contexts, state.prefix)
+        new = BeamState(self, contexts, state.prefix, state.injection)
         if state.cache is None and (self.bos_id is not None or state.prefix is not None or state.cached_words):
             raise BrainLLMError("extend() needs a state from start().")
         if state.cache is None or state.cached_words + 1 >= self.max_context_words:
@@ -267,7 +279,7 @@ class WordLM:
     def select(self, state: BeamState, rows: Sequence[int]) -> BeamState:
         """Keep only `rows` of `state` (in that order)."""
         idx = torch.as_tensor(list(rows), dtype=torch.long)
-        new = BeamState(self, [state.contexts[r] for r in rows], state.prefix)
+        new = BeamState(self, [state.contexts[r] for r in rows], state.prefix, state.injection)
         new.cache = _select_rows(state.cache, idx.to(self.device)) if state.cache is not None else None
         new.cached_words = state.cached_words
         new.logprobs = state.logprobs.index_select(0, idx.to(state.logprobs.device))

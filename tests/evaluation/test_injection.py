@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from brainllm.errors import BrainLLMError
-from brainllm.evaluation.injection import _on_output, centred_correlation, continuation_states, injected_losses
+from brainllm.evaluation.injection import centred_correlation, continuation_states, injected_losses
+from brainllm.model.injection import on_output
 from brainllm.generation import input_layout, teacher_forced_losses
 from brainllm.model import Collator
 from brainllm.model.collate import BRAIN
@@ -32,7 +33,7 @@ def test_injecting_the_states_the_brain_positions_had_changes_nothing(trained_ru
     batch = Collator(trained_run.dataset.frames, trained_run.encoder, layout)(samples)
     assert ((batch.kind == BRAIN).sum(1) == 1).all()
     captured = []
-    with torch.no_grad(), _on_output(trained_run.model.decoder_layer(1), captured.append):
+    with torch.no_grad(), on_output(trained_run.model.decoder_layer(1), captured.append):
         trained_run.model(batch)
     own = captured[0][batch.kind == BRAIN].numpy()  # (4, H), row order = samples
     plain = teacher_forced_losses(trained_run, samples, layout, 16)
@@ -63,3 +64,12 @@ def test_state_oracles_in_the_ceiling_report(trained_run):  # noqa: F811
         trained_run.model.decoder_layer(99)
     with pytest.raises(BrainLLMError, match="layer must be in 1..2"):
         ceiling(trained_run, "valid", scales=[], max_samples=5, tokens=False, layers=[0])
+
+
+def test_the_ceiling_refuses_an_injecting_run(trained_run, monkeypatch):  # noqa: F811
+    """Its oracles replace input-embedding slots, which an injecting run no longer reads."""
+    from brainllm.evaluation.ceiling import ceiling
+
+    monkeypatch.setattr(trained_run.model, "inject_layer", 1)
+    with pytest.raises(BrainLLMError, match="injects its adapter outputs after layer 1"):
+        ceiling(trained_run, "valid", scales=[0.1], max_samples=5, tokens=False)

@@ -307,6 +307,10 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
             layers: Sequence[int] = ()) -> CeilingReport:
     """The oracle cross-loss for each scale on up to `max_samples` samples of `split` (one per stimulus first),
     with `tokens` the two token oracles, and the two state oracles at each of `layers` (module docstring)."""
+    if run.model.inject_layer is not None:
+        raise BrainLLMError(f"{run.path} injects its adapter outputs after layer {run.model.inject_layer}; the "
+                            "ceiling's oracles replace input-embedding slots, so they probe runs of the paper's "
+                            "layout (model.inject_layer unset) only.")
     ids = pick_samples(run, split, max_samples, seed)
     if len(ids) < 2:
         raise BrainLLMError(f"The ceiling compares each sample with the others: split '{split}' has {len(ids)} "

@@ -11,9 +11,7 @@ from the frames trained on the training samples only (`ridge_decoded_states`), a
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,20 +19,10 @@ import torch
 from ..generation import input_layout
 from ..model import Collator, EncodedSample
 from ..model.collate import BRAIN
+from ..model.injection import mean_continuation_states, replaced_positions
 from ..runs import LoadedRun
 
 
-@contextlib.contextmanager
-def _on_output(module: torch.nn.Module, fn) -> Iterator[None]:
-    """Call `fn(output) -> output | None` on every forward output of `module` inside the context."""
-    handle = module.register_forward_hook(lambda _module, _inputs, output: fn(output))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@torch.inference_mode()
 def continuation_states(run: LoadedRun, samples: Sequence[EncodedSample], layers: Sequence[int]
                         ) -> dict[int, np.ndarray]:
     """layer -> `(n, H)` float32: the bare LM's hidden state after that many blocks, averaged over the continuation
@@ -42,19 +30,12 @@ def continuation_states(run: LoadedRun, samples: Sequence[EncodedSample], layers
     One forward pass per sample serves every layer."""
     if not layers:
         return {}
-    model, device = run.model, run.model.boundary.device
+    model = run.model
     bos = [run.encoder.bos_id] if run.encoder.bos_id is not None else []
-    captured: dict[int, torch.Tensor] = {}
-    out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    with model.bare_backbone(), contextlib.ExitStack() as hooks:
-        for layer in layers:
-            hooks.enter_context(_on_output(model.decoder_layer(layer), functools.partial(captured.__setitem__, layer)))
-        for s in samples:
-            model._decoder()(input_ids=torch.tensor([bos + list(s.prompt_ids) + list(s.continuation_ids)],
-                                                    device=device))
-            for layer in layers:
-                out[layer].append(captured[layer][0, -len(s.continuation_ids):].float().mean(0).cpu().numpy())
-    return {layer: np.stack(rows) for layer, rows in out.items()}
+    with model.bare_backbone():
+        return mean_continuation_states(model._decoder(), {layer: model.decoder_layer(layer) for layer in layers},
+                                        bos, [(s.prompt_ids, s.continuation_ids) for s in samples],
+                                        model.boundary.device)
 
 
 @torch.inference_mode()
@@ -64,21 +45,12 @@ def injected_losses(run: LoadedRun, samples: Sequence[EncodedSample], layer: int
     replaced by `vectors[i]` `(n, H)` (every slot of a sample gets the same vector; the adapter still runs below)."""
     collate = Collator(run.dataset.frames, run.encoder, input_layout(run, "brain"))
     device = run.model.boundary.device
-    current: dict[str, torch.Tensor] = {}
-
-    def replace(output: torch.Tensor) -> torch.Tensor:
-        hidden = output[0] if isinstance(output, tuple) else output
-        where = current["brain"].unsqueeze(-1)
-        hidden = torch.where(where, current["vectors"].to(hidden.dtype).unsqueeze(1), hidden)
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
     losses = []
-    with _on_output(run.model.decoder_layer(layer), replace):
-        for start in range(0, len(samples), batch_size):
-            batch = collate(samples[start:start + batch_size]).to(device)
-            current["brain"] = batch.kind == BRAIN
-            current["vectors"] = torch.as_tensor(vectors[start:start + batch_size], dtype=torch.float32,
-                                                 device=device)
+    for start in range(0, len(samples), batch_size):
+        batch = collate(samples[start:start + batch_size]).to(device)
+        values = torch.as_tensor(vectors[start:start + batch_size], dtype=torch.float32, device=device)
+        values = values.unsqueeze(1).expand(-1, batch.kind.shape[1], -1)
+        with replaced_positions(run.model.decoder_layer(layer), batch.kind == BRAIN, values):
             losses.append(run.model(batch)["sample_loss"].float().cpu().numpy())
     return np.concatenate(losses) if losses else np.zeros(0)
 

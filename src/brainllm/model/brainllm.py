@@ -6,6 +6,12 @@ normalised hidden states) and `generate(inputs_embeds=...)`.
 
 Logits are computed only at the positions whose next token is a target (continuation + EOS), which saves the
 `(B, L, V)` logits tensor: the LM head is applied to the selected hidden states alone.
+
+Beyond the paper, `inject_layer` L moves the splice deeper: the brain positions then enter the LM as zero input
+embeddings, and their hidden state after layer L is replaced by `state_centre + adapter output`, `state_centre`
+being the LM's mean layer-L state over the training continuations (set by the trainer; so an untrained adapter,
+whose outputs are near zero, injects an average state of the text rather than an arbitrary vector). A frozen LM
+reads a mean of input embeddings badly but a middle layer's state of a few words well (`brainllm ceiling`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from torch import nn
 from ..errors import BrainLLMError
 from .adapters import BrainAdapter
 from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch
+from .injection import on_output, replaced_positions
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +48,13 @@ class BrainLLM(nn.Module):
         finetune: "frozen" (the paper: only adapter + boundary vectors train), "lora" (adds LoRA via peft) or
             "full" (every backbone weight trains). The backbone stays in eval mode (no dropout) unless fine-tuned.
         lora: options for peft's LoraConfig when finetune == "lora" (r, lora_alpha, lora_dropout, target_modules).
+        inject_layer: None (the paper: adapter outputs are input embeddings) or L >= 1 (they are added to
+            `state_centre` and written as the brain positions' state after layer L; module docstring).
+        bos_id: the token the backbone's texts start with, if any (`text_states` reads `[BOS] text`).
     """
 
     def __init__(self, backbone: nn.Module, adapter: BrainAdapter, finetune: str = "frozen",
-                 lora: dict | None = None):
+                 lora: dict | None = None, inject_layer: int | None = None, bos_id: int | None = None):
         super().__init__()
         if finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got '{finetune}'")
@@ -63,6 +73,12 @@ class BrainLLM(nn.Module):
         emb_std = float(backbone.get_input_embeddings().weight.detach().float().std())
         # rows: 0 = <brain>, 1 = </brain>; float32 even when the backbone is bfloat16
         self.boundary = nn.Parameter(torch.randn(2, hidden) * emb_std)
+        self.inject_layer = inject_layer
+        self.bos_id = bos_id
+        if inject_layer is not None:
+            self.decoder_layer(inject_layer)  # out of range fails here
+        # (H,) the state an adapter output is added to; part of the checkpoint of an injecting run
+        self.register_buffer("state_centre", torch.zeros(hidden))
         self.backbone.eval()
 
     # --------------------------------------------------------------- helpers
@@ -111,6 +127,8 @@ class BrainLLM(nn.Module):
         """
         state = {f"adapter.{k}": v for k, v in self.adapter.state_dict().items()}
         state["boundary"] = self.boundary.detach()
+        if self.inject_layer is not None:
+            state["state_centre"] = self.state_centre
         if self.finetune == "lora":
             state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items() if "lora_" in k})
         return {k: v.detach().contiguous().clone() for k, v in state.items()}
@@ -119,6 +137,11 @@ class BrainLLM(nn.Module):
         self.adapter.load_state_dict({k[len("adapter."):]: v for k, v in state.items() if k.startswith("adapter.")})
         with torch.no_grad():
             self.boundary.copy_(state["boundary"])
+            if self.inject_layer is not None:
+                if "state_centre" not in state:
+                    raise ValueError("checkpoint has no state_centre, but this model injects at layer "
+                                     f"{self.inject_layer}: was it trained with model.inject_layer unset?")
+                self.state_centre.copy_(state["state_centre"])
         lora = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         if lora:
             missing = self.backbone.load_state_dict(lora, strict=False)
@@ -126,34 +149,63 @@ class BrainLLM(nn.Module):
                 raise ValueError(f"checkpoint has LoRA weights this model lacks: {missing.unexpected_keys[:3]}")
 
     # --------------------------------------------------------------- core
-    def embed(self, batch: Batch, brain_offset: torch.Tensor | None = None,
-              brain_slots: torch.Tensor | None = None) -> torch.Tensor:
-        """Input embeddings `(B, L, H)` in the backbone's dtype: tokens, adapter outputs and boundary vectors.
+    def brain_vectors(self, batch: Batch, brain_offset: torch.Tensor | None = None,
+                      brain_slots: torch.Tensor | None = None) -> torch.Tensor | None:
+        """`(B, L, H)` float32: the adapter output of each BRAIN position's frame, zero elsewhere (None when the
+        batch has no brain position).
 
         Diagnostics only (`evaluation.ceiling` delivers known information through the adapter's slots): if given,
         `brain_offset` `(B, H)` is added to every adapter output of its sample, and `brain_slots` `(B, T_max, H)`
         replaces the adapter outputs altogether (the frames are then ignored)."""
+        if not (batch.kind == BRAIN).any():
+            return None
+        if brain_slots is not None:
+            if brain_slots.shape[:2] != batch.frame_mask.shape:
+                raise ValueError(f"brain_slots {tuple(brain_slots.shape)} do not match the batch's frames "
+                                 f"{tuple(batch.frame_mask.shape)}")
+            brain = brain_slots.float() * batch.frame_mask.unsqueeze(-1)
+        else:
+            brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
+        if brain_offset is not None:
+            brain = brain + brain_offset.to(brain.dtype).unsqueeze(1)
+        index = batch.brain_pos.unsqueeze(-1).expand(-1, -1, brain.shape[-1])
+        return torch.where(batch.kind.unsqueeze(-1) == BRAIN, brain.gather(1, index), 0.0)
+
+    def embed(self, batch: Batch, brain_offset: torch.Tensor | None = None,
+              brain_slots: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings `(B, L, H)` in the backbone's dtype: tokens, boundary vectors and adapter outputs
+        (zeros at the brain positions when this model injects them deeper). Arguments: see `brain_vectors`."""
+        return self._embed(batch, self.brain_vectors(batch, brain_offset, brain_slots))
+
+    def _embed(self, batch: Batch, brain: torch.Tensor | None) -> torch.Tensor:
+        """`embed` with the brain vectors `(B, L, H)` (`brain_vectors`) already computed."""
         emb = self.backbone.get_input_embeddings()(batch.token_ids).float()
         kind = batch.kind.unsqueeze(-1)
         out = torch.where(kind == TOKEN, emb, torch.zeros((), device=emb.device))
-        if (batch.kind == BRAIN).any():
-            if brain_slots is not None:
-                if brain_slots.shape[:2] != batch.frame_mask.shape:
-                    raise ValueError(f"brain_slots {tuple(brain_slots.shape)} do not match the batch's frames "
-                                     f"{tuple(batch.frame_mask.shape)}")
-                brain = brain_slots.float() * batch.frame_mask.unsqueeze(-1)
-            else:
-                brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
-            if brain_offset is not None:
-                brain = brain + brain_offset.to(brain.dtype).unsqueeze(1)
-            index = batch.brain_pos.unsqueeze(-1).expand(-1, -1, brain.shape[-1])
-            out = out + torch.where(kind == BRAIN, brain.gather(1, index), 0.0)
+        if brain is not None and self.inject_layer is None:
+            out = out + brain
         out = out + (kind == OPEN) * self.boundary[0] + (kind == CLOSE) * self.boundary[1]
         return out.to(self.backbone_dtype)
 
+    def injection(self, batch: Batch, brain: torch.Tensor | None) -> ContextManager:
+        """The context every forward of `batch` through the backbone runs in: nothing for the paper's layout; with
+        `inject_layer`, the brain positions' state after that layer becomes `state_centre + brain`."""
+        if self.inject_layer is None or brain is None:
+            return contextlib.nullcontext()
+        return replaced_positions(self.decoder_layer(self.inject_layer), batch.kind == BRAIN,
+                                  self.state_centre + brain)
+
+    def _hidden(self, batch: Batch, brain_offset: torch.Tensor | None = None,
+                brain_slots: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's final hidden states `(B, L, H)` for a right-padded batch."""
+        brain = self.brain_vectors(batch, brain_offset, brain_slots)
+        with self.injection(batch, brain):
+            return self._decoder()(inputs_embeds=self._embed(batch, brain),
+                                   attention_mask=batch.attention_mask).last_hidden_state
+
     def forward(self, batch: Batch, warmup: bool = False, brain_offset: torch.Tensor | None = None,
                 brain_slots: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Losses for a right-padded batch (`brain_offset`, `brain_slots`: see `embed`).
+        """Losses for a right-padded batch (`brain_offset`, `brain_slots`: see `brain_vectors`).
 
         Returns `loss_sum` (summed cross-entropy over all target tokens, nats), `n_tokens`, `sample_loss` `(B,)`
         (mean CE per target token of each sample) and `loss` (= loss_sum / n_tokens). With `warmup=True`: the
@@ -161,8 +213,7 @@ class BrainLLM(nn.Module):
         """
         if warmup:
             return self.warmup_loss(batch)
-        embeds = self.embed(batch, brain_offset, brain_slots)
-        hidden = self._decoder()(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+        hidden = self._hidden(batch, brain_offset, brain_slots)
         selected = hidden[batch.target_batch, batch.target_pos]  # (N, H): only where a target follows
         logits = self.backbone.get_output_embeddings()(selected).float()  # (N, V)
         ce = F.cross_entropy(logits, batch.target_ids, reduction="none")
@@ -173,23 +224,50 @@ class BrainLLM(nn.Module):
                 "sample_loss": sums / counts.clamp(min=1)}
 
     def warmup_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """MSE between each real frame's adapter output and the mean embedding of the sample's prompt tokens.
+        """MSE between each real frame's adapter output and the warm-up target of its sample: the mean input
+        embedding of the warm-up text (the paper's; prompt tokens by default), or, for a model that injects at
+        layer L, the text's mean layer-L state minus `state_centre` (`text_states`; what the adapter adds to).
 
         Padding is masked out of both the target mean and the loss (the authors averaged over padding too).
         """
         with torch.no_grad():
-            emb = self.backbone.get_input_embeddings()(batch.warmup_ids).float()  # (B, P, H)
-            m = batch.warmup_mask.unsqueeze(-1).float()
-            target = (emb * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
+            if self.inject_layer is not None:
+                target = self.text_states(batch.warmup_ids, batch.warmup_mask) - self.state_centre
+            else:
+                emb = self.backbone.get_input_embeddings()(batch.warmup_ids).float()  # (B, P, H)
+                m = batch.warmup_mask.unsqueeze(-1).float()
+                target = (emb * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
         out = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
         mask = batch.frame_mask.unsqueeze(-1).float()
         total = (((out - target.unsqueeze(1)) ** 2) * mask).sum()
         count = mask.sum() * out.shape[-1]
         return {"loss": total / count, "loss_sum": total, "n_tokens": count}
 
+    @torch.no_grad()
+    def text_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`(B, H)` float32: the bare LM's hidden state after `inject_layer` blocks, averaged over the real tokens
+        of right-padded texts `ids` `(B, P)` (`mask` `(B, P)` bool), each read as `[BOS] text`."""
+        if self.inject_layer is None:
+            raise BrainLLMError("text_states needs a model with inject_layer set.")
+        if self.bos_id is not None:
+            ids = torch.cat([torch.full_like(ids[:, :1], self.bos_id), ids], 1)
+            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
+        captured = []
+        bare = contextlib.nullcontext() if self.finetune == "full" else self.bare_backbone()
+        with bare, on_output(self.decoder_layer(self.inject_layer), captured.append):
+            self._decoder()(input_ids=ids, attention_mask=mask.long())
+        hidden = (captured[0][0] if isinstance(captured[0], tuple) else captured[0]).float()
+        keep = mask.clone()
+        if self.bos_id is not None:
+            keep[:, 0] = False  # the average is over the text, not BOS
+        keep = keep.unsqueeze(-1).float()
+        return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+
     @torch.inference_mode()
     def generate(self, batch: Batch, **generate_kwargs) -> list[list[int]]:
         """Continue each left-padded sequence; returns the new token ids per sample (EOS and after included)."""
-        embeds = self.embed(batch)
-        out = self.backbone.generate(inputs_embeds=embeds, attention_mask=batch.attention_mask, **generate_kwargs)
+        brain = self.brain_vectors(batch)
+        with self.injection(batch, brain):
+            out = self.backbone.generate(inputs_embeds=self._embed(batch, brain), attention_mask=batch.attention_mask,
+                                         **generate_kwargs)
         return out.tolist()
