@@ -19,6 +19,18 @@ def _pre_input(module: torch.nn.Module, store: list):
         lambda _m, args, kwargs: store.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
 
 
+def _input_of_block_2(model: BrainLLM, batch) -> torch.Tensor:
+    """The hidden state entering block 2 (= after block 1 and the injection) in a forward of `batch`."""
+    seen = []
+    handle = _pre_input(model.decoder_layer(2), seen)
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
 @pytest.fixture(params=["llama", "gpt2"])
 def injecting(request, tiny_llama_path, tiny_gpt2_path, small_sentence_sim):
     path = tiny_llama_path if request.param == "llama" else tiny_gpt2_path
@@ -40,27 +52,13 @@ def test_brain_positions_enter_as_zeros_and_leave_layer_L_as_centre_plus_adapter
     assert brain.any()
     embeds = model.embed(batch)
     assert torch.count_nonzero(embeds[brain]) == 0
-    seen = []
-    handle = _pre_input(model.decoder_layer(2), seen)
-    try:
-        with torch.no_grad():
-            model(batch)
-    finally:
-        handle.remove()
     expected = model.state_centre + model.brain_vectors(batch)[brain]
-    torch.testing.assert_close(seen[0][brain], expected.detach(), rtol=1e-5, atol=1e-5)
-    # elsewhere the state is the backbone's own: the same as with the adapter's outputs zeroed
+    torch.testing.assert_close(_input_of_block_2(model, batch)[brain], expected.detach(), rtol=1e-5, atol=1e-5)
+    # an adapter that outputs zeros injects the centre alone (the start of training)
     with torch.no_grad():
         for p in model.adapter.parameters():
             p.zero_()
-    seen.clear()
-    handle = _pre_input(model.decoder_layer(2), seen)
-    try:
-        with torch.no_grad():
-            model(batch)
-    finally:
-        handle.remove()
-    torch.testing.assert_close(seen[0][brain], model.state_centre.expand(int(brain.sum()), -1))
+    torch.testing.assert_close(_input_of_block_2(model, batch)[brain], model.state_centre.expand(int(brain.sum()), -1))
 
 
 def test_the_frames_reach_the_loss_and_only_the_adapter_learns(injecting):
