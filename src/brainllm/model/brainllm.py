@@ -9,8 +9,9 @@ Logits are computed only at the positions whose next token is a target (continua
 
 Beyond the paper, `inject_layer` L moves the splice deeper: the brain positions then enter the LM as zero input
 embeddings, and their hidden state after layer L is replaced by `state_centre + adapter output`, `state_centre`
-being the LM's mean layer-L state over the training continuations (set by the trainer; so an untrained adapter,
-whose outputs are near zero, injects an average state of the text rather than an arbitrary vector). A frozen LM
+being the LM's mean layer-L state of the training samples' warm-up texts, e.g. their continuations (set by the
+trainer; so an untrained adapter, whose outputs are near zero, injects an average state of the text rather than an
+arbitrary vector). A frozen LM
 reads a mean of input embeddings badly but a middle layer's state of a few words well (`brainllm ceiling`).
 """
 
