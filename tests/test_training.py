@@ -174,7 +174,8 @@ def test_cli_train_reports_once_not_once_per_rank(tiny_data, tiny_llama_path, tm
     assert ("best validation loss 1.5000 (main epoch 2)" in res.output) == main_process
 
 
-def test_an_injecting_run_trains_its_adapter_from_the_training_texts_centre(tiny_data, tiny_llama_path, tmp_path):
+def test_an_injecting_run_trains_its_adapter_from_the_training_texts_centre(tiny_data, tiny_llama_path, tmp_path,
+                                                                            monkeypatch):
     """`model.inject_layer` (beyond the paper): the centre is the mean layer-L state of the training samples'
     warm-up texts (no validation or test text), the loss falls, and the run reloads as the same injecting model."""
     from brainllm.runs import load_run
@@ -194,3 +195,7 @@ def test_an_injecting_run_trains_its_adapter_from_the_training_texts_centre(tiny
     with torch.no_grad():  # the selected checkpoint, reloaded, scores what model selection saw
         reloaded = float(run.model(trainer.collate(trainer.valid_samples))["loss"])
     assert reloaded == pytest.approx(state.best_valid, rel=1e-4)
+    cfg.training.epochs = 5  # resumed, the run takes its centre from the checkpoint instead of recomputing it
+    monkeypatch.setattr(Trainer, "_mean_text_state", lambda *a: pytest.fail("centre recomputed on resume"))
+    resumed = Trainer(cfg, resume=True)
+    torch.testing.assert_close(resumed.model.state_centre, centre, rtol=1e-4, atol=1e-5)

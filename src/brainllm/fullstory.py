@@ -156,19 +156,9 @@ class BrainPrefix:
         src = int(self.order[tr])
         rows = [min(self.run.rows[0] + src + self.hrf_delay + j, self.run.rows[1] - 1) for j in range(self.t)]
         frames = torch.as_tensor(np.asarray(self.frames[rows], dtype=np.float32)).unsqueeze(0)  # (1, T, D)
-        model = self.model
-        device = model.boundary.device
-        brain = model.adapter(frames.to(device), torch.ones(1, self.t, dtype=torch.bool, device=device))[0]
-        injection = None
-        if model.inject_layer is not None:
-            slots = torch.zeros(self.t + 2, dtype=torch.bool, device=device)
-            slots[1:-1] = True
-            states = torch.cat([torch.zeros_like(model.boundary[:1]), model.state_centre + brain,
-                                torch.zeros_like(model.boundary[:1])])
-            injection = PrefixInjection(model.decoder_layer(model.inject_layer), states, slots)
-            brain = torch.zeros_like(brain)
-        embeds = torch.cat([model.boundary[:1], brain, model.boundary[1:]]).to(model.backbone_dtype)
-        return embeds, injection
+        device = self.model.boundary.device
+        brain = self.model.adapter(frames.to(device), torch.ones(1, self.t, dtype=torch.bool, device=device))[0]
+        return self.model.brain_prefix(brain)
 
 
 def trs_of_words(times: np.ndarray, tr_times: np.ndarray) -> np.ndarray:

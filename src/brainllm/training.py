@@ -98,9 +98,10 @@ class Trainer:
         rows = sorted({r for s in self.train_samples for r in s.frame_rows})
         if cfg.model.standardize_frames:
             self.model.adapter.fit_input_scaler(np.asarray(self.dataset.frames[rows]))  # training frames only
-        if cfg.model.inject_layer is not None:  # (a resumed run then loads the same centre from its checkpoint)
+        resuming = resume and (self.run_dir / CHECKPOINT_DIR / "trainer_state.json").exists()
+        if cfg.model.inject_layer is not None and not resuming:  # a resumed run loads it with its checkpoint
             self.model.state_centre.copy_(self._mean_text_state(self.train_samples))
-        if resume and (self.run_dir / CHECKPOINT_DIR / "trainer_state.json").exists():
+        if resuming:
             self._load_checkpoint()
             if self._extend_finished_run() and self.is_main:
                 write_run_file(self.run_dir, cfg, self.dataset.feature_dim, self.model)  # records the new schedule

@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import BrainLLMError
 from .adapters import BrainAdapter
 from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch
-from .injection import on_output, replaced_positions
+from .injection import PrefixInjection, hidden_of, on_output, replaced_positions
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,21 @@ class BrainLLM(nn.Module):
         return replaced_positions(self.decoder_layer(self.inject_layer), batch.kind == BRAIN,
                                   self.state_centre + brain)
 
+    def brain_prefix(self, brain: torch.Tensor) -> tuple[torch.Tensor, PrefixInjection | None]:
+        """`<brain> v_1..v_T </brain>` for a decoder that reuses it across many continuations (`decode-story`):
+        (embeddings `(T + 2, H)` in the backbone's dtype, None) for the paper's layout; with `inject_layer`, zeros
+        in the brain slots and the `PrefixInjection` of `state_centre + brain` there. `brain`: `(T, H)` adapter
+        outputs."""
+        bounds = self.boundary
+        if self.inject_layer is None:
+            return torch.cat([bounds[:1], brain, bounds[1:]]).to(self.backbone_dtype), None
+        slots = torch.zeros(len(brain) + 2, dtype=torch.bool, device=brain.device)
+        slots[1:-1] = True
+        states = torch.zeros(len(brain) + 2, brain.shape[-1], dtype=brain.dtype, device=brain.device)
+        states[1:-1] = self.state_centre + brain
+        embeds = torch.cat([bounds[:1], torch.zeros_like(brain), bounds[1:]]).to(self.backbone_dtype)
+        return embeds, PrefixInjection(self.decoder_layer(self.inject_layer), states, slots)
+
     def _hidden(self, batch: Batch, brain_offset: torch.Tensor | None = None,
                 brain_slots: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's final hidden states `(B, L, H)` for a right-padded batch."""
@@ -257,7 +272,7 @@ class BrainLLM(nn.Module):
         bare = contextlib.nullcontext() if self.finetune == "full" else self.bare_backbone()
         with bare, on_output(self.decoder_layer(self.inject_layer), captured.append):
             self._decoder()(input_ids=ids, attention_mask=mask.long())
-        hidden = (captured[0][0] if isinstance(captured[0], tuple) else captured[0]).float()
+        hidden = hidden_of(captured[0]).float()
         keep = mask.clone()
         if self.bos_id is not None:
             keep[:, 0] = False  # the average is over the text, not BOS

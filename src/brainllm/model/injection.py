@@ -19,6 +19,11 @@ import torch
 from torch import nn
 
 
+def hidden_of(output) -> torch.Tensor:
+    """The hidden states `(B, L, H)` in a decoder block's output (Llama blocks return the tensor, GPT-2 a tuple)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 @contextlib.contextmanager
 def on_output(module: nn.Module, fn) -> Iterator[None]:
     """Call `fn(output) -> output | None` on every forward output of `module` inside the context."""
@@ -35,7 +40,7 @@ def replaced_positions(module: nn.Module, where: torch.Tensor, values: torch.Ten
     into its beams, consecutively)."""
 
     def replace(output):
-        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden_of(output)
         if hidden.shape[1] != where.shape[1]:
             return None  # a cached step over new positions only
         mask, vals = where, values
@@ -68,7 +73,7 @@ def mean_continuation_states(decoder: nn.Module, blocks: dict[int, nn.Module], b
 
 
 def _keep_hidden(store: dict, key: int, output) -> None:
-    store[key] = output[0] if isinstance(output, tuple) else output
+    store[key] = hidden_of(output)
 
 
 @dataclass
