@@ -117,7 +117,8 @@ def test_ridge_decodes_planted_tokens_from_training_samples_only():
     than the most frequent tokens do, without ever seeing a probe sample."""
     from types import SimpleNamespace
 
-    from brainllm.evaluation.ceiling import RIDGE_ALPHAS, ridge_decoded_tokens
+    from brainllm.evaluation.ceiling import ridge_decoded_tokens
+    from brainllm.ridge import CV_ALPHAS
     from brainllm.model import EncodedSample
 
     rng = np.random.default_rng(0)
@@ -136,7 +137,7 @@ def test_ridge_decodes_planted_tokens_from_training_samples_only():
     run = SimpleNamespace(dataset=SimpleNamespace(frames=np.asarray(frames)))
     decoded, frequency_precision, info = ridge_decoded_tokens(run, train, probe)
     precision = np.mean([np.isin(d, s.continuation_ids).mean() for d, s in zip(decoded, probe)])
-    assert all(len(d) == 2 for d in decoded) and info["alpha"] in RIDGE_ALPHAS
+    assert all(len(d) == 2 for d in decoded) and info["alpha"] in CV_ALPHAS
     assert info["vocabulary"] <= n_vocab and info["train_samples"] == n_train
     assert precision > 0.9 and precision > frequency_precision + 0.3
 

@@ -50,13 +50,14 @@ def test_centred_correlation_by_hand():
 
 
 def test_state_oracles_in_the_ceiling_report(trained_run):  # noqa: F811
-    from brainllm.evaluation.ceiling import RIDGE_ALPHAS, ceiling
+    from brainllm.evaluation.ceiling import ceiling
+    from brainllm.ridge import CV_ALPHAS
 
     report = ceiling(trained_run, "valid", scales=[], max_samples=5, tokens=False, layers=[1])
     true, ridge = report.state_rows
     assert (true.layer, true.oracle, ridge.oracle) == (1, "true mean state", "ridge-decoded state")
     assert true.correlation == 1.0 and true.ridge_alpha is None and true.cv_correlation is None
-    assert ridge.ridge_alpha in RIDGE_ALPHAS and -1 <= ridge.correlation <= 1 and ridge.cv_correlation is not None
+    assert ridge.ridge_alpha in CV_ALPHAS and -1 <= ridge.correlation <= 1 and ridge.cv_correlation is not None
     assert np.isfinite([true.delta, ridge.delta, true.identification]).all()
     assert "State oracles" in report.table()
     json.dumps(asdict(report), allow_nan=False)  # strict JSON: "not applicable" is null, never NaN

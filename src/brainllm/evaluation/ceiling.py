@@ -45,16 +45,16 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..baselines.tang.ridge import fit_ridge_fixed
 from ..errors import BrainLLMError
 from ..generation import input_layout, pick_samples, teacher_forced_losses
 from ..io import write_json
 from ..model import EncodedSample
+from ..ridge import cv_ridge
 from ..runs import LoadedRun
 from . import stats as S
 from .injection import centred_correlation, continuation_states, injected_losses
@@ -64,8 +64,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SCALES = (0.1, 0.3, 1.0)  # oracle norm / adapter output norm
 ORACLE = "mean input embedding of the true continuation tokens, centred on the training samples' mean"
-RIDGE_ALPHAS = tuple(np.logspace(1, 4, 7))  # Tang's units (penalty alpha^2), as `baselines.tang.ridge`
-RIDGE_FOLDS = 5
 
 
 @dataclass
@@ -209,35 +207,13 @@ def _standardised_frames(run: LoadedRun, train: Sequence[EncodedSample], samples
     return (x_train - mean) / std, (_frame_matrix(run, samples, t_max) - mean) / std
 
 
-def _cv_ridge(x: np.ndarray, y: np.ndarray, train: Sequence[EncodedSample],
-              score: Callable[[np.ndarray, np.ndarray, np.ndarray], float], seed: int
-              ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Ridge from `x` `(n, F)` to `y` `(n, V)` with the penalty of `RIDGE_ALPHAS` that maximises
-    `score(prediction, truth, held-out mask)` over folds of training stimuli (of samples when fewer than 2).
-    Returns (coef, intercept, alpha, its cross-validated score)."""
-    groups = np.asarray([s.stimulus for s in train])
-    if len(set(groups)) < 2:
-        groups = np.arange(len(train))
-    names = np.random.default_rng(seed).permutation(sorted(set(groups)))
-    folds = [np.isin(groups, names[f::RIDGE_FOLDS]) for f in range(min(RIDGE_FOLDS, len(names)))]
-    scores = []
-    for alpha in RIDGE_ALPHAS:
-        per_fold = []
-        for held in folds:
-            coef, icpt = fit_ridge_fixed(x[~held], y[~held], alpha)
-            per_fold.append(score(x[held] @ coef + icpt, y[held], held))
-        scores.append(float(np.mean(per_fold)))
-    best = int(np.argmax(scores))
-    return (*fit_ridge_fixed(x, y, RIDGE_ALPHAS[best]), float(RIDGE_ALPHAS[best]), scores[best])
-
-
 def ridge_decoded_tokens(run: LoadedRun, train: Sequence[EncodedSample], samples: Sequence[EncodedSample],
                          seed: int = 0) -> tuple[list[list[int]], float, dict]:
     """The T_i most likely continuation tokens of each sample by a ridge decoder from its frames.
 
     Trained on the run's training samples `train` only: features = the sample's frames flattened (standardised with the
     training statistics), targets = the bag (0/1) of its continuation tokens over the tokens seen in training
-    continuations; the penalty maximises the cross-validated precision (`_cv_ridge`). Returns (token ids per
+    continuations; the penalty maximises the cross-validated precision (`ridge.cv_ridge`). Returns (token ids per
     sample, the precision of the training set's most frequent tokens on `samples`, the decoder's description)."""
     vocab = sorted({t for s in train for t in s.continuation_ids})
     column = {t: j for j, t in enumerate(vocab)}
@@ -255,7 +231,7 @@ def ridge_decoded_tokens(run: LoadedRun, train: Sequence[EncodedSample], samples
     def precision(pred: np.ndarray, truth: np.ndarray, held: np.ndarray) -> float:
         return _precision(np.argsort(-pred, axis=1), truth, n_slots_train[held])
 
-    coef, icpt, alpha, cv = _cv_ridge(x_train, y_train, train, precision, seed)
+    coef, icpt, alpha, cv = cv_ridge(x_train, y_train, [s.stimulus for s in train], precision, seed)
     top = np.argsort(-(x @ coef + icpt), axis=1)
     decoded = [[vocab[j] for j in top[i, : len(s.frame_rows)]] for i, s in enumerate(samples)]
     frequent = np.tile(np.argsort(-y_train.sum(0)), (len(samples), 1))
@@ -267,7 +243,7 @@ def ridge_decoded_tokens(run: LoadedRun, train: Sequence[EncodedSample], samples
 def ridge_decoded_states(run: LoadedRun, train: Sequence[EncodedSample], train_states: np.ndarray,
                          samples: Sequence[EncodedSample], seed: int = 0) -> tuple[np.ndarray, float, float]:
     """A ridge prediction `(n, H)` of each sample's state from its frames, fitted on the training samples'
-    `train_states` `(n_train, H)` with the penalty of best cross-validated `centred_correlation` (`_cv_ridge`),
+    `train_states` `(n_train, H)` with the penalty of best cross-validated `centred_correlation` (`ridge.cv_ridge`),
     rescaled about the training mean so that its mean norm is that of the training states (ridge shrinks).
     Returns (predictions, alpha, cross-validated correlation)."""
     x_train, x = _standardised_frames(run, train, samples)
@@ -276,7 +252,7 @@ def ridge_decoded_states(run: LoadedRun, train: Sequence[EncodedSample], train_s
     def correlation(pred: np.ndarray, truth: np.ndarray, held: np.ndarray) -> float:
         return centred_correlation(pred, truth, train_states[~held].mean(0))
 
-    coef, icpt, alpha, cv = _cv_ridge(x_train, train_states, train, correlation, seed)
+    coef, icpt, alpha, cv = cv_ridge(x_train, train_states, [s.stimulus for s in train], correlation, seed)
     pred = x @ coef + icpt - centre
     spread = np.linalg.norm(train_states - centre, axis=1).mean()
     pred *= spread / max(float(np.linalg.norm(pred, axis=1).mean()), 1e-12)
