@@ -65,8 +65,9 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
                           brain_slots: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats. Diagnostics (the
     `evaluation.ceiling` oracles, see `BrainLLM.embed`): `brain_offsets` `(n, H)` is added to each sample's adapter
-    outputs; `brain_slots`, one `(T_i, H)` array per sample (T_i = its number of frames), replaces them."""
-    collate = Collator(run.dataset.frames, run.encoder, layout)
+    outputs; `brain_slots`, one `(T_i * k, H)` array per sample (T_i = its number of frames, k = the adapter's
+    `tokens_per_frame`), replaces them."""
+    collate = Collator(run.dataset.frames, run.encoder, layout, tokens_per_frame=run.model.adapter.tokens_per_frame)
     device = run.model.boundary.device
     out = []
     for start in range(0, len(samples), batch_size):
@@ -76,7 +77,7 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
                   else torch.as_tensor(brain_offsets[start:stop], dtype=torch.float32, device=device))
         slots = None
         if brain_slots is not None:
-            slots = torch.zeros(*batch.frame_mask.shape, run.model.hidden_size, device=device)
+            slots = torch.zeros(*run.model.slot_mask(batch).shape, run.model.hidden_size, device=device)
             for i, values in enumerate(brain_slots[start:stop]):
                 slots[i, : len(values)] = torch.as_tensor(values, dtype=torch.float32, device=device)
         out.append(run.model(batch, brain_offset=offset, brain_slots=slots)["sample_loss"].float().cpu().numpy())
@@ -87,7 +88,8 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
 def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
            desc: str = "generate") -> list[str]:
     """Generated continuation text of each sample (cut at EOS, special tokens removed)."""
-    collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True)
+    collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
+                       tokens_per_frame=run.model.adapter.tokens_per_frame)
     kwargs = decoding_kwargs(cfg, run.encoder)
     device = run.model.boundary.device
     texts: list[str] = []

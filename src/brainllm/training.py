@@ -92,7 +92,8 @@ class Trainer:
         torch.manual_seed(cfg.training.seed)  # the adapter's initial weights are part of the config
         self.model, self.encoder = build_model(cfg, self.dataset.feature_dim, self.accelerator.device)
         layout = "no_text" if cfg.model.condition == "no_text" else "brain"
-        self.collate = Collator(self.dataset.frames, self.encoder, layout, warmup_target=cfg.training.warmup_target)
+        self.collate = Collator(self.dataset.frames, self.encoder, layout, warmup_target=cfg.training.warmup_target,
+                                tokens_per_frame=self.model.adapter.tokens_per_frame)
         self.train_samples = self.encoder.encode_all(self.dataset, self.split.train)
         self.valid_samples = self.encoder.encode_all(self.dataset, self.split.valid)
         rows = sorted({r for s in self.train_samples for r in s.frame_rows})

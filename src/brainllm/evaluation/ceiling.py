@@ -287,6 +287,9 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
         raise BrainLLMError(f"{run.path} injects its adapter outputs after layer {run.model.inject_layer}; the "
                             "ceiling's oracles replace input-embedding slots, so they probe runs of the paper's "
                             "layout (model.inject_layer unset) only.")
+    if run.model.adapter.tokens_per_frame != 1:
+        raise BrainLLMError(f"{run.path} gives each frame {run.model.adapter.tokens_per_frame} soft tokens; the "
+                            "ceiling's oracles fill one slot per frame, so they probe runs with tokens_per_frame 1.")
     ids = pick_samples(run, split, max_samples, seed)
     if len(ids) < 2:
         raise BrainLLMError(f"The ceiling compares each sample with the others: split '{split}' has {len(ids)} "

@@ -43,7 +43,8 @@ def injected_losses(run: LoadedRun, samples: Sequence[EncodedSample], layer: int
                     batch_size: int = 16) -> np.ndarray:
     """`(n,)` mean CE per continuation token of each sample, its brain positions' state after `layer` blocks
     replaced by `vectors[i]` `(n, H)` (every slot of a sample gets the same vector; the adapter still runs below)."""
-    collate = Collator(run.dataset.frames, run.encoder, input_layout(run, "brain"))
+    collate = Collator(run.dataset.frames, run.encoder, input_layout(run, "brain"),
+                       tokens_per_frame=run.model.adapter.tokens_per_frame)
     device = run.model.boundary.device
     losses = []
     for start in range(0, len(samples), batch_size):

@@ -3,6 +3,15 @@
 One config dataclass + one small module per adapter, behind a registry (the peft pattern). Variable T per sample
 is handled by masking (frames are right-padded in a batch); padded positions of the output are zero.
 
+Beyond the paper (the `brain` recipe, `training.recipe`), every adapter takes two shared options:
+
+* `tokens_per_frame` k: each frame becomes k soft tokens instead of one (the output is `(B, T * k, H)`, frame t's
+  tokens at positions t*k .. t*k + k - 1), so a small backbone has room to read the content;
+* `centre`: the output is a learned *shared* vector per token slot plus a *brain part* whose mean over samples is
+  removed (the batch mean in training, a running mean of it at evaluation, as batch normalisation does), so the
+  brain part cannot carry the soft prompt (the corpus style that every sample shares) and the shared vector carries
+  nothing sample-specific.
+
 All adapters can standardise their input with per-feature mean/std buffers fitted on the training frames only
 (`fit_input_scaler`); they are saved with the adapter weights. The paper fed raw PCA scores (magnitudes 1e2-1e3
 in the released files); standardising keeps the N(0, 0.01^2) initialisation meaningful on any dataset.
@@ -34,9 +43,17 @@ def register(name: str, config_cls: type):
 
 @dataclass
 class AdapterConfig:
-    """Fields every adapter shares. `init_std`: std of the normal init of Linear weights (paper: 0.01)."""
+    """Fields every adapter shares.
+
+    `init_std`: std of the normal init of Linear weights (paper: 0.01). `tokens_per_frame`: soft tokens per frame
+    (paper: 1). `centre`: shared vector + mean-removed brain part (paper: False). `centre_momentum`: weight of each
+    training batch in the running mean of the brain part.
+    """
 
     init_std: float = 0.01
+    tokens_per_frame: int = 1
+    centre: bool = False
+    centre_momentum: float = 0.05
 
 
 @dataclass
@@ -58,6 +75,7 @@ class MLPConfig(AdapterConfig):
     activation: str = "relu"
     position_embedding: bool = False
     max_frames: int = 16
+    skip: bool = False  # beyond the paper: add a linear path D -> H (where a closed-form initialisation goes)
 
 
 @dataclass
@@ -107,9 +125,29 @@ class BrainAdapter(nn.Module):
 
     def __init__(self, config: AdapterConfig, feature_dim: int, hidden_size: int):
         super().__init__()
+        if config.tokens_per_frame < 1:
+            raise ConfigError(f"tokens_per_frame must be >= 1, got {config.tokens_per_frame}.")
         self.config, self.feature_dim, self.hidden_size = config, feature_dim, hidden_size
         self.register_buffer("input_mean", torch.zeros(feature_dim))
         self.register_buffer("input_std", torch.ones(feature_dim))
+        if config.centre:
+            # (k * H,): the shared soft prompt, and the running mean removed from the brain part at evaluation
+            self.shared = nn.Parameter(torch.zeros(self.out_dim))
+            self.register_buffer("brain_mean", torch.zeros(self.out_dim))
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.config.tokens_per_frame
+
+    @property
+    def out_dim(self) -> int:
+        """Outputs per frame of `_map`: `tokens_per_frame * hidden_size`."""
+        return self.config.tokens_per_frame * self.hidden_size
+
+    def linear_path(self) -> nn.Linear | None:
+        """The adapter's linear map from standardised frames to its `(k * H)` outputs, if it has one (`linear`, or
+        `mlp` with `skip`): where `model.ridge_init` writes a closed-form solution."""
+        return None
 
     def fit_input_scaler(self, frames: np.ndarray) -> None:
         """Set the standardisation from training frames `(n, D)` (never validation or test frames)."""
@@ -119,12 +157,39 @@ class BrainAdapter(nn.Module):
         self.input_std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32))
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """frames `(B, T, D)` float, mask `(B, T)` bool (True = real frame) -> `(B, T, H)`, zero where masked."""
+        """frames `(B, T, D)` float, mask `(B, T)` bool (True = real frame) -> `(B, T * k, H)` (k =
+        `tokens_per_frame`), zero where masked."""
         if frames.ndim != 3 or frames.shape[-1] != self.feature_dim:
             raise ValueError(f"expected frames of shape (B, T, {self.feature_dim}), got {tuple(frames.shape)}")
         x = (frames - self.input_mean) / self.input_std
         x = x * mask.unsqueeze(-1)
-        return self._map(x, mask) * mask.unsqueeze(-1)
+        out = self._map(x, mask)  # (B, T, k * H)
+        if self.config.centre:
+            out = self.shared + self._centred(out, mask)
+        b, t = mask.shape
+        out = out * mask.unsqueeze(-1)
+        return out.reshape(b, t * self.tokens_per_frame, self.hidden_size)
+
+    def brain_part(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The sample-specific part of the output `(B, T * k, H)`: the output minus the shared vector of a
+        `centre` adapter (whose mean over a training batch's real frames is zero); the whole output otherwise."""
+        out = self.forward(frames, mask)
+        if self.config.centre:
+            b, t = mask.shape
+            shared = self.shared.view(self.tokens_per_frame, self.hidden_size).repeat(t, 1)
+            out = out - shared * mask.repeat_interleave(self.tokens_per_frame, 1).unsqueeze(-1)
+        return out
+
+    def _centred(self, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`out` `(B, T, k * H)` minus the mean over the real frames: the batch's own in training (and the running
+        mean moves towards it), the running mean at evaluation."""
+        if not self.training:
+            return out - self.brain_mean
+        m = mask.unsqueeze(-1).to(out.dtype)
+        mean = (out * m).sum((0, 1)) / m.sum().clamp(min=1)
+        with torch.no_grad():
+            self.brain_mean.lerp_(mean.detach(), self.config.centre_momentum)
+        return out - mean
 
     def _map(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -137,8 +202,11 @@ class BrainAdapter(nn.Module):
 class LinearAdapter(BrainAdapter):
     def __init__(self, config: LinearConfig, feature_dim: int, hidden_size: int):
         super().__init__(config, feature_dim, hidden_size)
-        self.proj = nn.Linear(feature_dim, hidden_size)
+        self.proj = nn.Linear(feature_dim, self.out_dim)
         _init_linear(self, config.init_std)
+
+    def linear_path(self) -> nn.Linear:
+        return self.proj
 
     def _map(self, x, mask):
         return self.proj(x)
@@ -148,17 +216,21 @@ class LinearAdapter(BrainAdapter):
 class MLPAdapter(BrainAdapter):
     def __init__(self, config: MLPConfig, feature_dim: int, hidden_size: int):
         super().__init__(config, feature_dim, hidden_size)
-        self.net = _mlp(feature_dim, hidden_size, config)
+        self.net = _mlp(feature_dim, self.out_dim, config)
+        self.skip = nn.Linear(feature_dim, self.out_dim) if config.skip else None
         _init_linear(self, config.init_std)
         self.position = (nn.Parameter(torch.empty(config.max_frames, feature_dim).uniform_(-1, 1))
                          if config.position_embedding else None)
+
+    def linear_path(self) -> nn.Linear | None:
+        return self.skip
 
     def _map(self, x, mask):
         if self.position is not None:
             if x.shape[1] > self.position.shape[0]:
                 raise ValueError(f"{x.shape[1]} frames exceed max_frames={self.position.shape[0]} of the position table")
             x = x + self.position[: x.shape[1]]
-        return self.net(x)
+        return self.net(x) if self.skip is None else self.net(x) + self.skip(x)
 
 
 @register("rnn", RNNConfig)
@@ -169,7 +241,7 @@ class RNNAdapter(BrainAdapter):
             raise ConfigError(f"rnn cell must be 'rnn' or 'gru', got '{config.cell}'.")
         cls = nn.RNN if config.cell == "rnn" else nn.GRU
         self.rnn = cls(feature_dim, config.hidden, batch_first=True)
-        self.proj = nn.Linear(config.hidden, hidden_size)
+        self.proj = nn.Linear(config.hidden, self.out_dim)
         _init_linear(self, config.init_std)
 
     def _map(self, x, mask):
@@ -187,14 +259,14 @@ def _check_max_frames(x: torch.Tensor, max_frames: int, name: str) -> None:
 class FlattenMLPAdapter(BrainAdapter):
     def __init__(self, config: FlattenMLPConfig, feature_dim: int, hidden_size: int):
         super().__init__(config, feature_dim, hidden_size)
-        self.net = _mlp(config.max_frames * feature_dim, config.max_frames * hidden_size, config)
+        self.net = _mlp(config.max_frames * feature_dim, config.max_frames * self.out_dim, config)
         _init_linear(self, config.init_std)
 
     def _map(self, x, mask):
         b, t, d = x.shape
         _check_max_frames(x, self.config.max_frames, self.name)
         padded = torch.nn.functional.pad(x, (0, 0, 0, self.config.max_frames - t))
-        out = self.net(padded.reshape(b, -1)).reshape(b, self.config.max_frames, self.hidden_size)
+        out = self.net(padded.reshape(b, -1)).reshape(b, self.config.max_frames, self.out_dim)
         return out[:, :t]
 
 
@@ -202,7 +274,7 @@ class FlattenMLPAdapter(BrainAdapter):
 class PerFrameMLPAdapter(BrainAdapter):
     def __init__(self, config: PerFrameMLPConfig, feature_dim: int, hidden_size: int):
         super().__init__(config, feature_dim, hidden_size)
-        self.nets = nn.ModuleList(_mlp(feature_dim, hidden_size, config) for _ in range(config.max_frames))
+        self.nets = nn.ModuleList(_mlp(feature_dim, self.out_dim, config) for _ in range(config.max_frames))
         _init_linear(self, config.init_std)
 
     def _map(self, x, mask):

@@ -156,21 +156,27 @@ class BrainLLM(nn.Module):
         batch has no brain position).
 
         Diagnostics only (`evaluation.ceiling` delivers known information through the adapter's slots): if given,
-        `brain_offset` `(B, H)` is added to every adapter output of its sample, and `brain_slots` `(B, T_max, H)`
-        replaces the adapter outputs altogether (the frames are then ignored)."""
+        `brain_offset` `(B, H)` is added to every adapter output of its sample, and `brain_slots` `(B, T_max * k, H)`
+        (k = the adapter's `tokens_per_frame`) replaces the adapter outputs altogether (the frames are then
+        ignored)."""
         if not (batch.kind == BRAIN).any():
             return None
+        slot_mask = self.slot_mask(batch)
         if brain_slots is not None:
-            if brain_slots.shape[:2] != batch.frame_mask.shape:
-                raise ValueError(f"brain_slots {tuple(brain_slots.shape)} do not match the batch's frames "
-                                 f"{tuple(batch.frame_mask.shape)}")
-            brain = brain_slots.float() * batch.frame_mask.unsqueeze(-1)
+            if brain_slots.shape[:2] != slot_mask.shape:
+                raise ValueError(f"brain_slots {tuple(brain_slots.shape)} do not match the batch's brain slots "
+                                 f"{tuple(slot_mask.shape)}")
+            brain = brain_slots.float() * slot_mask.unsqueeze(-1)
         else:
-            brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
+            brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T * k, H)
         if brain_offset is not None:
             brain = brain + brain_offset.to(brain.dtype).unsqueeze(1)
         index = batch.brain_pos.unsqueeze(-1).expand(-1, -1, brain.shape[-1])
         return torch.where(batch.kind.unsqueeze(-1) == BRAIN, brain.gather(1, index), 0.0)
+
+    def slot_mask(self, batch: Batch) -> torch.Tensor:
+        """`(B, T_max * k)` bool: which adapter outputs are real (each real frame gives k = `tokens_per_frame`)."""
+        return batch.frame_mask.repeat_interleave(self.adapter.tokens_per_frame, 1)
 
     def embed(self, batch: Batch, brain_offset: torch.Tensor | None = None,
               brain_slots: torch.Tensor | None = None) -> torch.Tensor:
@@ -253,8 +259,8 @@ class BrainLLM(nn.Module):
                 emb = self.backbone.get_input_embeddings()(batch.warmup_ids).float()  # (B, P, H)
                 m = batch.warmup_mask.unsqueeze(-1).float()
                 target = (emb * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
-        out = self.adapter(batch.frames, batch.frame_mask)  # (B, T, H)
-        mask = batch.frame_mask.unsqueeze(-1).float()
+        out = self.adapter(batch.frames, batch.frame_mask)  # (B, T * k, H)
+        mask = self.slot_mask(batch).unsqueeze(-1).float()
         total = (((out - target.unsqueeze(1)) ** 2) * mask).sum()
         count = mask.sum() * out.shape[-1]
         return {"loss": total / count, "loss_sum": total, "n_tokens": count}

@@ -148,7 +148,8 @@ class Batch:
 
     token_ids `(B, L)` long: token ids where kind == TOKEN (pad id elsewhere);
     kind `(B, L)` long: PAD / TOKEN / BRAIN / OPEN / CLOSE per position;
-    brain_pos `(B, L)` long: which frame t a BRAIN position takes (0 elsewhere);
+    brain_pos `(B, L)` long: which adapter output (frame t's j-th token: t * k + j) a BRAIN position takes (0
+    elsewhere);
     attention_mask `(B, L)` long; frames `(B, T_max, D)` float32; frame_mask `(B, T_max)` bool;
     target_batch, target_pos, target_ids `(N,)` long: the logits at (target_batch, target_pos) must predict
     target_ids (continuation tokens and EOS), empty when the batch is for generation;
@@ -189,16 +190,18 @@ class Collator:
         warmup_target: the text the warm-up regresses onto: `prompt` (the paper), `text` (prompt + continuation,
             all the text perceived around the frames) or `continuation`. Without a prompt (`no_text`, or an empty
             prompt) every choice falls back to the continuation.
+        tokens_per_frame: soft tokens per frame, the adapter's `tokens_per_frame` (k BRAIN positions per frame).
     """
 
     def __init__(self, frames: np.ndarray, encoder: TextEncoder, condition: str = "brain",
-                 for_generation: bool = False, warmup_target: str = "prompt"):
+                 for_generation: bool = False, warmup_target: str = "prompt", tokens_per_frame: int = 1):
         if condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got '{condition}'")
         if warmup_target not in WARMUP_TARGETS:
             raise ValueError(f"warmup_target must be one of {WARMUP_TARGETS}, got '{warmup_target}'")
         self.frames, self.encoder, self.condition, self.for_generation = frames, encoder, condition, for_generation
         self.warmup_target = warmup_target
+        self.tokens_per_frame = tokens_per_frame
 
     def _warmup_ids(self, s: EncodedSample) -> tuple[int, ...]:
         if not s.prompt_ids or self.condition == "no_text" or self.warmup_target == "continuation":
@@ -216,7 +219,7 @@ class Collator:
             add(TOKEN, self.encoder.bos_id)
         if self.condition != "no_brain":
             add(OPEN)
-            for t in range(len(s.frame_rows)):
+            for t in range(len(s.frame_rows) * self.tokens_per_frame):  # t indexes the adapter's (T * k) outputs
                 add(BRAIN, t=t)
             add(CLOSE)
         if self.condition != "no_text":
