@@ -4,6 +4,8 @@ Compares, in one run on this host:
   * brainllm: dynamic padding to the longest sequence, logits only at target positions, inference_mode eval;
   * authors-style: every text padded to 64 tokens, logits over all positions, autograd kept during evaluation
     (what the reference code does);
+  * brainllm + margin / + infonce: brainllm with the `brain` recipe's auxiliary loss (`model.aux_loss`) added,
+    for its cost per step (`aux_cost` = brainllm's samples/s over this row's);
 and prints samples/s, achieved model GFLOP/s as a fraction of this host's measured matmul peak in the same dtype,
 peak memory (GPU memory allocated on CUDA, process RSS on CPU), and the ratio. bfloat16 rows run only where the
 device computes bf16 natively (see DESIGN.md).
@@ -22,6 +24,7 @@ from _common import (add_common_args, dtypes_for, load_brainllm, matmul_peak, pe
                      timed, write_json)
 from brainllm import backbones
 from brainllm.model import BrainLLM, Collator
+from brainllm.model.aux_loss import AuxLoss
 from brainllm.model.collate import PAD, Batch
 
 FIXED_TEXT = 64  # the authors pad prompt+continuation to 64 tokens
@@ -36,12 +39,20 @@ def pad_fixed(batch: Batch, prefix: int) -> Batch:
     pad = lambda t, v: F.pad(t, (0, extra), value=v)  # noqa: E731
     return Batch(batch.ids, pad(batch.token_ids, 0), pad(batch.kind, PAD), pad(batch.brain_pos, 0),
                  pad(batch.attention_mask, 0), batch.frames, batch.frame_mask, batch.target_batch, batch.target_pos,
-                 batch.target_ids, batch.warmup_ids, batch.warmup_mask)
+                 batch.target_ids, batch.warmup_ids, batch.warmup_mask, batch.group)
 
 
 def full_logits_loss(model: BrainLLM, batch: Batch) -> torch.Tensor:
     logits = model.backbone(inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask).logits
     return F.cross_entropy(logits[batch.target_batch, batch.target_pos].float(), batch.target_ids)
+
+
+def with_aux(aux: AuxLoss):
+    """The training loss with an auxiliary loss added (weight 1, as `training.aux_weight` defaults)."""
+    def loss(model: BrainLLM, batch: Batch) -> torch.Tensor:
+        out = model(batch, aux=aux)
+        return out["loss"] + out["aux"]
+    return loss
 
 
 def main() -> None:
@@ -68,6 +79,8 @@ def main() -> None:
         for name, make_batch, loss_fn in (
             ("brainllm", lambda b: b, lambda m, b: m(b)["loss"]),
             ("authors-style", lambda b: pad_fixed(b, prefix), full_logits_loss),
+            ("brainllm + margin", lambda b: b, with_aux(AuxLoss("margin"))),
+            ("brainllm + infonce", lambda b: b, with_aux(AuxLoss("infonce"))),
         ):
             ready = [make_batch(b) for b in batches]
             it = iter(range(10 ** 9))
@@ -97,14 +110,17 @@ def main() -> None:
                         loss_fn(model, b)
 
             rows[-1]["eval_samples_s"] = round(2 * args.batch_size / timed(evaluate, 3), 2)
-        rows[-1]["peak_mem_mb"] = rows[-2]["peak_mem_mb"] = round(peak_memory_mb(device))
+        for row in rows[-4:]:
+            row["peak_mem_mb"] = round(peak_memory_mb(device))
     for dtype in dtypes:
-        ours, theirs = [next(r for r in rows if r["dtype"] == dtype and r["config"] == c)
-                        for c in ("brainllm", "authors-style")]
+        ours, theirs, *aux_rows = [next(r for r in rows if r["dtype"] == dtype and r["config"] == c)
+                                   for c in ("brainllm", "authors-style", "brainllm + margin", "brainllm + infonce")]
         ours["train_speedup"] = round(ours["train_samples_s"] / theirs["train_samples_s"], 2)
         ours["eval_speedup"] = round(ours["eval_samples_s"] / theirs["eval_samples_s"], 2)
+        for row in aux_rows:
+            row["aux_cost"] = round(ours["train_samples_s"] / row["train_samples_s"], 2)
     print_table(rows, ["dtype", "config", "mean_len", "s_per_step", "train_samples_s", "eval_samples_s",
-                       "useful_GFLOP_s", "frac_of_peak", "peak_mem_mb", "train_speedup", "eval_speedup"])
+                       "useful_GFLOP_s", "frac_of_peak", "peak_mem_mb", "train_speedup", "eval_speedup", "aux_cost"])
     print(f"wrote {write_json('train_step', {'host': info, 'peak_gflops': peaks, 'rows': rows})}")
 
 

@@ -199,3 +199,44 @@ def test_an_injecting_run_trains_its_adapter_from_the_training_texts_centre(tiny
     monkeypatch.setattr(Trainer, "_mean_text_state", lambda *a: pytest.fail("centre recomputed on resume"))
     resumed = Trainer(cfg, resume=True)
     torch.testing.assert_close(resumed.model.state_centre, centre, rtol=1e-4, atol=1e-5)
+
+
+def test_the_brain_recipe_starts_from_ridge_and_its_margin_loss_falls(tiny_data, tiny_llama_path, tmp_path):
+    """`training.recipe: brain` (beyond the paper): no warm-up epochs, the adapter starts from the ridge map fitted
+    on the training samples, and the auxiliary margin loss (reported per epoch) falls."""
+    cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=5, recipe="brain", aux_margin=1.0)
+    trainer = Trainer(cfg)
+    assert trainer.state.ridge_init["rows"] == sum(len(s.frame_rows) for s in trainer.train_samples)
+    trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in rows} == {"main"}
+    aux = [r["train_aux"] for r in rows]
+    assert aux[-1] < aux[0]
+
+
+def test_the_paper_recipe_has_no_auxiliary_loss(tiny_data, tiny_llama_path, tmp_path):
+    trainer = Trainer(make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=1))
+    assert trainer.aux is None and trainer.state.ridge_init is None
+    trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and not any("train_aux" in r for r in rows)
+
+
+def test_the_brain_recipe_finds_no_effect_in_pure_noise(tiny_llama_path, tmp_path):
+    """SNR 0: the frames carry nothing, so the trained model's own frames must not beat permuted ones on the
+    held-out samples (stimulus-level sign-flip test over 12 stimuli, so p < 0.01 is reachable)."""
+    from brainllm.data.simulate import simulate
+    from brainllm.evaluation.stats import sign_flip_test
+    from brainllm.generation import teacher_forced_losses
+    from brainllm.model.collate import permute_frames
+    from brainllm.runs import load_run
+
+    data = tmp_path / "noise"
+    simulate(design="sentence", passages=40, voxels=144, components=16, seed=1, snr=0.0).dataset.save(data)
+    Trainer(make_cfg(data, tiny_llama_path, tmp_path / "run", epochs=4, recipe="brain")).fit()
+    run = load_run(tmp_path / "run")
+    samples = run.encoder.encode_all(run.dataset, [*run.split.valid, *run.split.test])
+    assert len({s.stimulus for s in samples}) >= 8
+    own = teacher_forced_losses(run, samples, "brain", 16)
+    permuted = np.mean([teacher_forced_losses(run, permute_frames(samples, seed), "brain", 16) for seed in range(3)], 0)
+    assert sign_flip_test(own - permuted, [s.stimulus for s in samples]) > 0.01

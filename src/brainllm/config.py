@@ -76,6 +76,14 @@ class TrainingConfig:
     on_nan: str = "stop"                # "stop" (raise, naming the batch) or "skip" (drop that batch, warn)
     max_steps_per_epoch: int | None = None  # cap for quick runs
     cpu: bool = False                   # force CPU even when a GPU is present
+    # beyond the paper (docs/calibration.md); `recipe: brain` sets them (RECIPES), `paper` leaves them off
+    recipe: str = "paper"               # paper, or brain: a preset of the options below and the adapter's
+    init: str = "warmup"                # warmup (paper: MSE by SGD), ridge (closed form, model.ridge_init)
+    ridge_scale: float | str = 1.0      # factor on the ridge map's brain part, or "spread"
+    aux_loss: str | None = None         # null (paper), margin or infonce (model.aux_loss)
+    aux_weight: float = 1.0
+    aux_margin: float = 0.1             # nats (margin)
+    aux_temperature: float = 0.1        # (infonce)
 
 
 @dataclass
@@ -122,6 +130,51 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
+#: Named presets of config keys, merged *under* what a config file or override sets (the user's keys win). `paper`
+#: is the dataclass defaults. `brain` (beyond the paper) is what docs/calibration.md measured to make the adapter
+#: carry brain-specific information within a laptop budget.
+RECIPES: dict[str, dict] = {
+    "paper": {},
+    "brain": {
+        "model": {"adapter": {"name": "mlp", "skip": True, "centre": True}},
+        "training": {"init": "ridge", "warmup_target": "text", "aux_loss": "margin", "aux_weight": 1.0},
+    },
+}
+
+
+def recipe_description(training: dict) -> str:
+    """One line for reports: which training recipe a run used (its `training` section as a dict), and for the
+    `brain` recipe that it goes beyond the paper and with which pieces."""
+    name = training.get("recipe", "paper")
+    if name == "paper":
+        return ("paper (Ye et al. 2025): warm-up of the adapter by MSE to the mean prompt embedding, then the "
+                "generation loss alone")
+    pieces = [f"init {training.get('init')}", f"warm-up/ridge target {training.get('warmup_target')}"]
+    if training.get("aux_loss"):
+        pieces.append(f"auxiliary {training['aux_loss']} loss, weight {training.get('aux_weight')}")
+    return f"{name} (beyond the paper, docs/calibration.md): " + ", ".join(pieces)
+
+
+def _with_recipe(raw: dict) -> dict:
+    """`raw` with its `training.recipe` preset merged under it. A `model.adapter` that names another adapter than
+    the preset's replaces the preset's adapter options altogether (they may not apply to it)."""
+    name = (raw.get("training") or {}).get("recipe", "paper")
+    if name not in RECIPES:
+        raise ConfigError(f"training.recipe must be one of {sorted(RECIPES)}, got '{name}'.")
+    merged = {section: dict(values) for section, values in RECIPES[name].items()}
+    for section, values in raw.items():
+        if section not in merged or not isinstance(values, dict):
+            merged[section] = values
+            continue
+        user_adapter = values.get("adapter") if section == "model" else None
+        preset_adapter = merged[section].get("adapter")
+        merged[section] = {**merged[section], **values}
+        if isinstance(user_adapter, dict) and isinstance(preset_adapter, dict) and \
+                user_adapter.get("name", preset_adapter.get("name")) == preset_adapter.get("name"):
+            merged[section]["adapter"] = {**preset_adapter, **user_adapter}
+    return merged
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "generation": GenerationConfig}
 
 
@@ -135,12 +188,20 @@ def _build(cls, values: dict, where: str):
 
 def from_dict(raw: dict) -> ExperimentConfig:
     """Build a config from nested dicts, rejecting unknown keys (typos must not pass silently)."""
-    raw = dict(raw or {})
+    raw = _with_recipe(dict(raw or {}))
     unknown = set(raw) - set(SECTIONS) - {"output"}
     if unknown:
         raise ConfigError(f"Unknown section(s) {sorted(unknown)}; valid: {sorted(SECTIONS)} and 'output'.")
     parts = {name: _build(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()}
+    _check_training(parts["training"])
     return ExperimentConfig(**parts, output=str(raw.get("output", "runs/run")))
+
+
+def _check_training(t: TrainingConfig) -> None:
+    if t.init not in ("warmup", "ridge"):
+        raise ConfigError(f"training.init must be 'warmup' or 'ridge', got '{t.init}'.")
+    if t.aux_weight < 0:
+        raise ConfigError(f"training.aux_weight must be >= 0, got {t.aux_weight}.")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

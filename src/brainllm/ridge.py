@@ -167,3 +167,12 @@ def cv_ridge(x: np.ndarray, y: np.ndarray, groups: Sequence[str],
         scores.append(float(np.mean(per_fold)))
     best = int(np.argmax(scores))
     return (*fit_ridge_fixed(x, y, alphas[best]), float(alphas[best]), scores[best])
+
+
+def centred_correlation(pred: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> float:
+    """Mean over rows of the correlation between `pred - centre` and `truth - centre` (rows `(n, H)`)."""
+    a, b = pred - centre, truth - centre
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean((a * b).sum(1) / np.where(denom > 0, denom, 1.0)))

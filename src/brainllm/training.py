@@ -35,6 +35,8 @@ from .data.splits import Split, check_no_leak, make_split
 from .errors import BrainLLMError
 from .io import append_jsonl, read_json, read_jsonl, replace_dir, staging_dir, write_json, write_jsonl
 from .model import BrainLLM, Collator, EncodedSample
+from .model.aux_loss import AuxLoss
+from .model.ridge_init import ridge_initialise
 from .runs import (ADAPTER_FILE, BACKBONE_FILE, CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, build_model,
                    load_trainable, save_trainable, write_run_file)
 
@@ -56,6 +58,7 @@ class TrainState:
     bad_epochs: int = 0            # main-stage epochs since the last improvement
     step: int = 0                  # optimizer steps taken, both stages
     skipped_batches: int = 0       # non-finite batches skipped (on_nan: skip)
+    ridge_init: dict | None = None  # what `training.init: ridge` fitted (model.ridge_init.RidgeInit)
 
 
 def _split_for(cfg: ExperimentConfig, dataset: BrainTextDataset) -> Split:
@@ -102,6 +105,14 @@ class Trainer:
         resuming = resume and (self.run_dir / CHECKPOINT_DIR / "trainer_state.json").exists()
         if cfg.model.inject_layer is not None and not resuming:  # a resumed run loads it with its checkpoint
             self.model.state_centre.copy_(self._mean_text_state(self.train_samples))
+        if cfg.training.init == "ridge" and not resuming:  # replaces the warm-up (a resumed run has its weights)
+            start = time.perf_counter()
+            fitted = ridge_initialise(self.model, self.collate, self.train_samples, cfg.training.ridge_scale,
+                                      seed=cfg.training.seed, batch_size=cfg.training.eval_batch_size)
+            self.state.ridge_init = {**fitted.to_json(), "seconds": round(time.perf_counter() - start, 2)}
+            log.info("Ridge initialisation of the adapter: %s", self.state.ridge_init)
+        t = cfg.training
+        self.aux = AuxLoss(t.aux_loss, t.aux_margin, t.aux_temperature) if t.aux_loss else None
         if resuming:
             self._load_checkpoint()
             if self._extend_finished_run() and self.is_main:
@@ -205,13 +216,18 @@ class Trainer:
         if cfg.max_steps_per_epoch:
             batches = batches[: cfg.max_steps_per_epoch]
         self.model.train()
-        total, count, n_samples, start = 0.0, 0.0, 0, time.perf_counter()
+        aux = self.aux if stage == "main" else None
+        total, count, n_samples, aux_total, start = 0.0, 0.0, 0, 0.0, time.perf_counter()
         bar = _progress(batches, f"{stage} {epoch + 1}", self.is_main)
         for k, batch in enumerate(bar):
-            out = self.model(self.collate(self._local(batch)).to(self.accelerator.device), warmup=(stage == "warmup"))
+            out = self.model(self.collate(self._local(batch)).to(self.accelerator.device), warmup=(stage == "warmup"),
+                             aux=aux)
             n_global = self._global_sum(out["n_tokens"])
             loss = out["loss_sum"] / n_global * self.accelerator.num_processes  # DDP averages over processes
             batch_loss = float(self._global_sum(out["loss_sum"]) / n_global)
+            if aux is not None:  # each process's mean; DDP averages them
+                loss = loss + cfg.aux_weight * out["aux"]
+                aux_total += float(self._global_sum(out["aux"])) / self.accelerator.num_processes
             if not math.isfinite(batch_loss):
                 self._non_finite(stage, epoch, k, batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -228,9 +244,12 @@ class Trainer:
             if self.is_main:
                 bar.set_postfix(loss=f"{batch_loss:.4f}", samples_s=f"{n_samples / (time.perf_counter() - start):.1f}")
         seconds = time.perf_counter() - start
-        return {"stage": stage, "epoch": epoch + 1, "train_loss": total / max(count, 1.0),
-                "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
-                "samples_per_s": round(n_samples / max(seconds, 1e-9), 2), "step": self.state.step}
+        row = {"stage": stage, "epoch": epoch + 1, "train_loss": total / max(count, 1.0),
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+               "samples_per_s": round(n_samples / max(seconds, 1e-9), 2), "step": self.state.step}
+        if aux is not None:
+            row["train_aux"] = aux_total / max(len(batches), 1)
+        return row
 
     def _non_finite(self, stage: str, epoch: int, k: int, batch: list[EncodedSample]) -> None:
         where = f"{stage} epoch {epoch + 1}, batch {k} (samples {[s.id for s in batch][:4]}...)"
@@ -277,7 +296,7 @@ class Trainer:
         if self.state.stage == "warmup":
             adapter_params = [p for p in self._unwrapped.adapter.parameters() if p.requires_grad]
             optimizer = self.accelerator.prepare(self._optimizer(adapter_params, cfg.warmup_lr, resume=True))
-            while self.state.epoch < cfg.warmup_epochs:
+            while self.state.epoch < (0 if cfg.init == "ridge" else cfg.warmup_epochs):  # ridge replaces it
                 row = self._run_epoch(optimizer, "warmup", self.state.epoch)
                 row["valid_loss"] = self.evaluate(self.valid_samples, warmup=True)  # MSE, logged only
                 self.state.epoch += 1

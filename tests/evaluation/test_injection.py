@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from brainllm.errors import BrainLLMError
-from brainllm.evaluation.injection import centred_correlation, continuation_states, injected_losses
+from brainllm.evaluation.injection import continuation_states, injected_losses
+from brainllm.ridge import centred_correlation
 from brainllm.model.injection import on_output
 from brainllm.generation import input_layout, teacher_forced_losses
 from brainllm.model import Collator

@@ -116,7 +116,7 @@ def test_generation_starts_from_the_injected_forward(injecting):
     for s in samples:
         batch = collate([s])
         with torch.no_grad():
-            last = model._hidden(batch)[0, -1]
+            last = model._hidden(batch, model.brain_vectors(batch))[0, -1]
             first = int(model.backbone.get_output_embeddings()(last).argmax())
         generated = model.generate(batch, **kwargs)[0]
         assert generated[0] == first

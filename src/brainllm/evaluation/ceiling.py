@@ -54,10 +54,10 @@ from ..errors import BrainLLMError
 from ..generation import input_layout, pick_samples, teacher_forced_losses
 from ..io import write_json
 from ..model import EncodedSample
-from ..ridge import cv_ridge
+from ..ridge import centred_correlation, cv_ridge
 from ..runs import LoadedRun
 from . import stats as S
-from .injection import centred_correlation, continuation_states, injected_losses
+from .injection import continuation_states, injected_losses
 from .tables import render_text
 
 log = logging.getLogger(__name__)

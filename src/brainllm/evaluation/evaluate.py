@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..config import recipe_description
 from ..io import write_json, write_jsonl, write_text
 from . import metrics as M
 from . import stats as S
@@ -226,6 +227,7 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
         "run": str(run.path), "name": run.name, "split": run.split, "backbone": run.backbone,
         "dataset": run.config.get("dataset"), "adapter": (run.config.get("adapter") or {}).get("name"),
         "trained_condition": run.config.get("condition"), "train_size": run.train_size(),
+        "training_recipe": recipe_description(run.config.get("training") or {}),
         "model_package_version": run.config.get("package_version"), "evaluated_with": __version__,
         "n_samples": len(run.ids), "n_stimuli": boot.n_clusters,
         "n_permutations": run.conditions["permuted"].n_permutations if "permuted" in run.conditions else 0,

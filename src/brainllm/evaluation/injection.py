@@ -54,12 +54,3 @@ def injected_losses(run: LoadedRun, samples: Sequence[EncodedSample], layer: int
         with replaced_positions(run.model.decoder_layer(layer), batch.kind == BRAIN, values):
             losses.append(run.model(batch)["sample_loss"].float().cpu().numpy())
     return np.concatenate(losses) if losses else np.zeros(0)
-
-
-def centred_correlation(pred: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> float:
-    """Mean over rows of the correlation between `pred - centre` and `truth - centre` (rows `(n, H)`)."""
-    a, b = pred - centre, truth - centre
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean((a * b).sum(1) / np.where(denom > 0, denom, 1.0)))

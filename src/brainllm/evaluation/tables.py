@@ -135,7 +135,8 @@ def run_title(summary: dict) -> str:
 
 def settings_lines(summary: dict) -> list[str]:
     s = summary["settings"]
-    return [f"tokenisation {s['tokenization']}; truncate to reference: {s['truncate_to_reference']}; METEOR "
+    recipe = [f"training recipe: {summary['training_recipe']}"] if summary.get("training_recipe") else []
+    return recipe + [f"tokenisation {s['tokenization']}; truncate to reference: {s['truncate_to_reference']}; METEOR "
             f"variant {s['meteor_variant']}; WER: {s['wer']}", f"CIs: {s['ci']}",
             f"p: {s['p_signflip_stimuli']}"]
 

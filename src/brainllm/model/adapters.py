@@ -170,16 +170,6 @@ class BrainAdapter(nn.Module):
         out = out * mask.unsqueeze(-1)
         return out.reshape(b, t * self.tokens_per_frame, self.hidden_size)
 
-    def brain_part(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The sample-specific part of the output `(B, T * k, H)`: the output minus the shared vector of a
-        `centre` adapter (whose mean over a training batch's real frames is zero); the whole output otherwise."""
-        out = self.forward(frames, mask)
-        if self.config.centre:
-            b, t = mask.shape
-            shared = self.shared.view(self.tokens_per_frame, self.hidden_size).repeat(t, 1)
-            out = out - shared * mask.repeat_interleave(self.tokens_per_frame, 1).unsqueeze(-1)
-        return out
-
     def _centred(self, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`out` `(B, T, k * H)` minus the mean over the real frames: the batch's own in training (and the running
         mean moves towards it), the running mean at evaluation."""

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import BrainLLMError
 from .adapters import BrainAdapter
+from .aux_loss import AuxLoss, info_nce, margin_loss, mean_brain_vectors, partners
 from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch
 from .injection import PrefixInjection, hidden_of, on_output, replaced_positions
 
@@ -217,25 +218,32 @@ class BrainLLM(nn.Module):
         embeds = torch.cat([bounds[:1], torch.zeros_like(brain), bounds[1:]]).to(self.backbone_dtype)
         return embeds, PrefixInjection(self.decoder_layer(self.inject_layer), states, slots)
 
-    def _hidden(self, batch: Batch, brain_offset: torch.Tensor | None = None,
-                brain_slots: torch.Tensor | None = None) -> torch.Tensor:
-        """The decoder's final hidden states `(B, L, H)` for a right-padded batch."""
-        brain = self.brain_vectors(batch, brain_offset, brain_slots)
+    def _hidden(self, batch: Batch, brain: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's final hidden states `(B, L, H)` for a right-padded batch with brain vectors `brain`
+        (`brain_vectors`)."""
         with self.injection(batch, brain):
             return self._decoder()(inputs_embeds=self._embed(batch, brain),
                                    attention_mask=batch.attention_mask).last_hidden_state
 
     def forward(self, batch: Batch, warmup: bool = False, brain_offset: torch.Tensor | None = None,
-                brain_slots: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                brain_slots: torch.Tensor | None = None, aux: AuxLoss | None = None) -> dict[str, torch.Tensor]:
         """Losses for a right-padded batch (`brain_offset`, `brain_slots`: see `brain_vectors`).
 
         Returns `loss_sum` (summed cross-entropy over all target tokens, nats), `n_tokens`, `sample_loss` `(B,)`
-        (mean CE per target token of each sample) and `loss` (= loss_sum / n_tokens). With `warmup=True`: the
-        warm-up MSE, in the same keys (`n_tokens` then counts frame x dimension elements).
+        (mean CE per target token of each sample) and `loss` (= loss_sum / n_tokens); with `aux` (beyond the
+        paper, `model.aux_loss`) also `aux`, that auxiliary loss (a scalar, 0 when the batch offers no contrast).
+        With `warmup=True`: the warm-up MSE, in the same keys (`n_tokens` then counts frame x dimension elements).
         """
         if warmup:
             return self.warmup_loss(batch)
-        hidden = self._hidden(batch, brain_offset, brain_slots)
+        brain = self.brain_vectors(batch, brain_offset, brain_slots)
+        out = self._target_losses(batch, brain)
+        if aux is not None:
+            out["aux"] = self._aux_loss(batch, brain, out["sample_loss"], aux)
+        return out
+
+    def _target_losses(self, batch: Batch, brain: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        hidden = self._hidden(batch, brain)
         selected = hidden[batch.target_batch, batch.target_pos]  # (N, H): only where a target follows
         logits = self.backbone.get_output_embeddings()(selected).float()  # (N, V)
         ce = F.cross_entropy(logits, batch.target_ids, reduction="none")
@@ -245,6 +253,22 @@ class BrainLLM(nn.Module):
         return {"loss": ce.mean(), "loss_sum": ce.sum(), "n_tokens": torch.tensor(ce.numel(), device=ce.device),
                 "sample_loss": sums / counts.clamp(min=1)}
 
+    def _aux_loss(self, batch: Batch, brain: torch.Tensor | None, sample_loss: torch.Tensor, aux: AuxLoss
+                  ) -> torch.Tensor:
+        """The auxiliary loss `aux` of `model.aux_loss` (its docstring) for this batch."""
+        zero = sample_loss.sum() * 0.0
+        if brain is None:
+            return zero
+        if aux.kind == "infonce":
+            return info_nce(mean_brain_vectors(batch, brain), self.warmup_targets(batch), batch.group,
+                            aux.temperature)
+        partner = partners(batch)
+        rows = torch.nonzero(partner >= 0).squeeze(1)
+        if len(rows) == 0:
+            return zero
+        shuffled = self._target_losses(batch.select(rows), brain[partner[rows]])["sample_loss"]
+        return margin_loss(sample_loss[rows], shuffled, aux.margin)
+
     def warmup_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """MSE between each real frame's adapter output and the warm-up target of its sample: the mean input
         embedding of the warm-up text (the paper's; prompt tokens by default), or, for a model that injects at
@@ -252,18 +276,23 @@ class BrainLLM(nn.Module):
 
         Padding is masked out of both the target mean and the loss (the authors averaged over padding too).
         """
-        with torch.no_grad():
-            if self.inject_layer is not None:
-                target = self.text_states(batch.warmup_ids, batch.warmup_mask) - self.state_centre
-            else:
-                emb = self.backbone.get_input_embeddings()(batch.warmup_ids).float()  # (B, P, H)
-                m = batch.warmup_mask.unsqueeze(-1).float()
-                target = (emb * m).sum(1) / m.sum(1).clamp(min=1)  # (B, H)
+        target = self.warmup_targets(batch)
         out = self.adapter(batch.frames, batch.frame_mask)  # (B, T * k, H)
         mask = self.slot_mask(batch).unsqueeze(-1).float()
         total = (((out - target.unsqueeze(1)) ** 2) * mask).sum()
         count = mask.sum() * out.shape[-1]
         return {"loss": total / count, "loss_sum": total, "n_tokens": count}
+
+    @torch.no_grad()
+    def warmup_targets(self, batch: Batch) -> torch.Tensor:
+        """`(B, H)` float32: what the warm-up (and `ridge_init`) regresses each sample's adapter outputs onto: the
+        mean input embedding of its warm-up text, or, injecting at layer L, its mean layer-L state minus
+        `state_centre` (`text_states`)."""
+        if self.inject_layer is not None:
+            return self.text_states(batch.warmup_ids, batch.warmup_mask) - self.state_centre
+        emb = self.backbone.get_input_embeddings()(batch.warmup_ids).float()  # (B, P, H)
+        m = batch.warmup_mask.unsqueeze(-1).float()
+        return (emb * m).sum(1) / m.sum(1).clamp(min=1)
 
     @torch.no_grad()
     def text_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,9 @@ class Batch:
     attention_mask `(B, L)` long; frames `(B, T_max, D)` float32; frame_mask `(B, T_max)` bool;
     target_batch, target_pos, target_ids `(N,)` long: the logits at (target_batch, target_pos) must predict
     target_ids (continuation tokens and EOS), empty when the batch is for generation;
-    warmup_ids `(B, P)` long and warmup_mask `(B, P)` bool: the text whose mean embedding the warm-up targets.
+    warmup_ids `(B, P)` long and warmup_mask `(B, P)` bool: the text whose mean embedding the warm-up targets;
+    group `(B,)` long: which stimulus each sample shows, numbered within the batch (the auxiliary losses contrast
+    a sample only with samples of other stimuli).
     """
 
     ids: list[str]
@@ -168,11 +170,24 @@ class Batch:
     target_ids: torch.Tensor
     warmup_ids: torch.Tensor
     warmup_mask: torch.Tensor
+    group: torch.Tensor
 
     def to(self, device) -> "Batch":
         return Batch(self.ids, *(t.to(device) for t in (
             self.token_ids, self.kind, self.brain_pos, self.attention_mask, self.frames, self.frame_mask,
-            self.target_batch, self.target_pos, self.target_ids, self.warmup_ids, self.warmup_mask)))
+            self.target_batch, self.target_pos, self.target_ids, self.warmup_ids, self.warmup_mask, self.group)))
+
+    def select(self, rows: torch.Tensor) -> "Batch":
+        """The sub-batch of samples `rows` `(R,)` long, in that order (targets re-indexed)."""
+        new_index = torch.full((len(self),), -1, dtype=torch.long, device=rows.device)
+        new_index[rows] = torch.arange(len(rows), device=rows.device)
+        keep = new_index[self.target_batch] >= 0
+        order = torch.argsort(new_index[self.target_batch][keep], stable=True)
+        pick = lambda t: t[keep][order]  # noqa: E731  targets grouped by their new sample, in their old order
+        return Batch([self.ids[i] for i in rows.tolist()], self.token_ids[rows], self.kind[rows], self.brain_pos[rows],
+                     self.attention_mask[rows], self.frames[rows], self.frame_mask[rows],
+                     new_index[pick(self.target_batch)], pick(self.target_pos), pick(self.target_ids),
+                     self.warmup_ids[rows], self.warmup_mask[rows], self.group[rows])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -264,5 +279,7 @@ class Collator:
             warmup_ids[i, : len(w)] = torch.tensor(w)
             warmup_mask[i, : len(w)] = True
         as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+        stimuli = {st: j for j, st in enumerate(dict.fromkeys(s.stimulus for s in samples))}
         return Batch([s.id for s in samples], token_ids, kind, brain_pos, (kind != PAD).long(), frames, frame_mask,
-                     as_long(tb), as_long(tp), as_long(ti), warmup_ids, warmup_mask)
+                     as_long(tb), as_long(tp), as_long(ti), warmup_ids, warmup_mask,
+                     as_long([stimuli[s.stimulus] for s in samples]))
