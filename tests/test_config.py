@@ -16,10 +16,10 @@ def test_defaults_are_the_papers_settings():
 
 
 def test_the_brain_recipe_is_a_preset_under_the_users_keys():
-    cfg = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain", "aux_weight": 0.5},
+    cfg = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain", "aux_loss": "margin"},
                             "model": {"adapter": {"hidden": 64}}})
     t = cfg.training
-    assert (t.init, t.aux_loss, t.aux_weight, t.warmup_target) == ("ridge", "margin", 0.5, "text")
+    assert (t.init, t.aux_loss, t.warmup_target) == ("ridge", "margin", "text")
     assert cfg.model.adapter == {"name": "mlp", "skip": True, "centre": True, "hidden": 64}
     # another adapter replaces the preset's adapter options (mlp's `skip` would not apply to it)
     linear = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain"},
@@ -65,6 +65,7 @@ def test_shipped_configs_load(tmp_path):
 
 def test_reports_name_the_recipe_and_say_when_it_goes_beyond_the_paper():
     paper = config.from_dict({"data": {"path": "x"}}).training.__dict__
-    brain = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain"}}).training.__dict__
+    brain = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain", "aux_loss": "margin"}}
+                             ).training.__dict__
     assert config.recipe_description(paper).startswith("paper (Ye et al. 2025)")
     assert "beyond the paper" in config.recipe_description(brain) and "margin" in config.recipe_description(brain)

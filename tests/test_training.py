@@ -204,7 +204,8 @@ def test_an_injecting_run_trains_its_adapter_from_the_training_texts_centre(tiny
 def test_the_brain_recipe_starts_from_ridge_and_its_margin_loss_falls(tiny_data, tiny_llama_path, tmp_path):
     """`training.recipe: brain` (beyond the paper): no warm-up epochs, the adapter starts from the ridge map fitted
     on the training samples, and the auxiliary margin loss (reported per epoch) falls."""
-    cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=5, recipe="brain", aux_margin=1.0)
+    cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=5, recipe="brain", aux_loss="margin",
+                   aux_margin=1.0)
     trainer = Trainer(cfg)
     assert trainer.state.ridge_init["rows"] == sum(len(s.frame_rows) for s in trainer.train_samples)
     trainer.fit()
