@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from .data.splits import Split, check_no_leak, make_split
 from .errors import BrainLLMError
 from .io import append_jsonl, read_json, read_jsonl, replace_dir, staging_dir, write_json, write_jsonl
 from .model import BrainLLM, Collator, EncodedSample
+from .progress import progress
 from .runs import (ADAPTER_FILE, BACKBONE_FILE, CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, build_model,
                    load_trainable, save_trainable, write_run_file)
 
@@ -206,7 +207,7 @@ class Trainer:
             batches = batches[: cfg.max_steps_per_epoch]
         self.model.train()
         total, count, n_samples, start = 0.0, 0.0, 0, time.perf_counter()
-        bar = _progress(batches, f"{stage} {epoch + 1}", self.is_main)
+        bar = progress(batches, f"{stage} {epoch + 1}", enabled=self.is_main)
         for k, batch in enumerate(bar):
             out = self.model(self.collate(self._local(batch)).to(self.accelerator.device), warmup=(stage == "warmup"))
             n_global = self._global_sum(out["n_tokens"])
@@ -318,13 +319,6 @@ class Trainer:
                               str(self.run_dir / BACKBONE_FILE))
         else:
             self.state.bad_epochs += 1
-
-
-def _progress(items: list, desc: str, enabled: bool) -> Iterator:
-    from tqdm.auto import tqdm
-
-    # disable=None: bars on a terminal only, so logs and CI output stay readable
-    return tqdm(items, desc=desc, disable=None if enabled else True, leave=False, dynamic_ncols=True)
 
 
 def train(cfg: ExperimentConfig, resume: bool = False) -> TrainState:

@@ -8,7 +8,7 @@ import torch
 from brainllm.errors import BrainLLMError
 from brainllm.evaluation.injection import centred_correlation, continuation_states, injected_losses
 from brainllm.model.injection import on_output
-from brainllm.generation import input_layout, teacher_forced_losses
+from brainllm.decoding.generation import input_layout, teacher_forced_losses
 from brainllm.model import Collator
 from brainllm.model.collate import BRAIN
 from tests.test_generation import trained_run  # noqa: F401  (a tiny trained run, sentence design: one frame each)

@@ -16,9 +16,7 @@ The decoder scores a candidate stimulus S by `log P(R | S) = −½ Σ_{t∈trs} 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +28,10 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from ...errors import ConfigError, DatasetError
-from ...io import atomic_path, read_json, write_json
-from .delays import make_delayed, runs_from_lengths
-from .ridge import (TANG_ALPHAS, _check_matrix, _fit_ridge_from_moments, bootstrap_ridge_from,
-                    checked_delays_alphas, fit_ridge_fixed)
+from ...voxelwise.bootstrap import (TANG_ALPHAS, _check_matrix, _fit_ridge_from_moments, bootstrap_ridge_from,
+                                    checked_delays_alphas, fit_ridge_fixed)
+from ...voxelwise.delays import make_delayed, runs_from_lengths
+from ...voxelwise.modelfile import _check_run_lists, _config_with, _load_model, _save_model
 
 log = logging.getLogger(__name__)
 
@@ -72,92 +70,6 @@ class EncodingConfig:
             raise ConfigError(f"n_voxels must be >= 1, got {self.n_voxels}; Tang et al. keep 10000.")
         if not 0.0 <= self.noise_shrinkage <= 1.0:
             raise ConfigError(f"noise_shrinkage must lie in [0, 1], got {self.noise_shrinkage}; Tang uses 2/3.")
-
-
-def _config_with(cls: type, config: Any, overrides: dict[str, Any]) -> Any:
-    config = config if config is not None else cls()
-    if not isinstance(config, cls):
-        raise ConfigError(f"config must be a {cls.__name__}, got {type(config).__name__}.")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}.")
-    return dataclasses.replace(config, **overrides) if overrides else config
-
-
-# ----------------------------------------------------------------------------------------------------- storage
-
-_ARRAYS_SUFFIX = ".npz"
-_META_SUFFIX = ".json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _save_model(folder: str | Path, stem: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-    """Write `<stem>.npz` (no pickles) then `<stem>.json` (meta + shapes + the npz's sha256), each atomically."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    npz_path = folder / f"{stem}{_ARRAYS_SUFFIX}"
-    with atomic_path(npz_path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        checksum = _sha256(tmp)
-    meta = dict(meta)
-    meta["arrays"] = {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()}
-    meta["arrays_file"] = npz_path.name
-    meta["arrays_sha256"] = checksum
-    write_json(folder / f"{stem}{_META_SUFFIX}", meta)
-    return folder
-
-
-def _load_model(folder: str | Path, stem: str, fmt: str, version: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and validate what `_save_model` wrote; every problem is a `DatasetError` naming the file."""
-    folder = Path(folder)
-    meta_path, npz_path = folder / f"{stem}{_META_SUFFIX}", folder / f"{stem}{_ARRAYS_SUFFIX}"
-    for path in (meta_path, npz_path):
-        if not path.is_file():
-            raise DatasetError(
-                f"{path} is missing: a saved {fmt} needs both {meta_path.name} and {npz_path.name}. "
-                "Pass the folder given to save(), or refit the model."
-            )
-    try:
-        meta = read_json(meta_path)
-    except Exception as err:
-        raise DatasetError(f"{meta_path} cannot be read ({err}); the file is damaged: refit and save again.") from err
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise DatasetError(f"{meta_path} is not a {fmt} file (its format is {found!r}); pass the right folder.")
-    if meta.get("version") != version:
-        raise DatasetError(
-            f"{meta_path} has format version {meta.get('version')}, this brainllm reads version {version}; "
-            "refit the model with this version."
-        )
-    if _sha256(npz_path) != meta.get("arrays_sha256"):
-        raise DatasetError(
-            f"{npz_path} does not match the checksum recorded in {meta_path.name}: it is truncated or was replaced "
-            "after saving. Copy the folder again or refit the model."
-        )
-    expected = meta.get("arrays", {})
-    try:
-        with np.load(npz_path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-        raise DatasetError(f"{npz_path} cannot be read ({err}); the file is damaged: refit and save again.") from err
-    for name, spec in expected.items():
-        if name not in arrays:
-            raise DatasetError(f"{npz_path} lacks the array {name!r} listed in {meta_path.name}; refit the model.")
-        if list(arrays[name].shape) != list(spec["shape"]):
-            raise DatasetError(
-                f"{npz_path}: array {name!r} has shape {arrays[name].shape}, {meta_path.name} says {spec['shape']}; "
-                "the files come from different saves. Refit and save again."
-            )
-    return meta, arrays
 
 
 # ----------------------------------------------------------------------------------------------------- helpers

@@ -19,6 +19,18 @@ from .wordlm import INIT_WORDS, BeamState, ContextFilter, ProposalConfig, WordLM
 
 
 @dataclass
+class DecodedStory:
+    """A decoded word sequence with its word times (s) and the decoder's settings."""
+
+    words: list[str]
+    times: np.ndarray
+    settings: dict
+
+    def to_json(self) -> dict:
+        return {"words": self.words, "times": [round(float(t), 4) for t in self.times], "settings": self.settings}
+
+
+@dataclass
 class Beam:
     """The hypotheses of a beam: word indices `(B, i)`, summed LM log-probability `(B,)`, per-word log-probs."""
 
