@@ -1,4 +1,5 @@
-"""Beam-search pieces shared by the full-story decoders (Tang et al. 2023 and BrainLLM) and their null model.
+"""Beam-search pieces shared by the full-story decoders (Tang et al. 2023 and BrainLLM), their null model, and the
+`DecodedStory` both return.
 
 Both decoders follow Tang et al.'s scaffolding: every hypothesis holds the same number of words; each step the LM
 proposes candidate next words per hypothesis; hypothesis h may keep `ceil(E * rank_h / |beam|)` extensions (rank 1 =
