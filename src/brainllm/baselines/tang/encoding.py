@@ -75,37 +75,6 @@ class EncodingConfig:
 # ----------------------------------------------------------------------------------------------------- helpers
 
 
-def _check_run_lists(
-    inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], in_name: str, out_name: str, out_ndim: int
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    if isinstance(inputs, np.ndarray) or isinstance(outputs, np.ndarray):
-        raise DatasetError(
-            f"{in_name} and {out_name} must be lists with one array per run (story), not single arrays; "
-            "wrap a single run in a list."
-        )
-    inputs, outputs = list(inputs), list(outputs)
-    if len(inputs) != len(outputs) or not inputs:
-        raise DatasetError(
-            f"{in_name} has {len(inputs)} runs and {out_name} has {len(outputs)}; give the same number (>= 1)."
-        )
-    ins, outs = [], []
-    for k, (a, b) in enumerate(zip(inputs, outputs, strict=True)):
-        a = _check_matrix(a, f"{in_name}[{k}]")
-        b = _check_matrix(b, f"{out_name}[{k}]", ndim=out_ndim)
-        if a.shape[0] != b.shape[0]:
-            raise DatasetError(
-                f"run {k}: {in_name} has {a.shape[0]} TRs but {out_name} has {b.shape[0]}; align them to the same "
-                "TRs (Tang trims features [10:-5] to match the responses)."
-            )
-        if k and a.shape[1] != ins[0].shape[1]:
-            raise DatasetError(f"{in_name}[{k}] has {a.shape[1]} columns, {in_name}[0] has {ins[0].shape[1]}.")
-        if k and out_ndim == 2 and b.shape[1] != outs[0].shape[1]:
-            raise DatasetError(f"{out_name}[{k}] has {b.shape[1]} columns, {out_name}[0] has {outs[0].shape[1]}.")
-        ins.append(a)
-        outs.append(b)
-    return ins, outs
-
-
 def _pearson(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Pearson correlation per column over rows, (n, v) → (v,); 0 where either column is constant."""
     yt = y_true - y_true.mean(axis=0)
