@@ -6,7 +6,7 @@ import pytest
 from brainllm.errors import BrainLLMError
 from brainllm.evaluation.ceiling import ceiling, oracle_vectors, scaled_oracle
 from brainllm.decoding.generation import teacher_forced_losses
-from tests.test_generation import trained_run  # noqa: F401  (the fixture: a tiny trained run)
+from tests.decoding.test_generation import trained_run  # noqa: F401  (the fixture: a tiny trained run)
 
 
 def test_oracle_vector_is_the_centred_mean_embedding_of_the_continuation(trained_run):  # noqa: F811
