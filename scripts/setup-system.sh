@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages brainllm uses, from Debian, for `make test` and `make demo` (the Makefile's install step runs this):
 #   chromium                          headless browser: the HTML report is rendered and checked in it (one test);
-#   wordnet-base wordnet-sense-index  WordNet for METEOR's synonym stage, then copied where nltk reads it.
+#   wordnet-base wordnet-sense-index  WordNet for METEOR's synonym stage, then copied where nltk reads it;
+#   python3-venv                      only when $PYTHON cannot make a virtual environment (no ensurepip).
 # Idempotent: packages already installed (dpkg -s) are not touched, a prepared WordNet copy is kept, so a second run
 # takes well under a second. Never fails the build: without apt-get, or without root or password-less sudo, or when
 # the install itself fails, it prints one line saying so and what to run, and exits 0 (the browser test then skips
@@ -12,6 +13,10 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 PACKAGES=(chromium wordnet-base wordnet-sense-index)
 say() { echo "setup-system: $*"; }
+# Debian's own python3 makes virtual environments only with python3-venv (ensurepip), which the next step needs.
+if ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+    PACKAGES+=(python3-venv)
+fi
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg >/dev/null 2>&1; then
     say "apt-get not found: ${PACKAGES[*]} not installed (the Chromium test skips, METEOR runs without synonyms)."
