@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make demo` and `make test`. Both create/update .venv first.
+# The two commands a newcomer needs: `make demo` and `make test`. Both create/update .venv first, after the system
+# packages from Debian (scripts/setup-system.sh: Chromium and WordNet where apt and root/sudo allow, else one line).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +8,8 @@ DEMO   := runs/demo
 
 .PHONY: demo test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/setup-system.sh
+	PYTHON=$(PYTHON) bash scripts/setup-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU wheel on local disk (an unpinned torch would pull a CUDA build)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0

@@ -18,10 +18,10 @@ from _common import host_info, load_brainllm, matmul_peak, peak_rss_mb, print_ta
 from brainllm.baselines.tang.decoder import TangDecoderConfig, decode
 from brainllm.baselines.tang.encoding import EncodingModel
 from brainllm.baselines.tang.model import tr_features
-from brainllm.beam import null_sequences
 from brainllm.data.simulate import simulate
-from brainllm.fullstory import BrainPrefix, StoryDecoderConfig, decode_brainllm
-from brainllm.wordlm import WordLM
+from brainllm.decoding.beam import null_sequences
+from brainllm.decoding.fullstory import BrainPrefix, StoryDecoderConfig, decode_brainllm
+from brainllm.decoding.wordlm import WordLM
 
 
 def main() -> None:

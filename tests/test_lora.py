@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from brainllm import backbones, config, training
 from brainllm.errors import BrainLLMError
-from brainllm.generation import generate_predictions, teacher_forced_losses
+from brainllm.decoding.generation import generate_predictions, teacher_forced_losses
 from brainllm.io import read_jsonl
 from brainllm.model import BrainLLM, build_adapter
 from brainllm.runs import ADAPTER_FILE, load_run
@@ -69,8 +69,8 @@ def test_a_fully_fine_tuned_run_has_no_stdllm(tiny_llama_path):
 
 
 def test_the_word_lm_of_a_lora_run_uses_the_lora_weights_and_its_cache(lora_run, tiny_llama_path):
-    from brainllm.fullstory import run_word_lm
-    from brainllm.wordlm import WordLM
+    from brainllm.decoding.fullstory import run_word_lm
+    from brainllm.decoding.wordlm import WordLM
 
     lm = run_word_lm(lora_run, context_words=3)
     words = [0, 5, 9]  # any three whole-word tokens

@@ -228,7 +228,7 @@ def test_the_brain_recipe_finds_no_effect_in_pure_noise(tiny_llama_path, tmp_pat
     held-out samples (stimulus-level sign-flip test over 12 stimuli, so p < 0.01 is reachable)."""
     from brainllm.data.simulate import simulate
     from brainllm.evaluation.stats import sign_flip_test
-    from brainllm.generation import teacher_forced_losses
+    from brainllm.decoding.generation import teacher_forced_losses
     from brainllm.model.collate import permute_frames
     from brainllm.runs import load_run
 

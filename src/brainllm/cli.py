@@ -82,7 +82,7 @@ def generate(
 ) -> None:
     """Decode a split under input conditions -> RUN/predictions/<split>_<condition>.jsonl."""
     from .config import GenerationConfig, apply_overrides
-    from .generation import cross_losses, generate_predictions
+    from .decoding.generation import cross_losses, generate_predictions
     from .runs import load_run
 
     run = load_run(run_dir)
@@ -117,7 +117,7 @@ def tang_fit(
     """Fit the encoding model (LM features -> voxels) and the word-rate model on the training stories."""
     from .baselines.tang.encoding import EncodingConfig
     from .baselines.tang.model import TangFitConfig, fit_tang
-    from .baselines.tang.wordrate import WordRateConfig
+    from .decoding.wordrate import WordRateConfig
 
     held = list(heldout) + (_test_stories(run) if run else [])
     cfg = TangFitConfig(backbone=backbone, feature_layer=layer, context_words=context_words, space=space,
@@ -174,7 +174,7 @@ def tang_decode(
     from .baselines.tang.decode import decode_tang_story
     from .baselines.tang.decoder import TangDecoderConfig
     from .baselines.tang.model import load_tang
-    from .fullstory import PRIOR_SUMMARY_FILE, SUMMARY_FILE, decode_stories
+    from .decoding.fullstory import PRIOR_SUMMARY_FILE, SUMMARY_FILE, decode_stories
 
     loaded = load_tang(model)
     prior_run = None
@@ -210,7 +210,7 @@ def decode_story_cmd(
                                               "beats the bare-LM null without any brain signal. 0 = off."),
 ) -> None:
     """Reconstruct whole held-out stories with BrainLLM (+ PerBrainLLM, StdLLM), scored in 20-s windows."""
-    from .fullstory import CONDITIONS, StoryDecoderConfig, decode_stories, decode_story, decoder_null_results
+    from .decoding.fullstory import CONDITIONS, StoryDecoderConfig, decode_stories, decode_story, decoder_null_results
     from .runs import load_run
 
     loaded = load_run(run_dir)

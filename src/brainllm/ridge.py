@@ -2,7 +2,8 @@
 cross-validation over whole stimuli.
 
 Used by the adapter's closed-form initialisation (`model.ridge_init`), the information ceiling
-(`evaluation.ceiling`) and the Tang baseline's encoding models (`baselines.tang.ridge`, which adds the bootstrap).
+(`evaluation.ceiling`) and the voxelwise models (the Tang encoding model, the word-rate model) through
+`voxelwise.bootstrap`, which adds the bootstrap.
 
 **Penalty units** (Tang et al.'s): `alpha` is the square root of the usual penalty λ; `fit_ridge_fixed` minimises
 `‖(X − x̄)W − (Y − ȳ)‖² + α²‖W‖²`, so λ = α² is what himalaya and scikit-learn call `alpha`.

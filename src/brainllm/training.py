@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from .io import append_jsonl, read_json, read_jsonl, replace_dir, staging_dir, w
 from .model import BrainLLM, Collator, EncodedSample
 from .model.aux_loss import AuxLoss
 from .model.ridge_init import ridge_initialise
+from .progress import progress
 from .runs import (ADAPTER_FILE, BACKBONE_FILE, CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, build_model,
                    load_trainable, save_trainable, write_run_file)
 
@@ -218,7 +219,7 @@ class Trainer:
         self.model.train()
         aux = self.aux if stage == "main" else None
         total, count, n_samples, aux_total, start = 0.0, 0.0, 0, 0.0, time.perf_counter()
-        bar = _progress(batches, f"{stage} {epoch + 1}", self.is_main)
+        bar = progress(batches, f"{stage} {epoch + 1}", enabled=self.is_main)
         for k, batch in enumerate(bar):
             out = self.model(self.collate(self._local(batch)).to(self.accelerator.device), warmup=(stage == "warmup"),
                              aux=aux)
@@ -337,13 +338,6 @@ class Trainer:
                               str(self.run_dir / BACKBONE_FILE))
         else:
             self.state.bad_epochs += 1
-
-
-def _progress(items: list, desc: str, enabled: bool) -> Iterator:
-    from tqdm.auto import tqdm
-
-    # disable=None: bars on a terminal only, so logs and CI output stay readable
-    return tqdm(items, desc=desc, disable=None if enabled else True, leave=False, dynamic_ncols=True)
 
 
 def train(cfg: ExperimentConfig, resume: bool = False) -> TrainState:

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from brainllm.baselines.tang import EncodingConfig, EncodingModel, fit_ridge_fixed, make_delayed, runs_from_lengths
+from brainllm.baselines.tang import EncodingConfig, EncodingModel
 from brainllm.errors import ConfigError, DatasetError
+from brainllm.ridge import fit_ridge_fixed
+from brainllm.voxelwise.delays import make_delayed, runs_from_lengths
 
 F, V, RESPONSIVE = 6, 60, np.arange(0, 60, 4)  # 15 responsive voxels among 60
 DELAYS = (1, 2, 3, 4)

@@ -8,9 +8,9 @@ import pytest
 from brainllm import backbones
 from brainllm.baselines.tang.decoder import FeatureHistory, TangDecoderConfig, affected_trs, decode
 from brainllm.baselines.tang.encoding import EncodingModel
-from brainllm.baselines.tang.lanczos import lanczos_downsample, lanczos_matrix
-from brainllm.beam import extension_counts, null_sequences, select_pool
-from brainllm.wordlm import WordLM
+from brainllm.voxelwise.lanczos import lanczos_downsample, lanczos_matrix
+from brainllm.decoding.beam import extension_counts, null_sequences, select_pool
+from brainllm.decoding.wordlm import WordLM
 
 TR = 2.0
 
@@ -59,7 +59,7 @@ def test_decoder_beats_its_null_on_a_planted_encoding_model(lm):
     def respond(words, times, tr_times, noise):
         feats = lanczos_downsample(lm.word_features(words), times, tr_times)
         z = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
-        from brainllm.baselines.tang.delays import make_delayed
+        from brainllm.voxelwise.delays import make_delayed
         y = make_delayed(z, [1, 2, 3, 4]) @ w_true
         return (y + noise * rng.standard_normal(y.shape)).astype(np.float32), feats
 

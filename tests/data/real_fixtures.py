@@ -267,7 +267,8 @@ def write_released(folder: Path, dataset: str, subject: str = "P01", seed: int =
         n_frames = 4 if dataset == "pereira" else 12
         text = {k: released_items(rng, 4 if dataset == "pereira" else 10, n_frames, 1 if dataset == "pereira" else 4)
                 for k in keys}
-        fmri = {k: {"index2trial": k, "fmri": rng.standard_normal((n_frames, 16)).astype(np.float32)} for k in keys}
+        fmri = {k: {"index2trial": k, "fmri": rng.standard_normal((n_frames, 16)).astype(np.float32),
+                    "words": [item["content"].split() for item in text[k]]} for k in keys}
         (folder / f"{subject}.wq.pkl").write_bytes(dump(text))
         (folder / f"{subject}.pca1000.wq.pkl.dic").write_bytes(dump(fmri))
     else:

@@ -94,3 +94,39 @@ def test_released_huth_and_narratives_convert(tmp_path):
     assert {s.stimulus for s in rec.samples} == {"pieman", "tunnel", "lucy"} and rec.raw.shape == (30, 16)
     with pytest.raises(DatasetError, match="pieman.wq.pkl has no subject sub-777"):
         read_released(tmp_path / "nar", "sub-777", stories=["pieman"])
+
+
+def test_the_authors_example_converts_with_no_option(tmp_path):
+    """Their README quick start ships `dataset/example.wq.pkl` + `example.pca1000.wq.pkl.dic` (Pereira layout, one
+    participant): `brainllm convert released dataset --out X` needs neither subject nor dataset."""
+    from typer.testing import CliRunner
+
+    from brainllm.cli import app
+    from brainllm.data.dataset import BrainTextDataset
+
+    write_released(tmp_path / "dataset", "pereira", subject="example")
+    assert sorted(p.name for p in (tmp_path / "dataset").iterdir()) == ["example.pca1000.wq.pkl.dic",
+                                                                       "example.wq.pkl"]
+    res = CliRunner().invoke(app, ["convert", "released", str(tmp_path / "dataset"), "--out", str(tmp_path / "X")])
+    assert res.exit_code == 0, res.output
+    assert "released data written to" in res.output
+    ds = BrainTextDataset.load(tmp_path / "X")
+    assert ds.meta["subject"] == "example" and ds.meta["source"] == "released (pereira)"
+    assert ds.meta["design"] == "sentence" and len(ds) == 6 * 4 * 2 and ds.feature_dim == 16
+    assert {s.subject for s in ds} == {"example"} and len({s.stimulus for s in ds}) == 6
+
+
+def test_missing_released_options_name_the_flag_to_type(tmp_path):
+    write_released(tmp_path / "two", "pereira", subject="P01")
+    write_released(tmp_path / "two", "pereira", subject="M02")
+    with pytest.raises(DatasetError, match=r"one of \['M02', 'P01'\] \(CLI: -o subject=M02\)"):
+        convert("released", tmp_path / "two", tmp_path / "out")
+    write_released(tmp_path / "nar", "narratives", subject="sub-016")  # the layout says Narratives: sub-XXX keys
+    with pytest.raises(DatasetError, match=r"narratives.*CLI: -o subject=sub-016"):
+        convert("released", tmp_path / "nar", tmp_path / "out")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "x.wq.pkl").write_bytes(pickle.dumps({(1, 2): []}))
+    with pytest.raises(DatasetError, match=r"keys of no known layout.*\(CLI: -o dataset=pereira\)"):
+        convert("released", odd, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -5,8 +5,8 @@ import pytest
 
 from brainllm.errors import BrainLLMError
 from brainllm.evaluation.ceiling import ceiling, oracle_vectors, scaled_oracle
-from brainllm.generation import teacher_forced_losses
-from tests.test_generation import trained_run  # noqa: F401  (the fixture: a tiny trained run)
+from brainllm.decoding.generation import teacher_forced_losses
+from tests.decoding.test_generation import trained_run  # noqa: F401  (the fixture: a tiny trained run)
 
 
 def test_oracle_vector_is_the_centred_mean_embedding_of_the_continuation(trained_run):  # noqa: F811
@@ -30,7 +30,7 @@ def test_scale_zero_changes_nothing(trained_run):  # noqa: F811
 
 
 def test_pair_i_j_is_text_i_with_vector_j(trained_run):  # noqa: F811
-    from brainllm.generation import pick_samples
+    from brainllm.decoding.generation import pick_samples
 
     report = ceiling(trained_run, "test", scales=[0.5], max_samples=4)
     ids = pick_samples(trained_run, "test", 4)

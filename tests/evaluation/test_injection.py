@@ -9,10 +9,10 @@ from brainllm.errors import BrainLLMError
 from brainllm.evaluation.injection import continuation_states, injected_losses
 from brainllm.ridge import centred_correlation
 from brainllm.model.injection import on_output
-from brainllm.generation import input_layout, teacher_forced_losses
+from brainllm.decoding.generation import input_layout, teacher_forced_losses
 from brainllm.model import Collator
 from brainllm.model.collate import BRAIN
-from tests.test_generation import trained_run  # noqa: F401  (a tiny trained run, sentence design: one frame each)
+from tests.decoding.test_generation import trained_run  # noqa: F401  (a tiny trained run, sentence design)
 
 
 def test_continuation_states_are_the_lms_hidden_states_after_that_many_layers(trained_run):  # noqa: F811

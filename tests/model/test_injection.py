@@ -10,7 +10,7 @@ from brainllm.errors import BrainLLMError
 from brainllm.model import BrainLLM, Collator, TextEncoder, build_adapter
 from brainllm.model.collate import BRAIN
 from brainllm.model.injection import PrefixInjection, replaced_positions
-from brainllm.wordlm import WordLM
+from brainllm.decoding.wordlm import WordLM
 
 
 def _pre_input(module: torch.nn.Module, store: list):

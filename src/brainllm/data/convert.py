@@ -116,7 +116,8 @@ def convert(fmt: str, src: str | os.PathLike, out: str | os.PathLike, *, overwri
     required = [name for name, par in list(inspect.signature(reader).parameters.items())[1:]
                 if par.default is inspect.Parameter.empty and name not in options]
     if required:
-        raise DatasetError(f"`convert {fmt}` needs the option(s) {required} (CLI: -o {required[0]}=...).")
+        flags = " ".join(f"-o {name}=..." for name in required)
+        raise DatasetError(f"`convert {fmt}` needs the option(s) {required}; on the command line: {flags}.")
     pre = dict(RELEASED_DEFAULTS) if fmt == "released" else {}
     pre.update({k: v for k, v in options.items() if k in pre_keys})
     cfg = PreprocessConfig(**pre)

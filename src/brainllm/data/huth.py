@@ -110,10 +110,11 @@ def _load_response(path: Path, expected_rows: int | None, repeat_layout: str | N
             return data.reshape(n_rep, expected_rows, data.shape[1])
         raise DatasetError(f"{path}: 'data' has {data.shape[0]} rows, {n_rep} x the {expected_rows} trimmed TRs that "
                            "respdict gives; it looks like stacked repeats. brainllm never reshapes silently: pass "
-                           "repeat_layout=stacked if it is, or exclude the story.")
+                           "repeat_layout=stacked (CLI: -o repeat_layout=stacked) if it is, or exclude the story.")
     raise DatasetError(f"{path}: 'data' has {data.shape[0]} rows, but respdict.json says {expected_rows + TRIMMED_TRS} "
                        f"TRs, i.e. {expected_rows} rows after the 20-TR trimming. The file and respdict.json do not "
-                       "match; pass check_respdict=false only if you know this file is trimmed differently.")
+                       "match; pass check_respdict=false (CLI: -o check_respdict=false) only if you know this file is "
+                       "trimmed differently.")
 
 
 def read_huth(src: str | os.PathLike, subject: str | None = None, stories: Sequence[str] | str | None = None,
@@ -146,7 +147,8 @@ def read_huth(src: str | os.PathLike, subject: str | None = None, stories: Seque
     subjects = sorted(p.name for p in resp_root.iterdir() if p.is_dir())
     if subject is None:
         if len(subjects) != 1:
-            raise DatasetError(f"{resp_root} holds subjects {subjects}; pass subject=<one of them>.")
+            raise DatasetError(f"{resp_root} holds subjects {subjects}; pass subject=<one of them> "
+                               f"(CLI: -o subject={subjects[0] if subjects else '...'}).")
         subject = subjects[0]
     subj_dir = resp_root / subject
     if not subj_dir.is_dir():

@@ -129,7 +129,7 @@ def _mni_mask(root: Path, pipeline: str, mask: str | None) -> np.ndarray:
     if mask is None:
         found = sorted((root / "derivatives" / pipeline).glob(f"**/*{MNI_SPACE}*mask*.nii*"))
         if len(found) != 1:
-            raise DatasetError(f"space={MNI_SPACE} needs a brain mask: pass mask=<3-D NIfTI> "
+            raise DatasetError(f"space={MNI_SPACE} needs a brain mask: pass mask=<3-D NIfTI> (CLI: -o mask=PATH) "
                                f"({len(found)} candidate masks found under derivatives/{pipeline}).")
         mask = str(found[0])
     data = np.asarray(nib.load(mask).dataobj)

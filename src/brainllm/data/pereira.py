@@ -250,7 +250,8 @@ def read_pereira(src: str | os.PathLike, subject: str | None = None, experiments
     if isinstance(rois, str):
         rois = [rois]
     if rois is not None and atlas is None:
-        raise DatasetError("rois were given without an atlas; pass atlas=<name in meta.atlases> too.")
+        raise DatasetError("rois were given without an atlas; pass atlas=<name in meta.atlases> too "
+                           "(CLI: -o atlas=NAME).")
     paths = find_files(src, experiments)
     subject = subject or (src.name if src.is_dir() else src.parent.name)
     files = _align([read_file(p, atlas, rois) for p in paths])

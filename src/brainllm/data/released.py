@@ -7,6 +7,12 @@ Layouts (see the authors' `language_generation/src/data.py`):
 * Narratives: per story `<story>.wq.pkl` = {'sub-XXX': [item, ...]} and `<story>.pca1000.wq.pkl.dic` =
   {'sub-XXX': {'fmri': (n_TR, 1000)}}.
 
+The authors' published example (`example.wq.pkl` + `example.pca1000.wq.pkl.dic` in their `dataset/` folder, the
+README quick start's `Pereira_example`) is the Pereira layout for one participant. Neither option is needed for it:
+without `dataset`, the folder name (`.../Pereira/`) or else the file's layout says which dataset it is (passage-id
+keys: Pereira; `sub-XXX` keys: Narratives; story names: Huth), and without `subject` a Pereira/Huth folder holding
+one `<subj>.wq.pkl` is read as that subject (`example`).
+
 An item is a dict whose `word` is a list of chunks `{'content': str, 'additional': row indices into 'fmri'}`.
 Sample k (k = 1 .. len(word) - 1): prompt = chunks 0..k-1 joined, continuation = chunk k, frames = chunk k's
 `additional` (offset to this key's rows). Huth text is lower-cased; Huth/Narratives samples with a blank
@@ -125,17 +131,60 @@ def _find_folder(src: Path, dataset: str) -> Path:
 
 
 def _guess_dataset(src: Path) -> str:
+    """The dataset a folder holds: from its name (or a `Pereira/`, `Huth/`, `Narratives/` folder in it), else from
+    the layout of its `*.wq.pkl` files (`_layout_of`)."""
     for d in DATASETS:
         if d in src.name.lower() or (src / d.capitalize()).is_dir():
             return d
-    raise DatasetError(f"Cannot tell which dataset {src} holds; pass dataset=pereira|huth|narratives.")
+    texts = sorted(src.glob("*.wq.pkl")) if src.is_dir() else []
+    if texts:
+        dataset = _layout_of(restricted_load(texts[0]), texts[0])
+        if dataset is not None:
+            log.info("%s: the %s layout (%s keys); reading it as dataset=%s.", texts[0], dataset.capitalize(),
+                     _KEY_KINDS[dataset], dataset)
+            return dataset
+    raise DatasetError(f"Cannot tell which dataset {src} holds (no Pereira/Huth/Narratives in its name, and "
+                       f"{'no *.wq.pkl in it' if not texts else f'{texts[0].name} has keys of no known layout'}); "
+                       "pass dataset=pereira (CLI: -o dataset=pereira), or huth or narratives.")
+
+
+_KEY_KINDS = {"pereira": "passage-id", "huth": "story-name", "narratives": "sub-XXX"}
+
+
+def _layout_of(text: Any, path: Path) -> str | None:
+    """pereira | huth | narratives from the keys of a `*.wq.pkl` dict, or None when they fit no layout."""
+    if not isinstance(text, dict) or not text:
+        return None
+    keys = list(text)
+    if all(isinstance(k, str) and k.startswith("sub-") for k in keys):
+        return "narratives"
+    if all((isinstance(k, (int, np.integer)) and not isinstance(k, bool)) or (isinstance(k, str) and k.isdigit())
+           for k in keys):
+        return "pereira"
+    if all(isinstance(k, str) for k in keys):
+        return "huth"
+    return None
+
+
+def _guess_subject(folder: Path, dataset: str) -> str:
+    """The one subject of a Pereira/Huth folder: the stem of its only `<subj>.wq.pkl` (e.g. `example`)."""
+    stems = sorted(p.name[:-len(".wq.pkl")] for p in folder.glob("*.wq.pkl"))
+    if dataset != "narratives" and len(stems) == 1:
+        log.info("%s: one subject file, %s.wq.pkl; reading it as subject=%s.", folder, stems[0], stems[0])
+        return stems[0]
+    if dataset == "narratives":
+        which, example = "the participant's sub-XXX key in the story files", "sub-016"
+    else:
+        which, example = f"one of {stems}", stems[0] if stems else "P01"
+    raise DatasetError(f"{folder} holds {len(stems)} {dataset} *.wq.pkl files: pass the subject, {which} "
+                       f"(CLI: -o subject={example}).")
 
 
 def _fmri_file(folder: Path, stem: str, pca: bool) -> Path:
     path = folder / (f"{stem}.pca1000.wq.pkl.dic" if pca else f"{stem}.wq.pkl.dic")
     if not path.exists():
         raise DatasetError(f"{path} does not exist; it holds the fMRI for {stem}.wq.pkl"
-                           f"{' (pass pca=false to use the non-PCA file)' if pca else ''}.")
+                           f"{' (pass pca=false to use the non-PCA file; CLI: -o pca=false)' if pca else ''}.")
     return path
 
 
@@ -164,14 +213,15 @@ def _fmri(entry: Any, where: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def read_released(src: str | os.PathLike, subject: str, dataset: str | None = None,
+def read_released(src: str | os.PathLike, subject: str | None = None, dataset: str | None = None,
                   stories: Sequence[str] | str | None = None, pca: bool = True, u2s: str | None = None) -> Recording:
     """Read the authors' pickles for one subject into a `Recording` (frames as released).
 
     Args:
         src: the folder holding the files (or its parent with a `Pereira/`, `Huth/`, `Narratives/` folder).
-        subject: `P01` (Pereira), `1` (Huth), `sub-016` / `016` (Narratives).
-        dataset: pereira | huth | narratives (default: guessed from the folder name).
+        subject: `P01` (Pereira), `1` (Huth), `sub-016` / `016` (Narratives); default for Pereira/Huth: the stem
+            of the folder's only `<subj>.wq.pkl` (`example` for the authors' example).
+        dataset: pereira | huth | narratives (default: from the folder name, else the files' layout).
         stories: Narratives stories to read (default: from `u2s` if given, else every story with this subject).
         pca: read `*.pca1000.wq.pkl.dic` (True) or `*.wq.pkl.dic`.
         u2s: the authors' `dataset_info/u2s.json` (Narratives subject -> stories).
@@ -181,6 +231,8 @@ def read_released(src: str | os.PathLike, subject: str, dataset: str | None = No
     if dataset not in DATASETS:
         raise DatasetError(f"dataset must be one of {DATASETS}, got {dataset!r}.")
     folder = _find_folder(src, dataset)
+    if subject is None:
+        subject = _guess_subject(folder, dataset)
     units: list[tuple[str, list, np.ndarray, str]] = []  # (stimulus, items, fmri, where)
     if dataset == "narratives":
         subject = subject if str(subject).startswith("sub-") else f"sub-{subject}"

@@ -50,8 +50,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..decoding.generation import input_layout, pick_samples, teacher_forced_losses
 from ..errors import BrainLLMError
-from ..generation import input_layout, pick_samples, teacher_forced_losses
 from ..io import write_json
 from ..model import EncodedSample
 from ..ridge import centred_correlation, cv_ridge

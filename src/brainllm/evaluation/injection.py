@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..generation import input_layout
+from ..decoding.generation import input_layout
 from ..model import Collator, EncodedSample
 from ..model.collate import BRAIN
 from ..model.injection import mean_continuation_states, replaced_positions

@@ -56,6 +56,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..io import write_json
+from ..progress import progress
 from . import metrics as M
 from .rundata import EvaluationError
 from .tables import render_text
@@ -248,12 +249,6 @@ def _window_tokens(words: TimedWords, bounds: np.ndarray, config: StoryEvalConfi
     return [tokenize(" ".join(ws), config.lowercase, config.keep_punct) for ws in segment(words, bounds)]
 
 
-def _progress(items, desc: str, unit: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit=unit, disable=None, leave=False, dynamic_ncols=True)
-
-
 def _token_vectors(scorer, token_lists: Sequence[Sequence[str]], desc: str) -> list[np.ndarray]:
     """MiniLM token vectors `(n_i, 384)` of each window text, computed in batches (one pass per distinct text)."""
     from .semantic import MAX_LENGTH
@@ -261,7 +256,7 @@ def _token_vectors(scorer, token_lists: Sequence[Sequence[str]], desc: str) -> l
     texts = [detokenize(t) for t in token_lists]
     distinct = sorted(set(texts), key=len)
     chunk = max(1, scorer.batch_size) * 4
-    for lo in _progress(range(0, len(distinct), chunk), desc, "batch"):
+    for lo in progress(range(0, len(distinct), chunk), desc, "batch"):
         scorer.sentence_vectors(distinct[lo:lo + chunk])  # fills the scorer's cache, batched
     vecs = [scorer.token_vectors(t) for t in texts]
     truncated = sum(len(v) >= MAX_LENGTH - 2 for v in vecs)
@@ -407,7 +402,7 @@ def _recall_matrix(pred_vecs: list[np.ndarray], ref_vecs: list[np.ndarray]) -> n
             n += len(ref_vecs[r_cols[pos]])
             pos += 1
         blocks.append(cols)
-    for cols in _progress(blocks, "identification", "block"):
+    for cols in progress(blocks, "identification", "block"):
         ref_block = np.concatenate([ref_vecs[j] for j in cols]).astype(np.float32)  # (n, H)
         best = np.maximum.reduceat(pred_all @ ref_block.T, p_start, axis=0)  # (rows, n): best pred piece per window
         r_start = np.cumsum([0] + [len(ref_vecs[j]) for j in cols[:-1]])
@@ -684,11 +679,11 @@ def evaluate_story(pred: TimedWords, ref: TimedWords, nulls: Sequence[TimedWords
 
     null_windows: Optional[dict[str, np.ndarray]] = None
     if config.null_z:
-        rows = [windowed.score(n, f"null {i}")[0] for i, n in enumerate(_progress(nulls, "nulls", "null"))]
+        rows = [windowed.score(n, f"null {i}")[0] for i, n in enumerate(progress(nulls, "nulls", "null"))]
         null_windows = {m: np.stack([r[m] for r in rows]) for m in config.metrics}
 
     results: dict[str, ConditionResult] = {}
-    for cname, words in _progress([(name, pred)] + list(controls.items()), "conditions", "condition"):
+    for cname, words in progress([(name, pred)] + list(controls.items()), "conditions", "condition"):
         scores, tok, vecs = windowed.score(words, cname, keep=config.identification)
         ident = None
         if config.identification:

@@ -11,11 +11,12 @@ database files. Debian's `wordnet-base` installs them in `/usr/share/wordnet/` a
 * the folder must be on `nltk.data.path` (the `NLTK_DATA` variable, `~/nltk_data`, `/usr/share/nltk_data`, ...):
   nltk refuses to open a corpus folder outside it ("Security Violation ... Unauthorized path").
 
-`prepare(target)` does the copy; `python -m brainllm.evaluation.wordnet [--target DIR]` runs it (CI calls it after
-`apt-get install wordnet-base wordnet-sense-index`; it needs only the standard library). `load()` returns a
-ready WordNet reader, preparing a private copy under `~/.cache/brainllm/nltk_data` on first use when the Debian
-files are installed but no prepared copy exists, or None when WordNet is not installed at all (METEOR then runs
-without synonyms and says so in its variant name).
+`prepare(target)` does the copy; `python -m brainllm.evaluation.wordnet [--target DIR]` runs it
+(scripts/setup-system.sh, the install step of `make test` and `make demo`, calls it after `apt-get install
+wordnet-base wordnet-sense-index`; it needs only the standard library). `load()` returns a ready WordNet reader,
+preparing a private copy under `~/.cache/brainllm/nltk_data` on first use when the Debian files are installed but no
+prepared copy exists, or None when WordNet is not installed at all (METEOR then runs without synonyms and says so in
+its variant name).
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def load() -> Optional[Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Command line: prepare WordNet for nltk (used by .ci/run after the apt install)."""
+    """Command line: prepare WordNet for nltk (used by scripts/setup-system.sh after the apt install)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", type=Path, default=None,
                         help="nltk data folder to install into (default: see default_target()).")

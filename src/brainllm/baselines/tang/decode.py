@@ -7,8 +7,8 @@ import os
 import numpy as np
 
 from ...data.dataset import BrainTextDataset
+from ...decoding.fullstory import brain_prior, evaluate_decoded, heldout_run, predicted_times
 from ...errors import BrainLLMError
-from ...fullstory import brain_prior, evaluate_decoded, heldout_run, predicted_times
 from ...runs import LoadedRun
 from .decoder import TangDecoderConfig, decode
 from .model import TangModel, load_tang, responses_of, story_runs

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...beam import candidate_pool, empty_beam, extension_counts, grow, select_pool
+from ...decoding.beam import DecodedStory, candidate_pool, empty_beam, extension_counts, grow, select_pool
+from ...decoding.wordlm import ContextFilter, ProposalConfig, WordLM
 from ...errors import BrainLLMError
-from ...wordlm import ContextFilter, ProposalConfig, WordLM
+from ...voxelwise.lanczos import lanczos_matrix
 from .encoding import EncodingModel
-from .lanczos import lanczos_matrix
 
 if TYPE_CHECKING:
-    from ...fullstory import BrainPrior
+    from ...decoding.fullstory import BrainPrior
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +50,6 @@ class TangDecoderConfig:
 
     def proposal(self) -> ProposalConfig:
         return ProposalConfig(self.nucleus_mass, self.relative_floor, self.max_candidates, True)
-
-
-@dataclass
-class DecodedStory:
-    """A decoded word sequence with its word times (s) and the decoder's settings."""
-
-    words: list[str]
-    times: np.ndarray
-    settings: dict
-
-    def to_json(self) -> dict:
-        return {"words": self.words, "times": [round(float(t), 4) for t in self.times], "settings": self.settings}
 
 
 def affected_trs(lanczos: np.ndarray, first_word: int, word: int, delays: tuple[int, ...], n_trs: int

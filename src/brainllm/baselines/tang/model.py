@@ -17,12 +17,12 @@ import numpy as np
 
 from ... import backbones
 from ...data.dataset import BrainTextDataset, Run
+from ...decoding.wordlm import WordLM
+from ...decoding.wordrate import WordRateConfig, WordRateModel, lanczos_word_counts
 from ...errors import BrainLLMError, DatasetError
 from ...io import read_json, replace_dir, staging_dir, write_json
-from ...wordlm import WordLM
+from ...voxelwise.lanczos import lanczos_downsample
 from .encoding import EncodingConfig, EncodingModel
-from .lanczos import lanczos_downsample
-from .wordrate import WordRateConfig, WordRateModel, lanczos_word_counts
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class TangFitConfig:
 
     backbone: str = backbones.DEFAULT_BACKBONE
     feature_layer: int | None = None     # hidden-state index of word features (None: 3/4 of the depth)
-    context_words: int = 10              # fewest preceding words the LM sees (see brainllm.wordlm)
+    context_words: int = 10              # fewest preceding words the LM sees (see brainllm.decoding.wordlm)
     space: str = "auto"                  # "raw": voxels (raw/frames.npy); "frames": the prepared features
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     wordrate: WordRateConfig = field(default_factory=WordRateConfig)

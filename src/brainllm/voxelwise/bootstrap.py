@@ -26,8 +26,9 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
-from ...errors import ConfigError, DatasetError
-from ...ridge import _EIG_RTOL, _check_matrix, _check_penalties, _Decomposition, _target_batches, fit_ridge_fixed
+from ..errors import ConfigError, DatasetError
+from ..progress import progress
+from ..ridge import _EIG_RTOL, _check_matrix, _check_penalties, _Decomposition, _target_batches, fit_ridge_fixed
 from .delays import check_runs
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,6 @@ __all__ = [
 
 #: Tang et al.'s penalty grid, `np.logspace(1, 3, 10)`, in Tang's units (λ = α²).
 TANG_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(1, 3, 10))
-
-def _progress(items, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="boot", disable=None, leave=False, dynamic_ncols=True)
-
 
 # ----------------------------------------------------------------------------------------------------- splits
 
@@ -269,7 +264,7 @@ class BootstrapRidge(BaseEstimator):
         scores = np.zeros((grid.size, v), dtype=np.float64)
         batches = _target_batches(v, self.n_targets_batch)
         log.info("BootstrapRidge: %d bootstraps, n=%d, p=%d, v=%d, %d penalties", len(splits), n, p, v, grid.size)
-        for train, test in _progress(splits, "bootstrap ridge"):
+        for train, test in progress(splits, "bootstrap ridge", "boot"):
             dec = _Decomposition(X[train], cv_dtype)
             test_map = dec.test_map(X[test])
             left = dec.left()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from brainllm.baselines.tang import lanczos_downsample, lanczos_kernel, lanczos_matrix
+from brainllm.voxelwise.lanczos import lanczos_downsample, lanczos_kernel, lanczos_matrix
 from brainllm.errors import DatasetError
 
 PI2 = math.pi**2

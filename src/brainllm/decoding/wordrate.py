@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-from ...errors import DatasetError
-from .delays import make_delayed, runs_from_lengths
-from .encoding import _check_run_lists, _config_with, _load_model, _save_model
-from .lanczos import lanczos_matrix
-from .ridge import TANG_ALPHAS, _check_matrix, bootstrap_ridge_from, checked_delays_alphas
+from ..errors import DatasetError
+from ..voxelwise.bootstrap import TANG_ALPHAS, _check_matrix, bootstrap_ridge_from, checked_delays_alphas
+from ..voxelwise.delays import make_delayed, runs_from_lengths
+from ..voxelwise.lanczos import lanczos_matrix
+from ..voxelwise.modelfile import _check_run_lists, _config_with, _load_model, _save_model
 
 log = logging.getLogger(__name__)
 

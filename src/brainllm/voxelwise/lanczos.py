@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import DatasetError
+from ..errors import DatasetError
 
 __all__ = ["lanczos_downsample", "lanczos_kernel", "lanczos_matrix"]
 

@@ -25,13 +25,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import GenerationConfig
-from .errors import ConfigError
-from .io import write_json, write_jsonl
-from .model import Collator, EncodedSample
-from .model.collate import permute_frames
-from .runs import LoadedRun
-from .training import _progress
+from ..config import GenerationConfig
+from ..errors import ConfigError
+from ..io import write_json, write_jsonl
+from ..model import Collator, EncodedSample
+from ..model.collate import permute_frames
+from ..progress import progress
+from ..runs import LoadedRun
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: G
     device = run.model.boundary.device
     texts: list[str] = []
     batches = [samples[s:s + cfg.batch_size] for s in range(0, len(samples), cfg.batch_size)]
-    for i, chunk in enumerate(_progress(batches, desc, True)):
+    for i, chunk in enumerate(progress(batches, desc)):
         if cfg.method == "sample":
             torch.manual_seed(cfg.seed * 100003 + i)
         ids = run.model.generate(collate(chunk).to(device), **kwargs)

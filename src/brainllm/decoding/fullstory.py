@@ -29,20 +29,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .baselines.tang.decoder import DecodedStory
-from .baselines.tang.wordrate import WordRateConfig, WordRateModel, binned_word_counts, word_times
-from .beam import Beam, candidate_pool, empty_beam, extension_counts, grow, null_sequences, select_pool
-from .data.dataset import BrainTextDataset, Run
-from .errors import BrainLLMError
-from .evaluation.pooled import PooledStoryEvaluation, load_story_evaluation, pool_story_evaluations, write_pooled
-from .evaluation.stats import contamination
-from .evaluation.story import (StoryEvalConfig, StoryEvaluation, TimedWords, evaluate_story, segment,
+from ..data.dataset import BrainTextDataset, Run
+from ..errors import BrainLLMError
+from ..evaluation.pooled import PooledStoryEvaluation, load_story_evaluation, pool_story_evaluations, write_pooled
+from ..evaluation.stats import contamination
+from ..evaluation.story import (StoryEvalConfig, StoryEvaluation, TimedWords, evaluate_story, segment,
                                write_story_evaluation)
-from .io import write_json
-from .model import BrainLLM
-from .model.injection import PrefixInjection
-from .runs import LoadedRun
+from ..io import write_json
+from ..model import BrainLLM
+from ..model.injection import PrefixInjection
+from ..runs import LoadedRun
+from .beam import (Beam, DecodedStory, candidate_pool, empty_beam, extension_counts, grow, null_sequences,
+                   select_pool)
 from .wordlm import ContextFilter, ProposalConfig, WordLM
+from .wordrate import WordRateConfig, WordRateModel, binned_word_counts, word_times
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from brainllm.baselines.tang import (
-    WordRateModel,
-    binned_word_counts,
-    lanczos_word_counts,
-    make_delayed,
-    word_times,
-)
+from brainllm.decoding.wordrate import WordRateModel, binned_word_counts, lanczos_word_counts, word_times
 from brainllm.errors import DatasetError
+from brainllm.voxelwise.delays import make_delayed
 
 PI2 = math.pi**2
 

@@ -5,7 +5,7 @@ import pytest
 
 from brainllm import config, training
 from brainllm.config import GenerationConfig
-from brainllm.generation import cross_losses, generate_predictions, teacher_forced_losses
+from brainllm.decoding.generation import cross_losses, generate_predictions, teacher_forced_losses
 from brainllm.io import read_jsonl
 from brainllm.runs import load_run
 

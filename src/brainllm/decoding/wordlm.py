@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from .errors import BrainLLMError
-from .model.brainllm import unwrap_peft
-from .model.injection import PrefixInjection
+from ..errors import BrainLLMError
+from ..model.brainllm import unwrap_peft
+from ..model.injection import PrefixInjection
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class WordLM:
     def __init__(self, model, tokenizer, feature_layer: int | None = None, context_words: int = 10,
                  max_context_words: int | None = None, vocabulary: WordVocabulary | None = None,
                  device: str | torch.device = "cpu"):
-        from .model.collate import TextEncoder
+        from ..model.collate import TextEncoder
 
         self.model = model.eval()
         self.tokenizer = tokenizer

@@ -8,7 +8,7 @@ import torch
 
 from brainllm import backbones
 from brainllm.errors import BrainLLMError
-from brainllm.wordlm import ContextFilter, ProposalConfig, WordLM
+from brainllm.decoding.wordlm import ContextFilter, ProposalConfig, WordLM
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])

@@ -5,14 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainllm.baselines.tang import (
-    BootstrapRidge,
-    chunk_bootstrap_splits,
-    fit_ridge_fixed,
-    runs_from_lengths,
-    variance_explained,
-)
 from brainllm.errors import DatasetError
+from brainllm.ridge import fit_ridge_fixed
+from brainllm.voxelwise.bootstrap import BootstrapRidge, chunk_bootstrap_splits, variance_explained
+from brainllm.voxelwise.delays import runs_from_lengths
 
 RUNS = runs_from_lengths([130, 95, 200])  # full 20-TR chunks: 6 + 4 + 10 = 20; remainders 10, 15, 0
 

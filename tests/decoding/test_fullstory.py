@@ -9,7 +9,7 @@ import pytest
 
 from brainllm import config, training
 from brainllm.errors import BrainLLMError
-from brainllm.fullstory import StoryDecoderConfig, _derangement, decode_story, fit_frame_wordrate, other_story_run
+from brainllm.decoding.fullstory import StoryDecoderConfig, _derangement, decode_story, fit_frame_wordrate, other_story_run
 from brainllm.runs import load_run
 
 
@@ -106,9 +106,9 @@ def test_brainllm_prior_mirrors_the_tang_beam_and_shares_its_nulls(story_run, tm
     from brainllm.baselines.tang.decoder import TangDecoderConfig, decode
     from brainllm.baselines.tang.encoding import EncodingConfig
     from brainllm.baselines.tang.model import TangFitConfig, fit_tang, responses_of, story_runs
-    from brainllm.baselines.tang.wordrate import WordRateConfig
+    from brainllm.decoding.wordrate import WordRateConfig
     from brainllm.cli import _test_stories
-    from brainllm.fullstory import brain_prior, predicted_times
+    from brainllm.decoding.fullstory import brain_prior, predicted_times
 
     held = _test_stories(story_run.path)
     cfg = TangFitConfig(backbone=str(story_run.config.model.backbone), context_words=4,
@@ -136,7 +136,7 @@ def test_brainllm_prior_mirrors_the_tang_beam_and_shares_its_nulls(story_run, tm
 
 def test_decoder_nulls_are_the_trained_decoder_on_other_stories_frames(story_run, tmp_path):
     from brainllm.evaluation.pooled import load_story_evaluation
-    from brainllm.fullstory import (DECODER_NULL_DIR, decode_brainllm, heldout_run, predicted_times, run_word_lm,
+    from brainllm.decoding.fullstory import (DECODER_NULL_DIR, decode_brainllm, heldout_run, predicted_times, run_word_lm,
                                     story_prefix, stretched_order)
 
     ds = story_run.dataset
@@ -169,7 +169,7 @@ def test_decoder_nulls_are_the_trained_decoder_on_other_stories_frames(story_run
 
 
 def test_stretched_order_and_decoder_null_sources_by_hand():
-    from brainllm.fullstory import decoder_null_sources, stretched_order
+    from brainllm.decoding.fullstory import decoder_null_sources, stretched_order
 
     assert stretched_order(4, 8).tolist() == [0, 2, 4, 6]
     assert stretched_order(4, 8, offset=7).tolist() == [7, 1, 3, 5]
@@ -191,7 +191,7 @@ def test_an_injecting_run_decodes_with_its_states_in_the_prefix(story_run, tmp_p
     an injection of `state_centre + adapter(frames)` after that layer; the story decodes end to end."""
     import torch
 
-    from brainllm.fullstory import story_prefix
+    from brainllm.decoding.fullstory import story_prefix
 
     data = story_run.config.data.path
     cfg = config.from_dict({"data": {"path": data, "split": "by_story"},

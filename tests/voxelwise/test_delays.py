@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainllm.baselines.tang import check_runs, make_delayed, runs_from_lengths
+from brainllm.voxelwise.delays import check_runs, make_delayed, runs_from_lengths
 from brainllm.errors import DatasetError
 
 

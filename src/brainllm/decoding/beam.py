@@ -1,4 +1,5 @@
-"""Beam-search pieces shared by the full-story decoders (Tang et al. 2023 and BrainLLM) and their null model.
+"""Beam-search pieces shared by the full-story decoders (Tang et al. 2023 and BrainLLM), their null model, and the
+`DecodedStory` both return.
 
 Both decoders follow Tang et al.'s scaffolding: every hypothesis holds the same number of words; each step the LM
 proposes candidate next words per hypothesis; hypothesis h may keep `ceil(E * rank_h / |beam|)` extensions (rank 1 =
@@ -16,6 +17,18 @@ import numpy as np
 from scipy.stats import rankdata
 
 from .wordlm import INIT_WORDS, BeamState, ContextFilter, ProposalConfig, WordLM
+
+
+@dataclass
+class DecodedStory:
+    """A decoded word sequence with its word times (s) and the decoder's settings."""
+
+    words: list[str]
+    times: np.ndarray
+    settings: dict
+
+    def to_json(self) -> dict:
+        return {"words": self.words, "times": [round(float(t), 4) for t in self.times], "settings": self.settings}
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...errors import DatasetError
+from ..errors import DatasetError
 
 __all__ = ["check_runs", "make_delayed", "runs_from_lengths"]
 

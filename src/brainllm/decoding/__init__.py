@@ -1,0 +1,13 @@
+"""Everything that turns a trained model into words.
+
+* `generation`: sentence decoding of a run's split under each condition (`brain`, `permuted`, `no_brain`),
+  teacher-forced losses and the cross-loss matrix (`brainllm generate`);
+* `wordlm`: a causal LM as a word-level LM (word vocabulary, proposals, KV-cached beam state, word features);
+* `beam`: the beam-search pieces both full-story decoders share, their brain-free null, and `DecodedStory`;
+* `wordrate`: the word-rate model (how many words each TR holds, from later brain responses);
+* `fullstory`: BrainLLM full-story decoding, its controls and nulls, and the evaluation of any decoded story
+  (`brainllm decode-story`).
+
+The Tang et al. 2023 baseline (`brainllm.baselines.tang`) imports from here; nothing here imports a baseline
+(tests/test_structure.py checks it).
+"""
