@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -70,7 +71,10 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         model, enc = load_brainllm(args.backbone, ds, dtype, device)
         n_params = sum(p.numel() for n, p in model.backbone.named_parameters() if "embed" not in n and "wte" not in n)
-        samples = enc.encode_all(ds, [s.id for s in ds][: args.batch_size * args.steps])
+        # shuffled, as training batches are: consecutive samples share a passage, which leaves the margin loss no
+        # partner from another stimulus
+        order = np.random.default_rng(0).permutation(len(ds))[: args.batch_size * args.steps]
+        samples = enc.encode_all(ds, [ds.samples[i].id for i in order])
         collate = Collator(ds.frames, enc)
         batches = [collate(samples[i:i + args.batch_size]).to(device) for i in range(0, len(samples), args.batch_size)]
         prefix = 1 + 1 + 1  # <brain> v_1 </brain> (T = 1 in the sentence design)
