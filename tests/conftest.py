@@ -76,6 +76,17 @@ def _pretrain(model, tokenizer, steps: int = 150) -> None:
     model.eval()
 
 
+def tiny_brainllm(path: Path, dataset):
+    """(BrainLLM with a small MLP adapter on the tiny backbone at `path`, in eval mode; its TextEncoder)."""
+    from brainllm import backbones
+    from brainllm.model import BrainLLM, TextEncoder, build_adapter
+
+    torch.manual_seed(0)
+    backbone, tok = backbones.load(str(path))
+    model = BrainLLM(backbone, build_adapter({"name": "mlp", "hidden": 32}, dataset.feature_dim, 64)).eval()
+    return model, TextEncoder(tok)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_path(tmp_path_factory) -> Path:
     return build_tiny_backbone(tmp_path_factory.mktemp("tiny_llama"), "llama")

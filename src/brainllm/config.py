@@ -97,7 +97,10 @@ class GenerationConfig:
     max_new_tokens: int = 32
     temperature: float = 1.0            # sample only
     top_p: float = 1.0                  # sample only
-    batch_size: int = 16
+    batch_size: int = 32                # samples per batch (decoding and losses; sorted by length, so padding is small)
+    decoder: str = "prefix"             # beam/greedy: prefix (the prefix's KV cache shared by its beams, finished
+                                        # samples leave the batch; decoding.prefix_beam) or hf (HF generate, the
+                                        # reference: same tokens, slower)
     permutations: int = 10              # PerBrainLLM repeats, each a different derangement
     seed: int = 0
 

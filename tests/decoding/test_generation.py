@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -69,3 +70,44 @@ def test_beam_and_sampling_run(trained_run):
     a = [r["prediction"] for r in read_jsonl(generate_predictions(trained_run, "valid", "brain", sample))]
     b = [r["prediction"] for r in read_jsonl(generate_predictions(trained_run, "valid", "brain", sample))]
     assert rows_beam and a == b  # seeded sampling is reproducible
+
+
+def test_permuted_in_one_pass_equals_one_derangement_at_a_time(trained_run):
+    """All derangements decoded and scored together (length-sorted batches across them) give what each gives
+    decoded and scored on its own."""
+    from brainllm.decoding.generation import decode
+    from brainllm.model.collate import permute_frames
+
+    cfg = GenerationConfig(method="beam", num_beams=3, max_new_tokens=6, min_new_tokens=2, permutations=3,
+                           batch_size=5)
+    rows = read_jsonl(generate_predictions(trained_run, "test", "permuted", cfg))
+    base = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.test)
+    for p in range(cfg.permutations):
+        samples = permute_frames(base, cfg.seed + p)
+        mine = [r for r in rows if r["permutation"] == p]
+        assert [r["id"] for r in mine] == [s.id for s in samples]
+        assert [r["frames_from"] for r in mine] == [s.frames_from for s in samples]
+        np.testing.assert_allclose([r["loss"] for r in mine], teacher_forced_losses(trained_run, samples, "brain", 4),
+                                   rtol=1e-5)
+        assert [r["prediction"] for r in mine] == decode(trained_run, samples, "brain", cfg)
+
+
+@pytest.mark.parametrize("method", ["beam", "greedy"])
+def test_decode_gives_hf_generates_texts_in_the_samples_order(trained_run, method):
+    """The default decoder (prefix cache, length-sorted batches) against HF generate in the samples' own order."""
+    from brainllm.decoding.generation import decode
+
+    samples = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.test)
+    cfg = GenerationConfig(method=method, num_beams=4, max_new_tokens=8, min_new_tokens=2, batch_size=8)
+    hf = decode(trained_run, samples, "brain", dataclasses.replace(cfg, decoder="hf", batch_size=len(samples)))
+    assert decode(trained_run, samples, "brain", cfg) == hf
+    assert len(set(hf)) > 1
+
+
+def test_unknown_decoder_is_a_config_error(trained_run):
+    from brainllm.decoding.generation import decode
+    from brainllm.errors import ConfigError
+
+    samples = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.test[:2])
+    with pytest.raises(ConfigError, match="decoder"):
+        decode(trained_run, samples, "brain", GenerationConfig(decoder="fast"))

@@ -4,16 +4,14 @@ import torch
 
 from brainllm import backbones
 from brainllm.model import BrainLLM, Collator, TextEncoder, build_adapter
+from tests.conftest import tiny_brainllm
 
 
 @pytest.fixture(params=["llama", "gpt2"])
 def model_and_samples(request, tiny_llama_path, tiny_gpt2_path, small_sentence_sim):
     path = tiny_llama_path if request.param == "llama" else tiny_gpt2_path
-    torch.manual_seed(0)
-    backbone, tok = backbones.load(str(path))
     ds = small_sentence_sim.dataset
-    model = BrainLLM(backbone, build_adapter({"name": "mlp", "hidden": 32}, ds.feature_dim, 64)).eval()
-    enc = TextEncoder(tok)
+    model, enc = tiny_brainllm(path, ds)
     return model, enc, ds, enc.encode_all(ds, [s.id for s in ds][:6])
 
 

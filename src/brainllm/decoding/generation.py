@@ -7,9 +7,12 @@ Conditions (all from the same trained run where they use it):
 * `no_brain` (StdLLM): the bare backbone with the text prompt only (no adapter, no boundary vectors, no LoRA).
 
 Each row also holds the teacher-forced loss (mean cross-entropy per continuation token + EOS, in nats) under that
-condition, computed with right padding, while decoding uses left-padded `inputs_embeds` and the KV cache. Everything
-runs under `torch.inference_mode()`. `crossloss` writes the loss of every (text, frames) pairing of a subset of
-samples, for identification accuracy.
+condition, computed with right padding, while decoding uses left-padded `inputs_embeds` and the KV cache: beam and
+greedy search run each prefix once and share its cache among the sample's beams (`prefix_beam`, the same tokens as
+HF `generate`, which `generation.decoder: hf` uses instead). Batches are formed by sequence length (longest first)
+and the outputs put back in the samples' order; the `permuted` condition decodes and scores all its derangements in
+one pass. Everything runs under `torch.inference_mode()`. `crossloss` writes the loss of every (text, frames)
+pairing of a subset of samples, for identification accuracy.
 """
 
 from __future__ import annotations
@@ -28,29 +31,56 @@ import torch
 from ..config import GenerationConfig
 from ..errors import ConfigError
 from ..io import write_json, write_jsonl
-from ..model import Collator, EncodedSample
+from ..model import BrainLLM, Batch, Collator, EncodedSample, TextEncoder
 from ..model.collate import permute_frames
 from ..progress import progress
 from ..runs import LoadedRun
+from .prefix_beam import SearchSettings, beam_search, greedy_search
 
 log = logging.getLogger(__name__)
 
 GENERATION_CONDITIONS = ("brain", "permuted", "no_brain")
+METHODS = ("beam", "greedy", "sample")
+DECODERS = ("prefix", "hf")
 
 
-def decoding_kwargs(cfg: GenerationConfig, encoder) -> dict:
+def search_settings(cfg: GenerationConfig, encoder: TextEncoder) -> SearchSettings:
+    """The deterministic search of `cfg` (beam, or greedy: `num_beams` 1)."""
+    if cfg.method not in METHODS:
+        raise ConfigError(f"generation.method must be one of {METHODS}, got '{cfg.method}'.")
+    return SearchSettings(max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
+                          eos_id=encoder.eos_id, pad_id=encoder.pad_id,
+                          num_beams=cfg.num_beams if cfg.method == "beam" else 1,
+                          repetition_penalty=cfg.repetition_penalty)
+
+
+def decoding_kwargs(cfg: GenerationConfig, encoder: TextEncoder) -> dict:
     """Arguments for HF `generate` from our settings (only new tokens come back with inputs_embeds)."""
-    common = {"max_new_tokens": cfg.max_new_tokens, "min_new_tokens": cfg.min_new_tokens,
-              "eos_token_id": encoder.eos_id, "pad_token_id": encoder.pad_id, "use_cache": True}
-    if cfg.method == "beam":
-        return {**common, "num_beams": cfg.num_beams, "do_sample": False,
-                "repetition_penalty": cfg.repetition_penalty, "early_stopping": False}
-    if cfg.method == "greedy":
-        return {**common, "num_beams": 1, "do_sample": False, "repetition_penalty": cfg.repetition_penalty}
+    kwargs = search_settings(cfg, encoder).hf_generate_kwargs()
     if cfg.method == "sample":
-        return {**common, "num_beams": 1, "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                "repetition_penalty": cfg.repetition_penalty}
-    raise ConfigError(f"generation.method must be beam, greedy or sample, got '{cfg.method}'.")
+        kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
+    return kwargs
+
+
+def generate_ids(model: BrainLLM, batch: Batch, cfg: GenerationConfig, encoder: TextEncoder) -> list[list[int]]:
+    """New token ids of each sample of a left-padded batch (EOS included where one was generated; HF's output may
+    carry pad ids after it): beam or greedy search over the shared prefix (`prefix_beam`), or HF `generate` for
+    `decoder: hf` and for sampling."""
+    if cfg.decoder not in DECODERS:
+        raise ConfigError(f"generation.decoder must be one of {DECODERS}, got '{cfg.decoder}'.")
+    settings = search_settings(cfg, encoder)
+    if cfg.method == "sample" or cfg.decoder == "hf":
+        return model.generate(batch, **decoding_kwargs(cfg, encoder))
+    embeds, context = model.generation_inputs(batch)
+    search = beam_search if settings.num_beams > 1 else greedy_search
+    return search(model.backbone, embeds, batch.attention_mask, settings, context)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices `(<= batch_size,)` of consecutive batches, longest sequences first (ties in input order), so that a
+    batch pads little; the union is every index once."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def input_layout(run: LoadedRun, condition: str) -> str:
@@ -69,36 +99,36 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
     `tokens_per_frame`), replaces them."""
     collate = Collator(run.dataset.frames, run.encoder, layout, tokens_per_frame=run.model.adapter.tokens_per_frame)
     device = run.model.boundary.device
-    out = []
-    for start in range(0, len(samples), batch_size):
-        stop = start + batch_size
-        batch = collate(samples[start:stop]).to(device)
+    out = np.zeros(len(samples))
+    for rows in length_sorted_batches([collate.length(s) for s in samples], batch_size):
+        batch = collate([samples[i] for i in rows]).to(device)
         offset = (None if brain_offsets is None
-                  else torch.as_tensor(brain_offsets[start:stop], dtype=torch.float32, device=device))
+                  else torch.as_tensor(brain_offsets[rows], dtype=torch.float32, device=device))
         slots = None
         if brain_slots is not None:
             slots = torch.zeros(*run.model.slot_mask(batch).shape, run.model.hidden_size, device=device)
-            for i, values in enumerate(brain_slots[start:stop]):
-                slots[i, : len(values)] = torch.as_tensor(values, dtype=torch.float32, device=device)
-        out.append(run.model(batch, brain_offset=offset, brain_slots=slots)["sample_loss"].float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+            for j, i in enumerate(rows):
+                slots[j, : len(brain_slots[i])] = torch.as_tensor(brain_slots[i], dtype=torch.float32, device=device)
+        out[rows] = run.model(batch, brain_offset=offset, brain_slots=slots)["sample_loss"].float().cpu().numpy()
+    return out
 
 
 @torch.inference_mode()
 def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
            desc: str = "generate") -> list[str]:
-    """Generated continuation text of each sample (cut at EOS, special tokens removed)."""
+    """Generated continuation text of each sample (cut at EOS, special tokens removed), in the samples' order;
+    decoded in batches of `cfg.batch_size` samples of similar length."""
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
-    kwargs = decoding_kwargs(cfg, run.encoder)
     device = run.model.boundary.device
-    texts: list[str] = []
-    batches = [samples[s:s + cfg.batch_size] for s in range(0, len(samples), cfg.batch_size)]
-    for i, chunk in enumerate(progress(batches, desc)):
+    texts = [""] * len(samples)
+    batches = length_sorted_batches([collate.length(s) for s in samples], cfg.batch_size)
+    for i, rows in enumerate(progress(batches, desc)):
         if cfg.method == "sample":
             torch.manual_seed(cfg.seed * 100003 + i)
-        ids = run.model.generate(collate(chunk).to(device), **kwargs)
-        texts.extend(run.encoder.decode(seq) for seq in ids)
+        ids = generate_ids(run.model, collate([samples[j] for j in rows]).to(device), cfg, run.encoder)
+        for j, seq in zip(rows, ids):
+            texts[j] = run.encoder.decode(seq)
     return texts
 
 
@@ -112,21 +142,22 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     layout = input_layout(run, condition)
     name = "no_text" if (condition == "brain" and layout == "no_text") else condition
     base = run.encoder.encode_all(run.dataset, ids)
-    variants = ([(p, permute_frames(base, cfg.seed + p)) for p in range(cfg.permutations)]
-                if condition == "permuted" else [(None, base)])
+    # PerBrainLLM: all derangements in one pass, so batches fill and sort by length across them
+    variants = ([(p, s) for p in range(cfg.permutations) for s in permute_frames(base, cfg.seed + p)]
+                if condition == "permuted" else [(None, s) for s in base])
+    samples = [s for _, s in variants]
     rows, start = [], time.perf_counter()
     bare = run.model.bare_backbone if condition == "no_brain" else contextlib.nullcontext
-    for p, samples in variants:
-        with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
-            losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
-            texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}" + ("" if p is None else f" perm {p}"))
-        for s, loss, text in zip(samples, losses, texts):
-            original = run.dataset.by_id(s.id)
-            row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,
-                   "prediction": text, "loss": float(loss)}
-            if p is not None:
-                row.update(permutation=p, frames_from=s.frames_from)
-            rows.append(row)
+    with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
+        losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
+        texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}")
+    for (p, s), loss, text in zip(variants, losses, texts):
+        original = run.dataset.by_id(s.id)
+        row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,
+               "prediction": text, "loss": float(loss)}
+        if p is not None:
+            row.update(permutation=p, frames_from=s.frames_from)
+        rows.append(row)
     out_dir = run.path / "predictions"
     path = out_dir / f"{split}_{name}.jsonl"
     write_jsonl(path, rows)

@@ -314,11 +314,18 @@ class BrainLLM(nn.Module):
         keep = keep.unsqueeze(-1).float()
         return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
 
+    def generation_inputs(self, batch: Batch) -> tuple[torch.Tensor, ContextManager]:
+        """What decoding feeds the backbone for a left-padded batch (`Collator(for_generation=True)`): the input
+        embeddings `(B, L, H)` in the backbone's dtype, and the context the prefix's forward runs in (the layer-L
+        injection of the brain positions, or nothing)."""
+        brain = self.brain_vectors(batch)
+        return self._embed(batch, brain), self.injection(batch, brain)
+
     @torch.inference_mode()
     def generate(self, batch: Batch, **generate_kwargs) -> list[list[int]]:
-        """Continue each left-padded sequence; returns the new token ids per sample (EOS and after included)."""
-        brain = self.brain_vectors(batch)
-        with self.injection(batch, brain):
-            out = self.backbone.generate(inputs_embeds=self._embed(batch, brain), attention_mask=batch.attention_mask,
-                                         **generate_kwargs)
+        """Continue each left-padded sequence with HF `generate`; returns the new token ids per sample (EOS and
+        after included). `decoding.prefix_beam` runs the same searches faster."""
+        embeds, context = self.generation_inputs(batch)
+        with context:
+            out = self.backbone.generate(inputs_embeds=embeds, attention_mask=batch.attention_mask, **generate_kwargs)
         return out.tolist()

@@ -248,6 +248,10 @@ class Collator:
                 add(TOKEN, tok)
         return kinds, toks, bpos, start
 
+    def length(self, sample: EncodedSample) -> int:
+        """The number of positions `sample` takes in this collator's batches (before padding)."""
+        return len(self._layout(sample)[0])
+
     def __call__(self, samples: Sequence[EncodedSample]) -> Batch:
         layouts = [self._layout(s) for s in samples]
         b, length = len(samples), max(len(k) for k, *_ in layouts)
