@@ -52,9 +52,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `repeats` calls (after one warm-up call)."""
-    fn()
+def timed(fn, repeats: int, warmup=None) -> float:
+    """Median seconds of `repeats` calls, after one warm-up call (of `warmup` if given, e.g. a smaller workload
+    when one call takes minutes)."""
+    (warmup or fn)()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

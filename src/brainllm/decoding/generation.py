@@ -114,22 +114,27 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
 
 
 @torch.inference_mode()
-def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-           desc: str = "generate") -> list[str]:
-    """Generated continuation text of each sample (cut at EOS, special tokens removed), in the samples' order;
-    decoded in batches of `cfg.batch_size` samples of similar length."""
-    collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
-                       tokens_per_frame=run.model.adapter.tokens_per_frame)
-    device = run.model.boundary.device
-    texts = [""] * len(samples)
+def decode_ids(model: BrainLLM, collate: Collator, samples: Sequence[EncodedSample], cfg: GenerationConfig,
+               encoder: TextEncoder, desc: str = "generate") -> list[list[int]]:
+    """New token ids of each sample (`generate_ids`), in the samples' order; decoded in batches of
+    `cfg.batch_size` samples of similar length (`collate` builds left-padded generation batches)."""
+    device = model.boundary.device
+    out: list[list[int]] = [[] for _ in samples]
     batches = length_sorted_batches([collate.length(s) for s in samples], cfg.batch_size)
     for i, rows in enumerate(progress(batches, desc)):
         if cfg.method == "sample":
             torch.manual_seed(cfg.seed * 100003 + i)
-        ids = generate_ids(run.model, collate([samples[j] for j in rows]).to(device), cfg, run.encoder)
-        for j, seq in zip(rows, ids):
-            texts[j] = run.encoder.decode(seq)
-    return texts
+        for j, seq in zip(rows, generate_ids(model, collate([samples[j] for j in rows]).to(device), cfg, encoder)):
+            out[j] = seq
+    return out
+
+
+def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+           desc: str = "generate") -> list[str]:
+    """Generated continuation text of each sample (cut at EOS, special tokens removed), in the samples' order."""
+    collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
+                       tokens_per_frame=run.model.adapter.tokens_per_frame)
+    return [run.encoder.decode(ids) for ids in decode_ids(run.model, collate, samples, cfg, run.encoder, desc)]
 
 
 def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "brain",

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
 NEG = -1.0e9  # HF's score of an impossible beam
 
@@ -52,14 +53,17 @@ class SearchSettings:
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
 
-    def processors(self) -> LogitsProcessorList:
-        """HF's logits processors for these settings, in HF's order (repetition penalty, then the EOS ban)."""
-        out = LogitsProcessorList()
-        if self.repetition_penalty != 1.0:
-            out.append(RepetitionPenaltyLogitsProcessor(float(self.repetition_penalty)))
-        if self.min_new_tokens > 0:
-            out.append(MinNewTokensLengthLogitsProcessor(0, self.min_new_tokens, self.eos_id))
-        return out
+    def process(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        """HF's logits processors for these settings, in HF's order and with its arithmetic, in place on `scores`
+        `(R, V)` float32 (HF copies the whole tensor in each): the repetition penalty over the tokens `generated`
+        so far `(R, t)`, then the EOS ban while t < min_new_tokens. Returns `scores`."""
+        if self.repetition_penalty != 1.0 and generated.shape[1]:
+            seen = scores.gather(1, generated)  # a token seen twice gets the same value twice
+            scores.scatter_(1, generated, torch.where(seen < 0, seen * self.repetition_penalty,
+                                                      seen / self.repetition_penalty))
+        if generated.shape[1] < self.min_new_tokens:
+            scores[:, self.eos_id] = -math.inf
+        return scores
 
     def hf_generate_kwargs(self) -> dict:
         """Arguments for HF `generate(inputs_embeds=...)` that run the same search (the reference implementation)."""
@@ -127,7 +131,6 @@ def greedy_search(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, setti
     """Greedy decoding of left-padded prefixes `embeds` `(B, P, H)` (mask `(B, P)`): the new token ids of each
     sample, its EOS included when it produced one (HF's output up to there). A sample leaves the batch at EOS."""
     logits, lm_rows = CachedLM.prefill(lm, embeds, mask, context)
-    processors = settings.processors()
     tokens = torch.full((len(embeds), settings.max_new_tokens), settings.pad_id, dtype=torch.long,
                         device=embeds.device)
     live = torch.arange(len(embeds), device=embeds.device)  # original index of each row still decoding
@@ -135,7 +138,7 @@ def greedy_search(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, setti
     for t in range(settings.max_new_tokens):
         if t > 0:
             logits = lm_rows.step(tokens[live, t - 1])
-        nxt = processors(tokens[live, :t], logits).argmax(-1)
+        nxt = settings.process(logits, tokens[live, :t]).argmax(-1)
         tokens[live, t] = nxt
         ended = nxt == settings.eos_id
         for i in live[ended].tolist():
@@ -242,14 +245,13 @@ def beam_search(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, setting
     logits, lm_rows = CachedLM.prefill(lm, embeds, mask, context)
     logits = logits.repeat_interleave(k, 0)  # every beam of a sample starts from the same prefix
     lm_rows.select(torch.arange(len(embeds), device=embeds.device).repeat_interleave(k))
-    processors = settings.processors()
     state = _Beams.start(len(embeds), k, settings, embeds.device)
     out: list[list[int]] = [[] for _ in range(len(embeds))]
     for t in range(settings.max_new_tokens):
         if t > 0:
             logits = lm_rows.step(state.running[:, :, t - 1].reshape(-1))
         a = len(state.sample)
-        log_probs = processors(state.running[:, :, :t].reshape(a * k, t), F.log_softmax(logits, dim=-1))
+        log_probs = settings.process(F.log_softmax(logits, dim=-1), state.running[:, :, :t].reshape(a * k, t))
         source = _beam_step(state, log_probs, t, settings)
         done = ~state.improvable if t + 1 < settings.max_new_tokens else torch.ones_like(state.improvable)
         for i in torch.nonzero(done).squeeze(1).tolist():
