@@ -134,26 +134,43 @@ def test_non_finite_loss_stops_with_the_batch_named_or_is_skipped(tiny_data, tin
 
 
 @pytest.mark.slow
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_processes_match_one(tiny_data, tiny_llama_path, tmp_path):
-    """Data-parallel training over 2 CPU processes (gloo) reproduces the single-process run."""
+    """Data-parallel training over 2 CPU processes (gloo), launched with `accelerate launch` as the README says,
+    reproduces the single-process run with the same global batch (8 samples: 4 per process): weights and losses.
+    Dropout is off: its masks depend on how the batch is cut."""
     args = [f"--set=data.path={tiny_data}", f"--set=model.backbone={tiny_llama_path}", "--set=model.adapter.dropout=0.0",
             "--set=model.adapter.hidden=32", "--set=training.warmup_epochs=1", "--set=training.epochs=2",
-            "--set=training.lr=3e-3", "--set=training.cpu=true"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+            "--set=training.lr=3e-3", "--set=training.cpu=true", "--set=training.batch_size=8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     single = tmp_path / "one"
     subprocess.run([sys.executable, "-m", "brainllm", "train", *args, f"--set=output={single}"],
                    check=True, env=env, capture_output=True)
     double = tmp_path / "two"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                           "-m", "brainllm", "train", *args, f"--set=output={double}"],
-                          env=env, capture_output=True, text=True)
+    # `accelerate launch --cpu` starts ONE process (its simple launcher); `--multi_gpu` starts torch.distributed's,
+    # and `training.cpu` makes Accelerate pick gloo on the CPU
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+                           "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no",
+                           f"--main_process_port={free_port()}", "-m", "brainllm", "train", *args,
+                           f"--set=output={double}"], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Data parallel over 2 processes (DistributedType.MULTI_CPU)" in proc.stderr
     a, b = load_file(str(single / "adapter.safetensors")), load_file(str(double / "adapter.safetensors"))
+    assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    la = [json.loads(x)["train_loss"] for x in (single / "metrics.jsonl").read_text().splitlines()]
-    lb = [json.loads(x)["train_loss"] for x in (double / "metrics.jsonl").read_text().splitlines()]
-    np.testing.assert_allclose(la, lb, rtol=1e-4)
+    rows_a = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (double / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]  # the same number of (global) steps
+    np.testing.assert_allclose([r["train_loss"] for r in rows_a], [r["train_loss"] for r in rows_b], rtol=1e-4)
 
 
 @pytest.mark.parametrize("main_process", [True, False])

@@ -90,6 +90,9 @@ class Trainer:
         self.accelerator = Accelerator(cpu=cfg.training.cpu, kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=True)])  # warm-up leaves the boundary unused
         self.is_main = self.accelerator.is_main_process
+        if self.accelerator.num_processes > 1 and self.is_main:
+            log.info("Data parallel over %d processes (%s): each global batch of %d samples is cut between them",
+                     self.accelerator.num_processes, self.accelerator.distributed_type, cfg.training.batch_size)
         self.dataset = BrainTextDataset.load(cfg.data.path)
         self.state = TrainState()
         self._prepare_run_folder(resume)
