@@ -1,9 +1,11 @@
 """Training-step throughput of BrainLLM with SmolLM2-135M on the simulated sentence design (batch 8).
 
 Compares, in one run on this host:
-  * brainllm: dynamic padding to the longest sequence, logits only at target positions, inference_mode eval;
-  * authors-style: every text padded to 64 tokens, logits over all positions, autograd kept during evaluation
-    (what the reference code does);
+  * brainllm: dynamic padding to the longest sequence, logits only at target positions; evaluation (teacher-forced
+    losses, `eval_samples_s`) as `brainllm generate` scores: `--eval-samples` in batches of `--eval-batch-size` sorted
+    by length, under inference_mode;
+  * authors-style: every text padded to 64 tokens, logits over all positions, autograd kept during evaluation,
+    which runs the same samples in batches of `--batch-size` (what the reference code does);
   * brainllm + margin / + infonce: brainllm with the `brain` recipe's auxiliary loss (`model.aux_loss`) added,
     for its cost per step (`aux_cost` = brainllm's samples/s over this row's);
 and prints samples/s, achieved model GFLOP/s as a fraction of this host's measured matmul peak in the same dtype,
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from _common import (add_common_args, dtypes_for, load_brainllm, matmul_peak, peak_memory_mb, print_table, setup,
                      timed, write_json)
 from brainllm import backbones
+from brainllm.decoding.generation import length_sorted_batches
 from brainllm.model import BrainLLM, Collator
 from brainllm.model.aux_loss import AuxLoss
 from brainllm.model.collate import PAD, Batch
@@ -59,6 +62,8 @@ def with_aux(aux: AuxLoss):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--eval-samples", type=int, default=64)
+    parser.add_argument("--eval-batch-size", type=int, default=32, help="brainllm's evaluation batch")
     add_common_args(parser)
     args = parser.parse_args()
     device, info, peak32, ds = setup(args.data)
@@ -75,6 +80,8 @@ def main() -> None:
         # partner from another stimulus
         order = np.random.default_rng(0).permutation(len(ds))[: args.batch_size * args.steps]
         samples = enc.encode_all(ds, [ds.samples[i].id for i in order])
+        eval_order = np.random.default_rng(1).permutation(len(ds))[: args.eval_samples]
+        eval_samples = enc.encode_all(ds, [ds.samples[i].id for i in eval_order])
         collate = Collator(ds.frames, enc)
         batches = [collate(samples[i:i + args.batch_size]).to(device) for i in range(0, len(samples), args.batch_size)]
         prefix = 1 + 1 + 1  # <brain> v_1 </brain> (T = 1 in the sentence design)
@@ -107,13 +114,23 @@ def main() -> None:
                          "frac_of_peak": round(flops / seconds / 1e9 / peaks[dtype], 3),
                          "mean_len": round(sum(b.kind.shape[1] for b in ready) / len(ready), 1)})
 
-            def evaluate():
-                ctx = torch.inference_mode() if name == "brainllm" else torch.enable_grad()
-                with ctx:
-                    for b in ready[:2]:
-                        loss_fn(model, b)
+            if name not in ("brainllm", "authors-style"):
+                continue
 
-            rows[-1]["eval_samples_s"] = round(2 * args.batch_size / timed(evaluate, 3), 2)
+            def evaluate():
+                model.eval()
+                if name == "brainllm":
+                    with torch.inference_mode():
+                        for part in length_sorted_batches([collate.length(s) for s in eval_samples],
+                                                          args.eval_batch_size):
+                            model(collate([eval_samples[i] for i in part]).to(device))["sample_loss"]
+                else:
+                    with torch.enable_grad():
+                        for i in range(0, len(eval_samples), args.batch_size):
+                            loss_fn(model, make_batch(collate(eval_samples[i:i + args.batch_size]).to(device)))
+                model.train()
+
+            rows[-1]["eval_samples_s"] = round(len(eval_samples) / timed(evaluate, 3), 2)
         for row in rows[-4:]:
             row["peak_mem_mb"] = round(peak_memory_mb(device))
     for dtype in dtypes:

@@ -2,6 +2,8 @@
 
 * `generation`: sentence decoding of a run's split under each condition (`brain`, `permuted`, `no_brain`),
   teacher-forced losses and the cross-loss matrix (`brainllm generate`);
+* `prefix_beam`: HF's beam and greedy search run from each prefix's KV cache once, finished samples leaving the
+  batch (what `generation` decodes with);
 * `wordlm`: a causal LM as a word-level LM (word vocabulary, proposals, KV-cached beam state, word features);
 * `beam`: the beam-search pieces both full-story decoders share, their brain-free null, and `DecodedStory`;
 * `wordrate`: the word-rate model (how many words each TR holds, from later brain responses);
