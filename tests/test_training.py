@@ -258,3 +258,23 @@ def test_the_brain_recipe_finds_no_effect_in_pure_noise(tiny_llama_path, tmp_pat
     own = teacher_forced_losses(run, samples, "brain", 16)
     permuted = np.mean([teacher_forced_losses(run, permute_frames(samples, seed), "brain", 16) for seed in range(3)], 0)
     assert sign_flip_test(own - permuted, [s.stimulus for s in samples]) > 0.01
+
+
+def test_token_readout_slots_are_fitted_on_training_samples_and_saved_with_the_run(tiny_data, tiny_llama_path,
+                                                                                  tmp_path):
+    from brainllm.runs import load_run
+
+    cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=1)
+    cfg.model.adapter = {"name": "mlp", "hidden": 32, "dropout": 0.1, "readout_tokens": 2, "readout_vocab": 128}
+    trainer = Trainer(cfg)
+    fitted = trainer.state.token_readout
+    assert fitted["rows"] == sum(len(s.frame_rows) for s in trainer.train_samples) and fitted["candidates"] > 2
+    train_tokens = {t for s in trainer.train_samples for t in s.prompt_ids + s.continuation_ids}
+    picked = trainer.model.adapter.readout.token_ids
+    assert set(picked[picked >= 0].tolist()) <= train_tokens  # candidates come from the training texts only
+    fitted_buffers = {k: v.clone() for k, v in trainer.model.adapter.readout.named_buffers()}
+    trainer.fit()
+    run = load_run(tmp_path / "run")
+    assert run.model.adapter.tokens_per_frame == 3
+    for name, value in run.model.adapter.readout.named_buffers():  # saved, and never moved by the optimiser
+        torch.testing.assert_close(value, fitted_buffers[name], rtol=0, atol=0)

@@ -36,7 +36,7 @@ from .errors import BrainLLMError
 from .io import append_jsonl, read_json, read_jsonl, replace_dir, staging_dir, write_json, write_jsonl
 from .model import BrainLLM, Collator, EncodedSample
 from .model.aux_loss import AuxLoss
-from .model.ridge_init import ridge_initialise
+from .model.ridge_init import fit_token_readout, ridge_initialise
 from .progress import progress
 from .runs import (ADAPTER_FILE, BACKBONE_FILE, CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, build_model,
                    load_trainable, save_trainable, write_run_file)
@@ -60,6 +60,7 @@ class TrainState:
     step: int = 0                  # optimizer steps taken, both stages
     skipped_batches: int = 0       # non-finite batches skipped (on_nan: skip)
     ridge_init: dict | None = None  # what `training.init: ridge` fitted (model.ridge_init.RidgeInit)
+    token_readout: dict | None = None  # what the adapter's token readout fitted (model.ridge_init.ReadoutFit)
 
 
 def _split_for(cfg: ExperimentConfig, dataset: BrainTextDataset) -> Split:
@@ -115,6 +116,12 @@ class Trainer:
                                       seed=cfg.training.seed, batch_size=cfg.training.eval_batch_size)
             self.state.ridge_init = {**fitted.to_json(), "seconds": round(time.perf_counter() - start, 2)}
             log.info("Ridge initialisation of the adapter: %s", self.state.ridge_init)
+        if self.model.adapter.readout is not None and not resuming:  # part of the model: fitted before any step
+            # its target is all the text perceived around the frames, whatever the warm-up regresses onto
+            text = Collator(self.dataset.frames, self.encoder, layout, warmup_target="text")
+            fitted = fit_token_readout(self.model, text, self.train_samples, seed=cfg.training.seed)
+            self.state.token_readout = fitted.to_json()
+            log.info("Token readout of the adapter: %s", self.state.token_readout)
         t = cfg.training
         self.aux = AuxLoss(t.aux_loss, t.aux_margin, t.aux_temperature) if t.aux_loss else None
         if resuming:

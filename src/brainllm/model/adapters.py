@@ -10,7 +10,9 @@ Beyond the paper (the `brain` recipe, `training.recipe`), every adapter takes tw
 * `centre`: the output is a learned *shared* vector per token slot plus a *brain part* whose mean over samples is
   removed (the batch mean in training, a running mean of it at evaluation, as batch normalisation does), so the
   brain part cannot carry the soft prompt (the corpus style that every sample shares) and the shared vector carries
-  nothing sample-specific.
+  nothing sample-specific;
+* `readout_tokens` R: each frame gets R more slots after its k learnt ones, holding the input embeddings of the
+  tokens a closed-form decoder reads from it (`model.token_readout`), so the output is `(B, T * (k + R), H)`.
 
 All adapters can standardise their input with per-feature mean/std buffers fitted on the training frames only
 (`fit_input_scaler`); they are saved with the adapter weights. The paper fed raw PCA scores (magnitudes 1e2-1e3
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .token_readout import TokenReadout
 
 ADAPTERS: dict[str, tuple[type, type]] = {}
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "tanh": nn.Tanh,
@@ -47,13 +50,16 @@ class AdapterConfig:
 
     `init_std`: std of the normal init of Linear weights (paper: 0.01). `tokens_per_frame`: soft tokens per frame
     (paper: 1). `centre`: shared vector + mean-removed brain part (paper: False). `centre_momentum`: weight of each
-    training batch in the running mean of the brain part.
+    training batch in the running mean of the brain part. `readout_tokens`: token readout slots per frame (paper: 0),
+    chosen among the `readout_vocab` most frequent training tokens.
     """
 
     init_std: float = 0.01
     tokens_per_frame: int = 1
     centre: bool = False
     centre_momentum: float = 0.05
+    readout_tokens: int = 0
+    readout_vocab: int = 2048
 
 
 @dataclass
@@ -134,14 +140,17 @@ class BrainAdapter(nn.Module):
             # (k * H,): the shared soft prompt, and the running mean removed from the brain part at evaluation
             self.shared = nn.Parameter(torch.zeros(self.out_dim))
             self.register_buffer("brain_mean", torch.zeros(self.out_dim))
+        self.readout = (TokenReadout(feature_dim, hidden_size, config.readout_tokens, config.readout_vocab)
+                        if config.readout_tokens else None)
 
     @property
     def tokens_per_frame(self) -> int:
-        return self.config.tokens_per_frame
+        """Slots per frame: the k learnt ones (`config.tokens_per_frame`) and the R readout ones."""
+        return self.config.tokens_per_frame + self.config.readout_tokens
 
     @property
     def out_dim(self) -> int:
-        """Outputs per frame of `_map`: `tokens_per_frame * hidden_size`."""
+        """Outputs per frame of `_map` (the learnt slots): `config.tokens_per_frame * hidden_size`."""
         return self.config.tokens_per_frame * self.hidden_size
 
     def linear_path(self) -> nn.Linear | None:
@@ -158,7 +167,7 @@ class BrainAdapter(nn.Module):
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """frames `(B, T, D)` float, mask `(B, T)` bool (True = real frame) -> `(B, T * k, H)` (k =
-        `tokens_per_frame`), zero where masked."""
+        `tokens_per_frame`: frame t's learnt slots, then its readout slots), zero where masked."""
         if frames.ndim != 3 or frames.shape[-1] != self.feature_dim:
             raise ValueError(f"expected frames of shape (B, T, {self.feature_dim}), got {tuple(frames.shape)}")
         x = (frames - self.input_mean) / self.input_std
@@ -167,7 +176,10 @@ class BrainAdapter(nn.Module):
         if self.config.centre:
             out = self.shared + self._centred(out, mask)
         b, t = mask.shape
-        out = out * mask.unsqueeze(-1)
+        out = out.reshape(b, t, self.config.tokens_per_frame, self.hidden_size)
+        if self.readout is not None:
+            out = torch.cat([out, self.readout(x)], dim=2)
+        out = out * mask[:, :, None, None]
         return out.reshape(b, t * self.tokens_per_frame, self.hidden_size)
 
     def _centred(self, out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -278,7 +278,11 @@ class BrainLLM(nn.Module):
         """
         target = self.warmup_targets(batch)
         out = self.adapter(batch.frames, batch.frame_mask)  # (B, T * k, H)
-        mask = self.slot_mask(batch).unsqueeze(-1).float()
+        mask = self.slot_mask(batch)
+        k_all, k_learnt = self.adapter.tokens_per_frame, self.adapter.config.tokens_per_frame
+        if k_all != k_learnt:  # token readout slots hold token embeddings, not something to regress
+            mask = mask & (torch.arange(mask.shape[1], device=mask.device) % k_all < k_learnt)
+        mask = mask.unsqueeze(-1).float()
         total = (((out - target.unsqueeze(1)) ** 2) * mask).sum()
         count = mask.sum() * out.shape[-1]
         return {"loss": total / count, "loss_sum": total, "n_tokens": count}

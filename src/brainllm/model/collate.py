@@ -218,7 +218,8 @@ class Collator:
         self.warmup_target = warmup_target
         self.tokens_per_frame = tokens_per_frame
 
-    def _warmup_ids(self, s: EncodedSample) -> tuple[int, ...]:
+    def warmup_text(self, s: EncodedSample) -> tuple[int, ...]:
+        """The token ids of the text the warm-up (and the closed-form starts) target for sample `s`."""
         if not s.prompt_ids or self.condition == "no_text" or self.warmup_target == "continuation":
             return s.continuation_ids
         return s.prompt_ids + s.continuation_ids if self.warmup_target == "text" else s.prompt_ids
@@ -275,7 +276,7 @@ class Collator:
         for i, s in enumerate(samples):
             frames[i, : len(s.frame_rows)] = torch.from_numpy(np.asarray(self.frames[list(s.frame_rows)], dtype=np.float32))
             frame_mask[i, : len(s.frame_rows)] = True
-        warm = [self._warmup_ids(s) for s in samples]
+        warm = [self.warmup_text(s) for s in samples]
         p_max = max(len(w) for w in warm)
         warmup_ids = torch.full((b, p_max), self.encoder.pad_id, dtype=torch.long)
         warmup_mask = torch.zeros(b, p_max, dtype=torch.bool)

@@ -17,6 +17,9 @@ prediction as its shared vector and as its running mean.
 Ridge shrinks: the predicted deviations from the mean target are much smaller than the true ones when the frames
 carry little information. `scale` multiplies the brain part (the deviation from the mean prediction), e.g. to give
 it the spread of the true targets (`scale="spread"`).
+
+`fit_token_readout` fits the adapter's token readout slots (`model.token_readout`) the same way: ridge from each
+standardised frame to the idf-weighted bag of its sample's warm-up text over the most frequent training tokens.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def ridge_initialise(model: BrainLLM, collate: Collator, samples: Sequence[Encod
     else:
         raise ConfigError(f"training.ridge_scale must be a positive number or 'spread', got {scale!r}.")
     # prediction = mean_pred + factor * (x - x_mean) @ coef = x @ W.T + b
-    k = adapter.tokens_per_frame
+    k = adapter.config.tokens_per_frame  # the learnt slots (readout slots have their own decoder)
     weight = np.tile(factor * coef.T, (k, 1))                      # (k * H, D)
     bias = np.tile(mean_pred - factor * x_mean @ coef, k)          # (k * H,)
     _write(path, weight, bias)
@@ -119,3 +122,61 @@ def _write(linear: nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
         linear.bias.copy_(torch.as_tensor(bias, dtype=linear.bias.dtype))
+
+
+@dataclass
+class ReadoutFit:
+    """What `fit_token_readout` fitted: penalty (Tang's units), cross-validated centred correlation of the bags,
+    candidate tokens, (frame, sample) rows."""
+
+    alpha: float
+    cv_correlation: float
+    candidates: int
+    rows: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def text_bags(collate: Collator, samples: Sequence[EncodedSample], vocab: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate token ids `(C,)`, C <= `vocab`: the tokens in most of the samples' warm-up texts; bags `(n, C)`:
+    the idf weight of each candidate present in a sample's warm-up text, 0 elsewhere). idf = log((1 + n) / (1 + df))
+    with df the number of samples whose text holds the token."""
+    texts = [set(collate.warmup_text(s)) - {collate.encoder.pad_id, collate.encoder.eos_id} for s in samples]
+    counts: dict[int, int] = {}
+    for text in texts:
+        for t in text:
+            counts[t] = counts.get(t, 0) + 1
+    candidates = np.array(sorted(counts, key=lambda t: (-counts[t], t))[:vocab], dtype=np.int64)
+    column = {int(t): j for j, t in enumerate(candidates)}
+    idf = np.log((1 + len(samples)) / (1 + np.array([counts[int(t)] for t in candidates], dtype=np.float64)))
+    bags = np.zeros((len(samples), len(candidates)))
+    for i, text in enumerate(texts):
+        cols = [column[t] for t in text if t in column]
+        bags[i, cols] = idf[cols]
+    return candidates, bags
+
+
+def fit_token_readout(model: BrainLLM, collate: Collator, samples: Sequence[EncodedSample], seed: int = 0
+                      ) -> ReadoutFit:
+    """Fit the adapter's token readout on `samples` (training samples only; module docstring). A frame's score for
+    a candidate is the predicted deviation of its bag from the training samples' mean bag."""
+    readout = model.adapter.readout
+    if readout is None:
+        raise ConfigError("fit_token_readout needs an adapter with model.adapter.readout_tokens > 0.")
+    candidates, bags = text_bags(collate, samples, readout.weight.shape[1])
+    if len(candidates) < readout.tokens:
+        raise ConfigError(f"the training texts hold {len(candidates)} distinct tokens, fewer than readout_tokens "
+                          f"{readout.tokens}.")
+    x, y, groups = ridge_problem(model, collate.frames, samples, bags)
+
+    def score(pred: np.ndarray, truth: np.ndarray, held: np.ndarray) -> float:
+        return centred_correlation(pred, truth, y[~held].mean(0))
+
+    coef, _, alpha, cv = cv_ridge(x, y, groups, score, seed)  # coef (D, C)
+    emb = model.backbone.get_input_embeddings().weight.detach()
+    ids = torch.as_tensor(candidates)
+    readout.set(torch.as_tensor(coef, dtype=torch.float32), torch.as_tensor(-x.mean(0) @ coef, dtype=torch.float32),
+                ids, emb[ids.to(emb.device)].float())
+    return ReadoutFit(alpha=alpha, cv_correlation=round(cv, 4), candidates=len(candidates), rows=len(x))
