@@ -17,7 +17,7 @@ Compares, in one run on this host:
 Prints samples/s (or new tokens/s) and the ratios.
 
     .venv/bin/python benchmarks/generate.py [--new-tokens 16] [--batches 3] [--samples 32] [--our-batch 32]
-        [--data PREPARED_DATASET]
+        [--data PREPARED_DATASET] [--run TRAINED_RUN]
 """
 
 from __future__ import annotations
@@ -87,10 +87,20 @@ def until_eos(ids: list[int], eos: int) -> list[int]:
 
 
 def bench_paper(args, ds, device: str) -> list[dict]:
-    """The paper's decodings (float32): the authors' configuration against brainllm's, on the same samples."""
-    model, enc = load_brainllm(args.backbone, ds, "float32", device)
+    """The paper's decodings (float32): the authors' configuration against brainllm's, on the same samples: the
+    first `--samples` of the benchmark data with a fresh model, or with `--run` the trained run's model on its
+    validation samples (a trained model ends its continuations at EOS, an untrained one runs to the maximum)."""
+    if args.run:
+        from brainllm.runs import load_run
+
+        run = load_run(args.run, device=device)
+        model, enc, ds = run.model, run.encoder, run.dataset
+        ids = run.split.valid[: args.samples]
+    else:
+        model, enc = load_brainllm(args.backbone, ds, "float32", device)
+        ids = [s.id for s in ds][: args.samples]
     model.eval()
-    samples = enc.encode_all(ds, [s.id for s in ds][: args.samples])
+    samples = enc.encode_all(ds, ids)
     collate = Collator(ds.frames, enc, for_generation=True)
     rows = []
     for name, cfg in PAPER.items():
@@ -129,6 +139,7 @@ def main() -> None:
     parser.add_argument("--our-batch", type=int, default=32, help="brainllm's batch for the paper's decodings")
     parser.add_argument("--repeats", type=int, default=1, help="timed passes of the paper's decodings")
     parser.add_argument("--skip-greedy16", action="store_true", help="only the paper's decodings")
+    parser.add_argument("--run", default=None, help="a trained run (float32) for the paper's decodings")
     add_common_args(parser)
     args = parser.parse_args()
     device, info, peak32, ds = setup(args.data)
@@ -141,7 +152,7 @@ def main() -> None:
     print_table(paper, ["decoding", "config", "seconds", "samples_s", "speedup", "same_tokens", "mean_new_tokens",
                         "peak_mem_mb"])
     payload = {"host": info, "peak_gflops_fp32": peak32, "rows": rows, "paper_decoding": paper,
-               "samples": args.samples, "our_batch": args.our_batch}
+               "samples": args.samples, "our_batch": args.our_batch, "run": args.run}
     print(f"wrote {write_json('generate', payload)}")
 
 
