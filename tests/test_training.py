@@ -261,7 +261,7 @@ def test_the_brain_recipe_finds_no_effect_in_pure_noise(tiny_llama_path, tmp_pat
 
 
 def test_token_readout_slots_are_fitted_on_training_samples_and_saved_with_the_run(tiny_data, tiny_llama_path,
-                                                                                  tmp_path):
+                                                                                  tmp_path, monkeypatch):
     from brainllm.runs import load_run
 
     cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=1)
@@ -277,4 +277,10 @@ def test_token_readout_slots_are_fitted_on_training_samples_and_saved_with_the_r
     run = load_run(tmp_path / "run")
     assert run.model.adapter.tokens_per_frame == 3
     for name, value in run.model.adapter.readout.named_buffers():  # saved, and never moved by the optimiser
+        torch.testing.assert_close(value, fitted_buffers[name], rtol=0, atol=0)
+    cfg.training.epochs = 2  # a resumed run continues from its checkpoint's readout, it does not refit it
+    monkeypatch.setattr(training, "fit_token_readout", lambda *a, **k: pytest.fail("refitted on resume"))
+    resumed = Trainer(cfg, resume=True)
+    assert resumed.state.token_readout == fitted
+    for name, value in resumed.model.adapter.readout.named_buffers():
         torch.testing.assert_close(value, fitted_buffers[name], rtol=0, atol=0)
