@@ -17,12 +17,13 @@ Compares, in one run on this host:
 Prints samples/s (or new tokens/s) and the ratios.
 
     .venv/bin/python benchmarks/generate.py [--new-tokens 16] [--batches 3] [--samples 32] [--our-batch 32]
-        [--data PREPARED_DATASET] [--run TRAINED_RUN]
+        [--data PREPARED_DATASET] [--run TRAINED_RUN] [--bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 
 import torch
@@ -94,12 +95,13 @@ def bench_paper(args, ds, device: str) -> list[dict]:
         from brainllm.runs import load_run
 
         run = load_run(args.run, device=device)
-        model, enc, ds = run.model, run.encoder, run.dataset
+        model, enc, ds, spec = run.model, run.encoder, run.dataset, run.config.model.backbone
         ids = run.split.valid[: args.samples]
     else:
         model, enc = load_brainllm(args.backbone, ds, "float32", device)
-        ids = [s.id for s in ds][: args.samples]
+        ids, spec = [s.id for s in ds][: args.samples], args.backbone
     model.eval()
+    twin = bfloat16_twin(model, spec, device) if args.bf16 else None
     samples = enc.encode_all(ds, ids)
     collate = Collator(ds.frames, enc, for_generation=True)
     rows = []
@@ -128,7 +130,29 @@ def bench_paper(args, ds, device: str) -> list[dict]:
                      "seconds": round(t_ours, 2), "samples_s": round(len(samples) / t_ours, 2),
                      "speedup": round(t_theirs / t_ours, 2), "same_tokens": f"{same:.0%}",
                      "mean_new_tokens": round(new_tokens, 1), "peak_mem_mb": round(peak_memory_mb(device))})
+        if twin is not None:  # not like for like: bfloat16 changes some tokens (same_tokens says how many)
+            twin_ids = decode_ids(twin, collate, samples, ours_cfg, enc, desc=f"{name} bf16")
+            t_twin = timed(lambda: decode_ids(twin, collate, samples, ours_cfg, enc, desc=f"{name} bf16"),
+                           args.repeats, warmup=lambda: decode_ids(twin, collate, warm, ours_cfg, enc, desc="warm"))
+            rows.append({"decoding": name, "config": "brainllm in bfloat16 (same adapter), vs authors' float32",
+                         "seconds": round(t_twin, 2), "samples_s": round(len(samples) / t_twin, 2),
+                         "speedup": round(t_theirs / t_twin, 2),
+                         "same_tokens": f"{sum(a == b for a, b in zip(theirs_ids, twin_ids)) / len(samples):.0%}",
+                         "mean_new_tokens": round(sum(len(r) for r in twin_ids) / len(samples), 1)})
     return rows
+
+
+def bfloat16_twin(model: BrainLLM, spec: str, device: str) -> BrainLLM | None:
+    """The same trained adapter and boundary vectors on the backbone loaded in bfloat16 (None where the device has
+    no native bfloat16, or for a run that changed the backbone's weights)."""
+    if "bfloat16" not in dtypes_for(device) or model.finetune != "frozen":
+        return None
+    from brainllm import backbones
+
+    twin = BrainLLM(backbones.load(spec, dtype="bfloat16", device=device)[0], copy.deepcopy(model.adapter),
+                    inject_layer=model.inject_layer, bos_id=model.bos_id).to(device)
+    twin.load_trainable_state_dict(model.trainable_state_dict())
+    return twin.eval()
 
 
 def main() -> None:
@@ -140,6 +164,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed passes of the paper's decodings")
     parser.add_argument("--skip-greedy16", action="store_true", help="only the paper's decodings")
     parser.add_argument("--run", default=None, help="a trained run (float32) for the paper's decodings")
+    parser.add_argument("--bf16", action="store_true", help="add brainllm in bfloat16 to the paper's decodings")
     add_common_args(parser)
     args = parser.parse_args()
     device, info, peak32, ds = setup(args.data)
