@@ -33,8 +33,9 @@ import torch
 
 from brainllm.decoding.generation import teacher_forced_losses
 from brainllm.evaluation import stats as S
-from brainllm.model import EncodedSample
+from brainllm.model import Collator, EncodedSample
 from brainllm.model.collate import permute_frames
+from brainllm.model.ridge_init import text_bags
 from brainllm.ridge import cv_ridge
 from brainllm.runs import LoadedRun, load_run
 from target_decodability import centred_cosine
@@ -96,17 +97,11 @@ def main() -> None:
     groups = [s.stimulus for s in train]
 
     emb = run.model.backbone.get_input_embeddings().weight.detach().float().numpy()
-    df = np.zeros(len(emb))
-    for s in train:
-        df[list(set(text_ids(s)))] += 1
-    idf = np.log((1 + len(train)) / (1 + df))
-    vocab = np.flatnonzero(df)
-    column = np.full(len(emb), -1)
-    column[vocab] = np.arange(len(vocab))
-    bags = np.zeros((len(train), len(vocab)))
-    for i, s in enumerate(train):
-        ids = np.array(sorted(set(text_ids(s))))
-        bags[i, column[ids]] = idf[ids]
+    # the readout's own targets (`fit_token_readout`): every training token a candidate, bags of the whole text
+    text = Collator(run.dataset.frames, run.encoder, warmup_target="text")
+    vocab, bags = text_bags(text, train, len(emb))
+    idf = np.full(len(emb), np.log(1 + len(train)))  # a token no training text holds: df 0
+    idf[vocab] = bags.max(0)  # each candidate is in some text, where its bag entry is its idf
     mean_bag = bags.mean(0)
 
     x_train = mean_frames(run, train)

@@ -24,6 +24,7 @@ standardised frame to the idf-weighted bag of its sample's warm-up text over the
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -144,10 +145,7 @@ def text_bags(collate: Collator, samples: Sequence[EncodedSample], vocab: int
     the idf weight of each candidate present in a sample's warm-up text, 0 elsewhere). idf = log((1 + n) / (1 + df))
     with df the number of samples whose text holds the token."""
     texts = [set(collate.warmup_text(s)) - {collate.encoder.pad_id, collate.encoder.eos_id} for s in samples]
-    counts: dict[int, int] = {}
-    for text in texts:
-        for t in text:
-            counts[t] = counts.get(t, 0) + 1
+    counts = Counter(t for text in texts for t in text)
     candidates = np.array(sorted(counts, key=lambda t: (-counts[t], t))[:vocab], dtype=np.int64)
     column = {int(t): j for j, t in enumerate(candidates)}
     idf = np.log((1 + len(samples)) / (1 + np.array([counts[int(t)] for t in candidates], dtype=np.float64)))

@@ -40,13 +40,16 @@ class TokenReadout(nn.Module):
         """`(B, T, D)` standardised frames -> `(B, T, C)` candidate scores."""
         return x @ self.weight + self.bias
 
+    def top_candidates(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, T, R)` the candidate indices of each frame's R top scores."""
+        return self.scores(x).topk(self.tokens, dim=-1).indices
+
     def top_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, T, R)` the backbone token ids of each frame's R top candidates (-1 where unfitted)."""
-        return self.token_ids[self.scores(x).topk(self.tokens, dim=-1).indices]
+        return self.token_ids[self.top_candidates(x)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top = self.scores(x).topk(self.tokens, dim=-1).indices  # (B, T, R)
-        return self.scale * self.embeddings[top]                 # (B, T, R, H)
+        return self.scale * self.embeddings[self.top_candidates(x)]  # (B, T, R, H)
 
     @torch.no_grad()
     def set(self, weight: torch.Tensor, bias: torch.Tensor, token_ids: torch.Tensor, embeddings: torch.Tensor
@@ -55,7 +58,10 @@ class TokenReadout(nn.Module):
         n = len(token_ids)
         if n > self.weight.shape[1]:
             raise ValueError(f"{n} candidates exceed readout_vocab {self.weight.shape[1]}")
-        self.weight.zero_(), self.bias.fill_(UNUSED), self.token_ids.fill_(-1), self.embeddings.zero_()
+        self.weight.zero_()
+        self.bias.fill_(UNUSED)
+        self.token_ids.fill_(-1)
+        self.embeddings.zero_()
         self.weight[:, :n] = weight
         self.bias[:n] = bias
         self.token_ids[:n] = token_ids
