@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from brainllm.errors import ConfigError
-from brainllm.model import Collator
+from brainllm.model import Collator, build_adapter
 from brainllm.model.ridge_init import fit_token_readout, text_bags
 from tests.model.test_ridge_init import planted
 
@@ -81,3 +81,6 @@ def test_readout_errors_say_what_to_set(tiny_llama_path):
     model, collate, samples, _ = planted(tiny_llama_path, {"name": "mlp", "hidden": 16})
     with pytest.raises(ConfigError, match="readout_tokens"):
         fit_token_readout(model, collate, samples)
+    for bad in ({"readout_tokens": -1}, {"readout_tokens": 8, "readout_vocab": 4}):
+        with pytest.raises(ConfigError, match="readout_tokens <= readout_vocab"):
+            build_adapter({"name": "mlp", "hidden": 16, **bad}, 12, 64)

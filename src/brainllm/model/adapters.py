@@ -133,6 +133,9 @@ class BrainAdapter(nn.Module):
         super().__init__()
         if config.tokens_per_frame < 1:
             raise ConfigError(f"tokens_per_frame must be >= 1, got {config.tokens_per_frame}.")
+        if config.readout_tokens < 0 or config.readout_vocab < config.readout_tokens:
+            raise ConfigError(f"model.adapter needs 0 <= readout_tokens <= readout_vocab, got readout_tokens "
+                              f"{config.readout_tokens} and readout_vocab {config.readout_vocab}.")
         self.config, self.feature_dim, self.hidden_size = config, feature_dim, hidden_size
         self.register_buffer("input_mean", torch.zeros(feature_dim))
         self.register_buffer("input_std", torch.ones(feature_dim))
