@@ -69,3 +69,103 @@ def test_reports_name_the_recipe_and_say_when_it_goes_beyond_the_paper():
                              ).training.__dict__
     assert config.recipe_description(paper).startswith("paper (Ye et al. 2025)")
     assert "beyond the paper" in config.recipe_description(brain) and "margin" in config.recipe_description(brain)
+
+
+# --- issue 25: every allowed value checked at load time, before any data or backbone is loaded ---------------------
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Fail the test if a dataset or a backbone is opened: config errors must come first."""
+    from brainllm import backbones
+    from brainllm.data.dataset import BrainTextDataset
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dataset or backbone was loaded before the config was checked")
+
+    monkeypatch.setattr(backbones, "load", refuse)
+    monkeypatch.setattr(BrainTextDataset, "load", classmethod(refuse))
+
+
+@pytest.mark.parametrize("override, key, value", [
+    ("model.condition=no_txt", "model.condition", "no_txt"),
+    ("model.adapter.hiden=5", "model.adapter.hiden", "5"),
+    ("model.adapter.activation=relu7", "model.adapter.activation", "relu7"),
+    ("model.adapter.name=transformer", "model.adapter.name", "transformer"),
+    ("model.finetune=lroa", "model.finetune", "lroa"),
+    ("generation.decoder=fast", "generation.decoder", "fast"),
+    ("generation.method=beams", "generation.method", "beams"),
+    ("training.warmup_target=sentence", "training.warmup_target", "sentence"),
+    ("training.aux_loss=triplet", "training.aux_loss", "triplet"),
+    ("training.on_nan=ignore", "training.on_nan", "ignore"),
+    ("data.split=by_passage", "data.split", "by_passage"),
+    ("generation.num_beams=0", "generation.num_beams", "0"),
+])
+def test_each_typo_is_a_config_error_naming_the_key_and_value(override, key, value, nothing_loads, tmp_path):
+    from typer.testing import CliRunner
+
+    from brainllm.cli import app
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        config.load(None, ["data.path=x", override])
+    assert value in str(err.value)
+    # the command line goes through the same loader and stops before the dataset or backbone is opened
+    res = CliRunner().invoke(app, ["train", "--set", "data.path=x", "--set", f"output={tmp_path}", "--set", override])
+    assert isinstance(res.exception, ConfigError) and key in str(res.exception)
+
+
+def test_errors_name_the_allowed_values():
+    with pytest.raises(ConfigError, match=r"model\.condition must be one of \['brain', 'no_text'\], got 'no_txt'"):
+        config.from_dict({"model": {"condition": "no_txt"}})
+    with pytest.raises(ConfigError, match=r"generation\.decoder must be one of \['prefix', 'hf'\]"):
+        config.from_dict({"generation": {"decoder": "fast"}})
+    with pytest.raises(ConfigError, match=r"it takes \[.*'hidden'"):
+        config.from_dict({"model": {"adapter": {"name": "mlp", "hiden": 5}}})
+
+
+def test_adapter_options_are_parsed_into_their_dataclass_at_load():
+    from brainllm.adapter_options import MLPConfig, RNNConfig
+
+    cfg = config.from_dict({"model": {"adapter": {"name": "rnn", "cell": "gru", "hidden": 8}}})
+    name, options = cfg.model.adapter_options
+    assert (name, options) == ("rnn", RNNConfig(cell="gru", hidden=8))
+    assert cfg.model.adapter == {"name": "rnn", "cell": "gru", "hidden": 8}  # the run file keeps what was given
+    assert config.from_dict({}).model.adapter_options == ("mlp", MLPConfig())
+
+
+def test_the_adapter_modules_and_option_schemas_agree():
+    from brainllm.adapter_options import ACTIVATION_NAMES, ADAPTER_OPTIONS
+    from brainllm.model.adapters import ACTIVATIONS, ADAPTERS
+
+    assert {name: cls for name, (cls, _) in ADAPTERS.items()} == ADAPTER_OPTIONS
+    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
+
+
+def test_the_allowed_values_agree_with_the_code_that_acts_on_them():
+    from brainllm.backbones import DTYPES
+    from brainllm.data.splits import SPLITTERS
+    from brainllm.evaluation.rundata import CONDITIONS
+
+    assert set(config.DTYPES) == set(DTYPES)
+    assert set(config.SPLIT_METHODS) == set(SPLITTERS) | {"kfold_by_stimulus", "recorded"}
+    assert CONDITIONS == config.PREDICTION_CONDITIONS
+    assert set(config.GENERATION_CONDITIONS) < set(config.PREDICTION_CONDITIONS)
+
+
+def test_generate_settings_go_through_the_loader(tmp_path, nothing_loads):
+    from typer.testing import CliRunner
+
+    from brainllm.cli import app
+    from brainllm.io import write_json
+
+    base = config.from_dict({"data": {"path": "x"}}).generation
+    assert config.generation_config(base, ["max_new_tokens=16"], permutations=2) == \
+        config.replace_section(config.from_dict({"data": {"path": "x"}}), "generation", max_new_tokens=16,
+                               permutations=2).generation
+    with pytest.raises(ConfigError, match=r"generation\.max_new_tokns=16"):
+        config.generation_config(base, ["max_new_tokns=16"])
+    # a run folder with only its run file: the typo is reported before split.json, the dataset or the backbone
+    write_json(tmp_path / "brainllm.json", {"config": config.from_dict({"data": {"path": "x"}}).to_dict()})
+    for argv, key in ((["--set", "max_new_tokns=16"], "max_new_tokns"), (["--set", "decoder=fast"], "decoder"),
+                      (["--condition", "permutd"], "--condition")):
+        res = CliRunner().invoke(app, ["generate", str(tmp_path), *argv])
+        assert isinstance(res.exception, ConfigError) and key in str(res.exception), res.output

@@ -81,15 +81,17 @@ def generate(
                                           "(identification accuracy); 0 = skip."),
 ) -> None:
     """Decode a split under input conditions -> RUN/predictions/<split>_<condition>.jsonl."""
-    from .config import GenerationConfig, apply_overrides
+    from .adapter_options import check_choice
+    from .config import GENERATION_CONDITIONS, generation_config
     from .decoding.generation import cross_losses, generate_predictions
-    from .runs import load_run
+    from .runs import load_run, read_config
 
+    # every setting is checked before the dataset and the backbone are loaded
+    changes = {} if permutations is None else {"permutations": permutations}
+    gen_cfg = generation_config(read_config(run_dir).generation, set_, **changes)
+    for cond in condition:
+        check_choice("--condition", cond, GENERATION_CONDITIONS)
     run = load_run(run_dir)
-    values = apply_overrides(dict(run.config.generation.__dict__), set_)
-    if permutations is not None:
-        values["permutations"] = permutations
-    gen_cfg = GenerationConfig(**values)
     for cond in condition:
         typer.echo(f"wrote {generate_predictions(run, split, cond, gen_cfg)}")
     if crossloss:

@@ -10,6 +10,12 @@ output: runs/demo/run
 ```
 
 Overrides use dotted keys with YAML values: `--set training.lr=3e-4 --set model.adapter.hidden=512`.
+
+Each section checks itself when it is built (the peft pattern): an unknown key, a value outside its allowed set or
+range, or an unknown adapter option (`model.adapter`, parsed by `adapter_options`) is a `ConfigError` naming the
+key, the value and the allowed ones, raised before any dataset or backbone is loaded. The allowed values live here
+(`MODEL_CONDITIONS`, `FINETUNE_MODES`, `WARMUP_TARGETS`, `METHODS`, `DECODERS`, ...); the modules that act on them
+import them from here.
 """
 
 from __future__ import annotations
@@ -19,11 +25,44 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from .adapter_options import AdapterConfig, adapter_config, check_at_least, check_choice
 from .errors import ConfigError
+
+#: data.split: the splitters of `data.splits.make_split`
+SPLIT_METHODS = ("by_stimulus", "by_sample", "kfold_by_stimulus", "by_story", "held_out_story", "within_story",
+                 "recorded")
+#: model.dtype: backbone weight types (`backbones.DTYPES`)
+DTYPES = ("float32", "bfloat16", "float16")
+#: model.condition: the input layout a run is trained with (frames + text prompt, or frames only)
+MODEL_CONDITIONS = ("brain", "no_text")
+#: model.finetune: what of the backbone trains
+FINETUNE_MODES = ("frozen", "lora", "full")
+#: training.warmup_target: the text whose mean embedding the warm-up (or ridge start) regresses onto
+WARMUP_TARGETS = ("prompt", "text", "continuation")
+#: training.init: how the adapter starts
+INITS = ("warmup", "ridge")
+#: training.on_nan: what a non-finite loss does
+ON_NAN = ("stop", "skip")
+#: training.aux_loss (or null): the auxiliary contrastive losses of `model.aux_loss`
+AUX_LOSSES = ("margin", "infonce")
+#: input conditions a prediction file is written under (`predictions/<split>_<condition>.jsonl`), which are also
+#: the collator's input layouts
+PREDICTION_CONDITIONS = ("brain", "permuted", "no_brain", "no_text")
+#: `brainllm generate --condition`: the conditions decoded from a run (`no_text` runs write `brain` as `no_text`)
+GENERATION_CONDITIONS = ("brain", "permuted", "no_brain")
+#: generation.method
+METHODS = ("beam", "greedy", "sample")
+#: generation.decoder: prefix-cache search (`decoding.prefix_beam`) or HF generate
+DECODERS = ("prefix", "hf")
+
+
+def _check_optional_at_least(key: str, value: Any, low: float) -> None:
+    if value is not None:
+        check_at_least(key, value, low)
 
 
 @dataclass
@@ -40,6 +79,12 @@ class DataConfig:
     max_train_samples: int | None = None  # learning curves: keep this many training samples (seeded)
     split_options: dict = field(default_factory=dict)  # extra splitter options, e.g. {test_stories: [a]} or {gap_trs: 5}
 
+    def __post_init__(self) -> None:
+        check_choice("data.split", self.split, SPLIT_METHODS)
+        check_at_least("data.valid_fraction", self.valid_fraction, 0)
+        check_at_least("data.test_fraction", self.test_fraction, 0)
+        _check_optional_at_least("data.max_train_samples", self.max_train_samples, 1)
+
 
 @dataclass
 class ModelConfig:
@@ -55,6 +100,20 @@ class ModelConfig:
     max_continuation_tokens: int = 32   # the paper's max_generate_len
     standardize_frames: bool = True     # z-score adapter inputs with training-frame statistics
     inject_layer: int | None = None     # beyond the paper: write the adapter outputs as the state after this layer
+
+    def __post_init__(self) -> None:
+        check_choice("model.dtype", self.dtype, DTYPES)
+        check_choice("model.condition", self.condition, MODEL_CONDITIONS)
+        check_choice("model.finetune", self.finetune, FINETUNE_MODES)
+        _check_optional_at_least("model.inject_layer", self.inject_layer, 1)
+        check_at_least("model.max_prompt_tokens", self.max_prompt_tokens, 0)
+        check_at_least("model.max_continuation_tokens", self.max_continuation_tokens, 1)
+        adapter_config(self.adapter)  # a ConfigError names an unknown adapter, option or value
+
+    @property
+    def adapter_options(self) -> tuple[str, AdapterConfig]:
+        """`adapter` parsed: (adapter name, its option dataclass)."""
+        return adapter_config(self.adapter)
 
 
 @dataclass
@@ -85,6 +144,22 @@ class TrainingConfig:
     aux_margin: float = 0.1             # nats (margin)
     aux_temperature: float = 0.1        # (infonce)
 
+    def __post_init__(self) -> None:
+        check_choice("training.warmup_target", self.warmup_target, WARMUP_TARGETS)
+        check_choice("training.on_nan", self.on_nan, ON_NAN)
+        check_choice("training.recipe", self.recipe, tuple(RECIPES))
+        check_choice("training.init", self.init, INITS)
+        if self.aux_loss is not None:
+            check_choice("training.aux_loss", self.aux_loss, AUX_LOSSES)
+        if self.ridge_scale != "spread":
+            check_at_least("training.ridge_scale (a factor, or 'spread')", self.ridge_scale, 0)
+        check_at_least("training.aux_weight", self.aux_weight, 0)
+        for key in ("batch_size", "eval_batch_size"):
+            check_at_least(f"training.{key}", getattr(self, key), 1)
+        for key in ("warmup_epochs", "epochs", "patience"):
+            check_at_least(f"training.{key}", getattr(self, key), 0)
+        _check_optional_at_least("training.max_steps_per_epoch", self.max_steps_per_epoch, 1)
+
 
 @dataclass
 class GenerationConfig:
@@ -103,6 +178,13 @@ class GenerationConfig:
                                         # reference: same tokens, slower)
     permutations: int = 10              # PerBrainLLM repeats, each a different derangement
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("generation.method", self.method, METHODS)
+        check_choice("generation.decoder", self.decoder, DECODERS)
+        for key in ("num_beams", "max_new_tokens", "batch_size", "permutations"):
+            check_at_least(f"generation.{key}", getattr(self, key), 1)
+        check_at_least("generation.min_new_tokens", self.min_new_tokens, 0)
 
 
 @dataclass
@@ -163,8 +245,7 @@ def _with_recipe(raw: dict) -> dict:
     """`raw` with its `training.recipe` preset merged under it. A `model.adapter` that names another adapter than
     the preset's replaces the preset's adapter options altogether (they may not apply to it)."""
     name = (raw.get("training") or {}).get("recipe", "paper")
-    if name not in RECIPES:
-        raise ConfigError(f"training.recipe must be one of {sorted(RECIPES)}, got '{name}'.")
+    check_choice("training.recipe", name, tuple(RECIPES))
     merged = {section: dict(values) for section, values in RECIPES[name].items()}
     for section, values in raw.items():
         if section not in merged or not isinstance(values, dict):
@@ -183,10 +264,14 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig
 
 
 def _build(cls, values: dict, where: str):
+    """`cls(**values)`, refusing keys that are no field of it (naming each as `where.key=value`)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {values!r}.")
     names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
+    unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(names)}.")
+        given = ", ".join(f"{where}.{k}={values[k]!r}" for k in unknown)
+        raise ConfigError(f"Unknown key(s) {given}; valid keys of {where}: {sorted(names)}.")
     return cls(**values)
 
 
@@ -197,15 +282,15 @@ def from_dict(raw: dict) -> ExperimentConfig:
     if unknown:
         raise ConfigError(f"Unknown section(s) {sorted(unknown)}; valid: {sorted(SECTIONS)} and 'output'.")
     parts = {name: _build(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()}
-    _check_training(parts["training"])
     return ExperimentConfig(**parts, output=str(raw.get("output", "runs/run")))
 
 
-def _check_training(t: TrainingConfig) -> None:
-    if t.init not in ("warmup", "ridge"):
-        raise ConfigError(f"training.init must be 'warmup' or 'ridge', got '{t.init}'.")
-    if t.aux_weight < 0:
-        raise ConfigError(f"training.aux_weight must be >= 0, got {t.aux_weight}.")
+def generation_config(base: GenerationConfig, overrides: list[str] | None = None, **changes) -> GenerationConfig:
+    """`base` with `key=value` overrides (keys of the `generation` section, e.g. `max_new_tokens=16`) and then
+    `changes` applied, through the same checks as a config file: an unknown key is a `ConfigError` naming it."""
+    values = apply_overrides(asdict(base), overrides or [])
+    values.update(changes)
+    return _build(GenerationConfig, values, "generation")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

@@ -84,6 +84,14 @@ class LoadedRun:
     encoder: TextEncoder
 
 
+def read_config(run_dir: str | os.PathLike) -> ExperimentConfig:
+    """The experiment config a run folder was trained with (from brainllm.json; nothing else is loaded)."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        raise BrainLLMError(f"{run_dir} has no {RUN_FILE}; is it a finished `brainllm train` run folder?")
+    return from_dict(read_json(path)["config"])
+
+
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", dataset_path: str | None = None
              ) -> LoadedRun:
     """Open a run folder: config, dataset (re-checked against split.json), model with the best checkpoint."""

@@ -28,8 +28,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..config import GenerationConfig
-from ..errors import ConfigError
+from ..adapter_options import check_choice
+from ..config import GENERATION_CONDITIONS, GenerationConfig
 from ..io import write_json, write_jsonl
 from ..model import BrainLLM, Batch, Collator, EncodedSample, TextEncoder
 from ..model.collate import permute_frames
@@ -39,15 +39,10 @@ from .prefix_beam import SearchSettings, beam_search, greedy_search
 
 log = logging.getLogger(__name__)
 
-GENERATION_CONDITIONS = ("brain", "permuted", "no_brain")
-METHODS = ("beam", "greedy", "sample")
-DECODERS = ("prefix", "hf")
 
 
 def search_settings(cfg: GenerationConfig, encoder: TextEncoder) -> SearchSettings:
     """The deterministic search of `cfg` (beam, or greedy: `num_beams` 1)."""
-    if cfg.method not in METHODS:
-        raise ConfigError(f"generation.method must be one of {METHODS}, got '{cfg.method}'.")
     return SearchSettings(max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
                           eos_id=encoder.eos_id, pad_id=encoder.pad_id,
                           num_beams=cfg.num_beams if cfg.method == "beam" else 1,
@@ -65,9 +60,7 @@ def decoding_kwargs(cfg: GenerationConfig, encoder: TextEncoder) -> dict:
 def generate_ids(model: BrainLLM, batch: Batch, cfg: GenerationConfig, encoder: TextEncoder) -> list[list[int]]:
     """New token ids of each sample of a left-padded batch (EOS included where one was generated; HF's output may
     carry pad ids after it): beam or greedy search over the shared prefix (`prefix_beam`), or HF `generate` for
-    `decoder: hf` and for sampling."""
-    if cfg.decoder not in DECODERS:
-        raise ConfigError(f"generation.decoder must be one of {DECODERS}, got '{cfg.decoder}'.")
+    `decoder: hf` and for sampling. (`GenerationConfig` checks `method` and `decoder` when it is built.)"""
     settings = search_settings(cfg, encoder)
     if cfg.method == "sample" or cfg.decoder == "hf":
         return model.generate(batch, **decoding_kwargs(cfg, encoder))
@@ -86,7 +79,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
 def input_layout(run: LoadedRun, condition: str) -> str:
     if condition == "no_brain":
         return "no_brain"
-    return "no_text" if run.config.model.condition == "no_text" else "brain"
+    return run.config.model.condition  # brain or no_text (`ModelConfig` checks it)
 
 
 @torch.inference_mode()
@@ -141,8 +134,7 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
                          cfg: GenerationConfig | None = None) -> Path:
     """Decode and score one split under one condition; writes predictions/<split>_<condition>.jsonl + .json."""
     cfg = cfg or run.config.generation
-    if condition not in GENERATION_CONDITIONS:
-        raise ConfigError(f"condition must be one of {GENERATION_CONDITIONS}, got '{condition}'.")
+    check_choice("condition", condition, GENERATION_CONDITIONS)
     ids = run.split.ids(split)  # raises on an unknown split name
     layout = input_layout(run, condition)
     name = "no_text" if (condition == "brain" and layout == "no_text") else condition

@@ -26,13 +26,14 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..config import PREDICTION_CONDITIONS
 from ..errors import BrainLLMError
 from ..io import read_json, read_jsonl
 from .text import clean
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("brain", "permuted", "no_brain", "no_text")
+CONDITIONS = PREDICTION_CONDITIONS
 CONTROLS = ("permuted", "no_brain", "no_text")
 DISPLAY = {"brain": "BrainLLM", "permuted": "PerBrainLLM", "no_brain": "StdLLM", "no_text": "BrainLLM (no text)"}
 _REQUIRED = ("id", "stimulus", "prompt", "reference", "prediction", "loss")

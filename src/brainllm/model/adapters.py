@@ -1,6 +1,7 @@
 """Brain adapters: map fMRI frames `(B, T, D)` with a `(B, T)` validity mask to `(B, T, H)` LLM input embeddings.
 
-One config dataclass + one small module per adapter, behind a registry (the peft pattern). Variable T per sample
+One config dataclass (in `brainllm.adapter_options`, so that a config checks its adapter options when it is
+loaded) + one small module per adapter, behind a registry (the peft pattern). Variable T per sample
 is handled by masking (frames are right-padded in a batch); padded positions of the output are zero.
 
 Beyond the paper (the `brain` recipe, `training.recipe`), every adapter takes two shared options:
@@ -21,89 +22,38 @@ in the released files); standardising keeps the N(0, 0.01^2) initialisation mean
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..adapter_options import (ACTIVATION_NAMES, ADAPTER_OPTIONS, AdapterConfig, FlattenMLPConfig, LinearConfig,
+                               MLPConfig, PerFrameMLPConfig, RNNConfig, adapter_config)
 from ..errors import ConfigError
 from .token_readout import TokenReadout
 
+__all__ = ["ACTIVATIONS", "ADAPTERS", "AdapterConfig", "BrainAdapter", "FlattenMLPConfig", "LinearConfig",
+           "MLPConfig", "PerFrameMLPConfig", "RNNConfig", "adapter_config", "build_adapter", "register"]
+
 ADAPTERS: dict[str, tuple[type, type]] = {}
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "tanh": nn.Tanh,
-                                                     "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = dict(zip(ACTIVATION_NAMES, (nn.ReLU, nn.ReLU6, nn.Tanh,
+                                                                              nn.Sigmoid, nn.GELU)))
 
 
-def register(name: str, config_cls: type):
+def register(name: str, config_cls: type[AdapterConfig]):
+    """Class decorator: register an adapter module under `name` with its option dataclass, which must be the one
+    `adapter_options.ADAPTER_OPTIONS` names (a new adapter's options are added there, so configs check them)."""
+    if ADAPTER_OPTIONS.setdefault(name, config_cls) is not config_cls:
+        raise ConfigError(f"adapter '{name}' is registered with options {config_cls.__name__}, but "
+                          f"adapter_options.ADAPTER_OPTIONS gives {ADAPTER_OPTIONS[name].__name__}.")
+
     def wrap(cls):
         ADAPTERS[name] = (config_cls, cls)
         cls.name = name
         return cls
     return wrap
-
-
-@dataclass
-class AdapterConfig:
-    """Fields every adapter shares.
-
-    `init_std`: std of the normal init of Linear weights (paper: 0.01). `tokens_per_frame`: soft tokens per frame
-    (paper: 1). `centre`: shared vector + mean-removed brain part (paper: False). `centre_momentum`: weight of each
-    training batch in the running mean of the brain part. `readout_tokens`: token readout slots per frame (paper: 0),
-    chosen among the `readout_vocab` most frequent training tokens.
-    """
-
-    init_std: float = 0.01
-    tokens_per_frame: int = 1
-    centre: bool = False
-    centre_momentum: float = 0.05
-    readout_tokens: int = 0
-    readout_vocab: int = 2048
-
-
-@dataclass
-class LinearConfig(AdapterConfig):
-    """One linear map per frame, D -> H."""
-
-
-@dataclass
-class MLPConfig(AdapterConfig):
-    """The paper's default (`mlp`): D -> hidden -> ... -> H with ReLU and dropout after each hidden layer.
-
-    `position_embedding` adds a learned vector per frame position (init U(-1, 1), up to `max_frames`) to the input
-    frames, as the paper's `-pos True` (used for Huth/Narratives).
-    """
-
-    hidden: int = 1000
-    layers: int = 2
-    dropout: float = 0.5
-    activation: str = "relu"
-    position_embedding: bool = False
-    max_frames: int = 16
-    skip: bool = False  # beyond the paper: add a linear path D -> H (where a closed-form initialisation goes)
-
-
-@dataclass
-class RNNConfig(AdapterConfig):
-    """A recurrent layer over the frames (each output sees the frames up to it), then a linear map to H."""
-
-    hidden: int = 1000
-    cell: str = "rnn"  # "rnn" (tanh, the paper's) or "gru"
-
-
-@dataclass
-class FlattenMLPConfig(MLPConfig):
-    """The paper's `big_mlp`: all `max_frames` frames flattened (zero-padded) into one MLP -> max_frames x H."""
-
-    max_frames: int = 4
-
-
-@dataclass
-class PerFrameMLPConfig(MLPConfig):
-    """The paper's `multi_mlp`: an independent MLP for each frame position (up to `max_frames`)."""
-
-    max_frames: int = 4
 
 
 def _init_linear(module: nn.Module, std: float) -> None:
@@ -113,8 +63,6 @@ def _init_linear(module: nn.Module, std: float) -> None:
 
 
 def _mlp(d_in: int, d_out: int, cfg: MLPConfig) -> nn.Sequential:
-    if cfg.activation not in ACTIVATIONS:
-        raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got '{cfg.activation}'.")
     layers: list[nn.Module] = []
     width = d_in
     for i in range(cfg.layers):
@@ -131,11 +79,6 @@ class BrainAdapter(nn.Module):
 
     def __init__(self, config: AdapterConfig, feature_dim: int, hidden_size: int):
         super().__init__()
-        if config.tokens_per_frame < 1:
-            raise ConfigError(f"tokens_per_frame must be >= 1, got {config.tokens_per_frame}.")
-        if config.readout_tokens < 0 or config.readout_vocab < config.readout_tokens:
-            raise ConfigError(f"model.adapter needs 0 <= readout_tokens <= readout_vocab, got readout_tokens "
-                              f"{config.readout_tokens} and readout_vocab {config.readout_vocab}.")
         self.config, self.feature_dim, self.hidden_size = config, feature_dim, hidden_size
         self.register_buffer("input_mean", torch.zeros(feature_dim))
         self.register_buffer("input_std", torch.ones(feature_dim))
@@ -242,8 +185,6 @@ class MLPAdapter(BrainAdapter):
 class RNNAdapter(BrainAdapter):
     def __init__(self, config: RNNConfig, feature_dim: int, hidden_size: int):
         super().__init__(config, feature_dim, hidden_size)
-        if config.cell not in ("rnn", "gru"):
-            raise ConfigError(f"rnn cell must be 'rnn' or 'gru', got '{config.cell}'.")
         cls = nn.RNN if config.cell == "rnn" else nn.GRU
         self.rnn = cls(feature_dim, config.hidden, batch_first=True)
         self.proj = nn.Linear(config.hidden, self.out_dim)
@@ -285,25 +226,6 @@ class PerFrameMLPAdapter(BrainAdapter):
     def _map(self, x, mask):
         _check_max_frames(x, self.config.max_frames, self.name)
         return torch.stack([self.nets[t](x[:, t]) for t in range(x.shape[1])], dim=1)
-
-
-def adapter_config(spec: dict | AdapterConfig | str) -> tuple[str, AdapterConfig]:
-    """Parse `{"name": "mlp", "hidden": 512, ...}` (or a bare name) into (name, config dataclass)."""
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if isinstance(spec, AdapterConfig):
-        names = [n for n, (c, _) in ADAPTERS.items() if type(spec) is c]
-        return names[0], spec
-    spec = dict(spec)
-    name = spec.pop("name", "mlp")
-    if name not in ADAPTERS:
-        raise ConfigError(f"Unknown adapter '{name}'; registered adapters: {sorted(ADAPTERS)}.")
-    config_cls = ADAPTERS[name][0]
-    allowed = {f.name for f in fields(config_cls)}
-    unknown = set(spec) - allowed
-    if unknown:
-        raise ConfigError(f"Adapter '{name}' has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}.")
-    return name, config_cls(**spec)
 
 
 def build_adapter(spec: dict | AdapterConfig | str, feature_dim: int, hidden_size: int) -> BrainAdapter:

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..adapter_options import check_choice
+from ..config import AUX_LOSSES
 from ..errors import ConfigError
 from .collate import BRAIN, Batch
-
-AUX_LOSSES = ("margin", "infonce")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class AuxLoss:
     temperature: float = 0.1
 
     def __post_init__(self):
-        if self.kind not in AUX_LOSSES:
-            raise ConfigError(f"training.aux_loss must be one of {AUX_LOSSES} or null, got '{self.kind}'.")
+        check_choice("training.aux_loss", self.kind, AUX_LOSSES)
         if self.temperature <= 0 or self.margin < 0:
             raise ConfigError(f"aux_temperature must be > 0 and aux_margin >= 0, got {self.temperature}, "
                               f"{self.margin}.")

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..adapter_options import check_choice
+from ..config import FINETUNE_MODES
 from ..errors import BrainLLMError
 from .adapters import BrainAdapter
 from .aux_loss import AuxLoss, info_nce, margin_loss, mean_brain_vectors, partners
@@ -33,7 +35,6 @@ from .injection import PrefixInjection, hidden_of, on_output, replaced_positions
 
 log = logging.getLogger(__name__)
 
-FINETUNE_MODES = ("frozen", "lora", "full")
 
 
 def unwrap_peft(model: nn.Module) -> nn.Module:
@@ -58,8 +59,7 @@ class BrainLLM(nn.Module):
     def __init__(self, backbone: nn.Module, adapter: BrainAdapter, finetune: str = "frozen",
                  lora: dict | None = None, inject_layer: int | None = None, bos_id: int | None = None):
         super().__init__()
-        if finetune not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got '{finetune}'")
+        check_choice("model.finetune", finetune, FINETUNE_MODES)
         hidden = backbone.get_input_embeddings().weight.shape[1]
         if adapter.hidden_size != hidden:
             raise ValueError(f"adapter outputs {adapter.hidden_size} dims but the backbone's embeddings have {hidden}")

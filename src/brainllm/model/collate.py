@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..adapter_options import check_choice
+from ..config import PREDICTION_CONDITIONS as CONDITIONS, WARMUP_TARGETS
 from ..data.dataset import BrainTextDataset, Sample
 from ..errors import DatasetError
 
@@ -24,9 +26,6 @@ log = logging.getLogger(__name__)
 
 # values of Batch.kind
 PAD, TOKEN, BRAIN, OPEN, CLOSE = 0, 1, 2, 3, 4
-CONDITIONS = ("brain", "permuted", "no_brain", "no_text")
-# the text whose mean token embedding the warm-up stage regresses adapter outputs onto
-WARMUP_TARGETS = ("prompt", "text", "continuation")
 
 
 @dataclass(frozen=True)
@@ -210,10 +209,8 @@ class Collator:
 
     def __init__(self, frames: np.ndarray, encoder: TextEncoder, condition: str = "brain",
                  for_generation: bool = False, warmup_target: str = "prompt", tokens_per_frame: int = 1):
-        if condition not in CONDITIONS:
-            raise ValueError(f"condition must be one of {CONDITIONS}, got '{condition}'")
-        if warmup_target not in WARMUP_TARGETS:
-            raise ValueError(f"warmup_target must be one of {WARMUP_TARGETS}, got '{warmup_target}'")
+        check_choice("condition", condition, CONDITIONS)
+        check_choice("training.warmup_target", warmup_target, WARMUP_TARGETS)
         self.frames, self.encoder, self.condition, self.for_generation = frames, encoder, condition, for_generation
         self.warmup_target = warmup_target
         self.tokens_per_frame = tokens_per_frame
