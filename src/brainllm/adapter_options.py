@@ -9,7 +9,7 @@ key, the value and the allowed ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 
@@ -47,8 +47,12 @@ class AdapterConfig:
     centre_momentum: float = 0.05
     readout_tokens: int = 0
     readout_vocab: int = 2048
+    #: option -> its allowed values (each subclass names its own)
+    CHOICES: ClassVar[dict[str, tuple]] = {}
 
     def __post_init__(self) -> None:
+        for key, allowed in self.CHOICES.items():
+            check_choice(f"model.adapter.{key}", getattr(self, key), allowed)
         if isinstance(self.tokens_per_frame, bool) or not isinstance(self.tokens_per_frame, int) \
                 or self.tokens_per_frame < 1:
             raise ConfigError(f"model.adapter.tokens_per_frame must be >= 1, got {self.tokens_per_frame!r}.")
@@ -77,10 +81,7 @@ class MLPConfig(AdapterConfig):
     position_embedding: bool = False
     max_frames: int = 16
     skip: bool = False  # beyond the paper: add a linear path D -> H (where a closed-form initialisation goes)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("model.adapter.activation", self.activation, ACTIVATION_NAMES)
+    CHOICES: ClassVar[dict[str, tuple]] = {"activation": ACTIVATION_NAMES}
 
 
 @dataclass
@@ -89,10 +90,7 @@ class RNNConfig(AdapterConfig):
 
     hidden: int = 1000
     cell: str = "rnn"  # "rnn" (tanh, the paper's) or "gru"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("model.adapter.cell", self.cell, RNN_CELLS)
+    CHOICES: ClassVar[dict[str, tuple]] = {"cell": RNN_CELLS}
 
 
 @dataclass
