@@ -5,27 +5,31 @@ The graph is read from the source with `ast` (nothing is imported): every `impor
 `if TYPE_CHECKING:`, relative imports resolved against the importing module. `from pkg import name` is an arrow to
 the submodule `pkg.name` when there is one, else to `pkg` itself.
 
-The layers, bottom to top (a module may import its own layer and any layer below it, never one above):
+The layers, bottom to top (a module may import its own layer and any layer below it, never one above). Each layer is
+a list of folders (packages) and top-level modules, never single files inside a folder: a folder is one layer.
 
-1. **base**: `errors`, `io`, `progress`, `ridge`, `config` and the package `__init__` (`__version__`);
+1. **base**: `errors`, `io`, `progress`, `ridge`, `config`, `adapter_options` and the package `__init__`
+   (`__version__`; it owns only itself, not the modules below it);
 2. **data**: readers, the prepared dataset, splits, preprocessing, the simulated participant (`brainllm.data`);
 3. **voxelwise**: delays, Lanczos resampling, bootstrap ridge, model files (`brainllm.voxelwise`);
-4. **scoring**: metrics, statistics, story scoring, the report (`brainllm.evaluation` but for the two modules of
-   *diagnostics*): it reads predictions and run files, never a model or the run loader (only `data.features`, for
-   the MiniLM scorer);
+4. **scoring**: metrics, statistics, story scoring, the report (`brainllm.evaluation`): it reads predictions and run
+   files, never a model or the run loader (only `data.features`, for the MiniLM scorer);
 5. **model**: backbones, the adapters and the BrainLLM module (`brainllm.backbones`, `brainllm.model`);
 6. **runs**: run folders and training (`brainllm.runs`, `brainllm.training`);
 7. **decoding**: sentence generation, the word LM, beam pieces, the word-rate model, full-story decoding
-   (`brainllm.decoding`; full-story decoding scores what it decodes, so it sits above scoring);
-8. **diagnostics**: the information ceiling and its injection oracles (`evaluation.ceiling`, `evaluation.injection`),
-   which run a trained model through the teacher-forced losses of `decoding.generation`;
-9. **baselines**: the Tang et al. 2023 decoder (`brainllm.baselines`), built on decoding and voxelwise;
-10. **cli**: the command line (`brainllm.cli`, `brainllm.__main__`).
+   (`brainllm.decoding`); it scores nothing (checked on its own below, although scoring is a lower layer);
+8. **diagnostics**: the information ceiling and its injection oracles (`brainllm.diagnostics`), which run a trained
+   model through the teacher-forced losses of `decoding.generation`;
+9. **experiments**: the full-story experiment (`brainllm.experiments`): decodes with `decoding`, scores with
+   `evaluation`;
+10. **baselines**: the Tang et al. 2023 decoder (`brainllm.baselines`), built on decoding, experiments and voxelwise;
+11. **cli**: the command line (`brainllm.cli`, `brainllm.__main__`).
 
-Derived from the code as it is after issue 17's moves. data, voxelwise and scoring import none of one another, so
-their order among themselves is a choice; putting scoring below model keeps the evaluation reading files, never a
-model. Each of the others is needed where it is (model -> data, runs -> model, decoding -> runs and scoring,
-diagnostics -> decoding, baselines -> decoding, cli -> baselines).
+Derived from the code as it is after issue 25's moves. data, voxelwise and scoring import none of one another, so
+their order among themselves is a choice, and so are diagnostics and experiments; putting scoring below model keeps
+the evaluation reading files, never a model. Each of the others is needed where it is (model -> data, runs -> model,
+decoding -> runs, diagnostics -> decoding and scoring, experiments -> decoding and scoring, baselines ->
+experiments, cli -> baselines).
 """
 
 from __future__ import annotations
@@ -37,16 +41,18 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "brainllm"
 
+ROOT = "brainllm"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("brainllm", "brainllm.errors", "brainllm.io", "brainllm.progress", "brainllm.ridge",
-              "brainllm.config")),
+              "brainllm.config", "brainllm.adapter_options")),
     ("data", ("brainllm.data",)),
     ("voxelwise", ("brainllm.voxelwise",)),
     ("scoring", ("brainllm.evaluation",)),
     ("model", ("brainllm.backbones", "brainllm.model")),
     ("runs", ("brainllm.runs", "brainllm.training")),
     ("decoding", ("brainllm.decoding",)),
-    ("diagnostics", ("brainllm.evaluation.ceiling", "brainllm.evaluation.injection")),
+    ("diagnostics", ("brainllm.diagnostics",)),
+    ("experiments", ("brainllm.experiments",)),
     ("baselines", ("brainllm.baselines",)),
     ("cli", ("brainllm.cli", "brainllm.__main__")),
 )
@@ -123,15 +129,13 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def layer_of(module: str) -> int:
-    """Index into LAYERS of the most specific prefix that owns `module`; KeyError for an undeclared module."""
-    best, best_len = None, -1
+    """Index into LAYERS of the folder or top-level module that owns `module` (the package `__init__`, `ROOT`, owns
+    only itself); KeyError for an undeclared module."""
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
-                best, best_len = index, len(prefix)
-    if best is None:
-        raise KeyError(module)
-    return best
+            if module == prefix or (prefix != ROOT and module.startswith(prefix + ".")):
+                return index
+    raise KeyError(module)
 
 
 def upward_arrows(graph: dict[str, set[str]]) -> list[str]:
@@ -178,6 +182,36 @@ def test_no_arrow_from_a_lower_layer_to_a_higher_one(graph):
     assert not arrows, "imports against the layering:\n" + "\n".join(arrows)
 
 
+def test_layers_are_folders_or_top_level_modules():
+    files = module_files()
+    for _, prefixes in LAYERS:
+        for prefix in prefixes:
+            assert prefix in files, f"{prefix} is no module or package of {SRC}"
+            is_folder = files[prefix].name == "__init__.py"
+            assert is_folder or prefix.count(".") == 1, f"{prefix}: a layer names folders, not files inside them"
+
+
+def test_decoding_imports_no_scoring_module(graph):
+    bad = sorted(f"{s} -> {d}" for s in graph if s.startswith("brainllm.decoding")
+                 for d in graph[s] if d.startswith("brainllm.evaluation"))
+    assert not bad
+
+
+def test_the_checker_fails_on_a_planted_upward_import(tmp_path):
+    """A fake package tree with the real layer names: scoring importing decoding is caught, the reverse is not."""
+    pkg = tmp_path / "brainllm"
+    for folder in ("evaluation", "decoding"):
+        (pkg / folder).mkdir(parents=True)
+        (pkg / folder / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "decoding" / "beam.py").write_text("from ..evaluation import story\n")
+    (pkg / "evaluation" / "story.py").write_text("def f():\n    from brainllm.decoding.beam import x\n")
+    arrows = upward_arrows(import_graph(pkg))
+    assert arrows == ["brainllm.evaluation.story (scoring) imports brainllm.decoding.beam (decoding)"]
+    (pkg / "evaluation" / "story.py").write_text("import os\n")
+    assert upward_arrows(import_graph(pkg)) == []
+
+
 def test_decoding_imports_no_baseline(graph):
     bad = sorted(f"{s} -> {d}" for s in graph if s.startswith("brainllm.decoding")
                  for d in graph[s] if d.startswith("brainllm.baselines"))
@@ -192,8 +226,10 @@ def test_the_checks_can_fail():
     assert find_cycle({"a": {"a"}}) == ["a", "a"]
     assert upward_arrows({"brainllm.data.dataset": {"brainllm.decoding.beam"}, "brainllm.decoding.beam": set()})
     assert not upward_arrows({"brainllm.decoding.beam": {"brainllm.data.dataset"}, "brainllm.data.dataset": set()})
-    assert upward_arrows({"brainllm.evaluation.story": {"brainllm.evaluation.ceiling"},
-                          "brainllm.evaluation.ceiling": set()})  # the more specific prefix decides
+    assert upward_arrows({"brainllm.evaluation.story": {"brainllm.diagnostics.ceiling"},
+                          "brainllm.diagnostics.ceiling": set()})  # scoring never runs a model
+    with pytest.raises(KeyError):
+        layer_of("brainllm.undeclared")  # the package `__init__` is no catch-all for new top-level modules
 
 
 def test_the_reader_resolves_relative_and_lazy_imports(tmp_path):

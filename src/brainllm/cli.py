@@ -176,7 +176,7 @@ def tang_decode(
     from .baselines.tang.decode import decode_tang_story
     from .baselines.tang.decoder import TangDecoderConfig
     from .baselines.tang.model import load_tang
-    from .decoding.fullstory import PRIOR_SUMMARY_FILE, SUMMARY_FILE, decode_stories
+    from .experiments.fullstory import PRIOR_SUMMARY_FILE, SUMMARY_FILE, decode_stories
 
     loaded = load_tang(model)
     prior_run = None
@@ -212,7 +212,8 @@ def decode_story_cmd(
                                               "beats the bare-LM null without any brain signal. 0 = off."),
 ) -> None:
     """Reconstruct whole held-out stories with BrainLLM (+ PerBrainLLM, StdLLM), scored in 20-s windows."""
-    from .decoding.fullstory import CONDITIONS, StoryDecoderConfig, decode_stories, decode_story, decoder_null_results
+    from .decoding.fullstory import StoryDecoderConfig
+    from .experiments.fullstory import CONDITIONS, decode_stories, decode_story, decoder_null_results
     from .runs import load_run
 
     loaded = load_run(run_dir)
@@ -304,7 +305,7 @@ def ceiling_cmd(
 ) -> None:
     """Information ceiling: the loss gain if the adapter delivered the true continuation (its mean embedding;
     its tokens), and what a ridge decoder of tokens from the frames achieves."""
-    from .evaluation.ceiling import DEFAULT_SCALES, ceiling, write_ceiling
+    from .diagnostics.ceiling import DEFAULT_SCALES, ceiling, write_ceiling
     from .runs import load_run
 
     report = ceiling(load_run(run_dir), split, scale or DEFAULT_SCALES, max_samples, tokens=tokens,

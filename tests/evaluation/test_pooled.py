@@ -122,7 +122,7 @@ def test_the_kind_of_null_is_kept_and_kinds_are_never_pooled_together():
 
 
 def test_two_decoders_pooled_into_one_folder_keep_their_own_summaries(tmp_path):
-    from brainllm.decoding.fullstory import PRIOR_SUMMARY_FILE, SUMMARY_FILE, decode_stories
+    from brainllm.experiments.fullstory import PRIOR_SUMMARY_FILE, SUMMARY_FILE, decode_stories
 
     plain = {"a": fake_evaluation(3, 0.3, [0.1, 0.2]), "b": fake_evaluation(2, 0.4, [0.2, 0.1])}
     prior = {"a": fake_evaluation(3, 0.9, [0.1, 0.2]), "b": fake_evaluation(2, 0.8, [0.2, 0.1])}

@@ -7,9 +7,10 @@
 * `wordlm`: a causal LM as a word-level LM (word vocabulary, proposals, KV-cached beam state, word features);
 * `beam`: the beam-search pieces both full-story decoders share, their brain-free null, and `DecodedStory`;
 * `wordrate`: the word-rate model (how many words each TR holds, from later brain responses);
-* `fullstory`: BrainLLM full-story decoding, its controls and nulls, and the evaluation of any decoded story
-  (`brainllm decode-story`).
+* `fullstory`: BrainLLM full-story decoding, a brain prefix that can read any run's frames (what the controls of
+  `brainllm.experiments.fullstory` feed), and BrainLLM as another decoder's language prior.
 
-The Tang et al. 2023 baseline (`brainllm.baselines.tang`) imports from here; nothing here imports a baseline
-(tests/test_structure.py checks it).
+Nothing here scores what it decodes (that is `brainllm.experiments`, on `brainllm.evaluation`) or imports a
+baseline; the Tang et al. 2023 baseline (`brainllm.baselines.tang`) imports from here (tests/test_structure.py
+checks both).
 """

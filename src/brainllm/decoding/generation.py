@@ -87,7 +87,7 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
                           brain_offsets: np.ndarray | None = None,
                           brain_slots: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats. Diagnostics (the
-    `evaluation.ceiling` oracles, see `BrainLLM.embed`): `brain_offsets` `(n, H)` is added to each sample's adapter
+    `diagnostics.ceiling` oracles, see `BrainLLM.embed`): `brain_offsets` `(n, H)` is added to each sample's adapter
     outputs; `brain_slots`, one `(T_i * k, H)` array per sample (T_i = its number of frames, k = the adapter's
     `tokens_per_frame`), replaces them."""
     collate = Collator(run.dataset.frames, run.encoder, layout, tokens_per_frame=run.model.adapter.tokens_per_frame)

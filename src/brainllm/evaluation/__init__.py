@@ -1,4 +1,6 @@
-"""Evaluation of predictions: declared metric variants, controls, statistics, analyses and the HTML report.
+"""Evaluation of predictions: declared metric variants, controls, statistics, analyses and the HTML report. It
+scores files (predictions, decoded stories), never runs a model: the diagnostics that do are in
+`brainllm.diagnostics`.
 
 Modules (import them directly; this package imports nothing heavy so that `python -m
 brainllm.evaluation.wordnet` runs with the standard library alone):
@@ -11,7 +13,6 @@ brainllm.evaluation.wordnet` runs with the standard library alone):
 * `stats`: paired tests, stimulus-level bootstrap CIs, effect sizes, pairwise/identification accuracy,
   contamination check;
 * `evaluate`: scores of one run (what `brainllm evaluate` writes);
-* `ceiling`: how much perfect knowledge of the continuation, delivered through the adapter, could lower the loss;
 * `analyses`: scores by surprisal, prompt length, training size, backbone and brain region, with figures;
 * `report`: the self-contained HTML report, scores.json and a Markdown table.
 """

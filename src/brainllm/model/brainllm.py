@@ -156,7 +156,7 @@ class BrainLLM(nn.Module):
         """`(B, L, H)` float32: the adapter output of each BRAIN position's frame, zero elsewhere (None when the
         batch has no brain position).
 
-        Diagnostics only (`evaluation.ceiling` delivers known information through the adapter's slots): if given,
+        Diagnostics only (`diagnostics.ceiling` delivers known information through the adapter's slots): if given,
         `brain_offset` `(B, H)` is added to every adapter output of its sample, and `brain_slots` `(B, T_max * k, H)`
         (k = the adapter's `tokens_per_frame`) replaces the adapter outputs altogether (the frames are then
         ignored)."""

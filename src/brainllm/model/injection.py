@@ -1,7 +1,7 @@
 """Writing vectors into a decoder block's output: the hidden state after layer L at chosen positions.
 
 Two users: `BrainLLM` with `inject_layer` (beyond the paper: the adapter writes the brain positions' state after
-layer L instead of their input embeddings) and the state oracles of `evaluation.ceiling`. Both replace, during one
+layer L instead of their input embeddings) and the state oracles of `diagnostics.ceiling`. Both replace, during one
 forward pass, the block's output at a `(B, L)` mask by given `(B, L, H)` values; later passes over the same module
 (the one-token steps of a KV-cached decode) leave it alone, since the positions they would hit are already in the
 cache.

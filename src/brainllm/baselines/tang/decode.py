@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from ...data.dataset import BrainTextDataset
-from ...decoding.fullstory import brain_prior, evaluate_decoded, heldout_run, predicted_times
+from ...decoding.fullstory import brain_prior, heldout_run, predicted_times
+from ...experiments.fullstory import evaluate_decoded
 from ...errors import BrainLLMError
 from ...runs import LoadedRun
 from .decoder import TangDecoderConfig, decode

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from brainllm.errors import BrainLLMError
-from brainllm.evaluation.injection import continuation_states, injected_losses
+from brainllm.diagnostics.injection import continuation_states, injected_losses
 from brainllm.ridge import centred_correlation
 from brainllm.model.injection import on_output
 from brainllm.decoding.generation import input_layout, teacher_forced_losses
@@ -51,7 +51,7 @@ def test_centred_correlation_by_hand():
 
 
 def test_state_oracles_in_the_ceiling_report(trained_run):  # noqa: F811
-    from brainllm.evaluation.ceiling import ceiling
+    from brainllm.diagnostics.ceiling import ceiling
     from brainllm.ridge import CV_ALPHAS
 
     report = ceiling(trained_run, "valid", scales=[], max_samples=5, tokens=False, layers=[1])
@@ -70,7 +70,7 @@ def test_state_oracles_in_the_ceiling_report(trained_run):  # noqa: F811
 
 def test_the_ceiling_refuses_an_injecting_run(trained_run, monkeypatch):  # noqa: F811
     """Its oracles replace input-embedding slots, which an injecting run no longer reads."""
-    from brainllm.evaluation.ceiling import ceiling
+    from brainllm.diagnostics.ceiling import ceiling
 
     monkeypatch.setattr(trained_run.model, "inject_layer", 1)
     with pytest.raises(BrainLLMError, match="injects its adapter outputs after layer 1"):

@@ -32,7 +32,7 @@ run's), scored in the same cross design (text i with the slots of sample j):
 A large `true tokens` gain with a null `ridge-decoded` one says the backbone could use the information but the
 training set is too small to learn it from the frames.
 
-The *state oracles* (`layers`, `evaluation.injection`) deliver the information deeper: the brain positions' hidden
+The *state oracles* (`layers`, `diagnostics.injection`) deliver the information deeper: the brain positions' hidden
 state after layer L is replaced by the bare LM's layer-L state averaged over the continuation tokens (`true mean
 state`), or by a ridge prediction of it from the frames (`ridge-decoded state`, trained on the training samples,
 rescaled to the training states' spread), again in the cross design. A semantic state is a target a linear decoder
@@ -56,9 +56,9 @@ from ..io import write_json
 from ..model import EncodedSample
 from ..ridge import centred_correlation, cv_ridge
 from ..runs import LoadedRun
-from . import stats as S
+from ..evaluation import stats as S
+from ..evaluation.tables import render_text
 from .injection import continuation_states, injected_losses
-from .tables import render_text
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Hidden-state injection, a diagnostic for `evaluation.ceiling`: deliver known information to the frozen LM as
+"""Hidden-state injection, a diagnostic for `diagnostics.ceiling`: deliver known information to the frozen LM as
 the *hidden state after layer L* at the brain positions, instead of as input embeddings.
 
 An input embedding that is the mean of several tokens is off the manifold a frozen LM was trained on, so the LM

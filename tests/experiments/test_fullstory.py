@@ -9,7 +9,8 @@ import pytest
 
 from brainllm import config, training
 from brainllm.errors import BrainLLMError
-from brainllm.decoding.fullstory import StoryDecoderConfig, _derangement, decode_story, fit_frame_wordrate, other_story_run
+from brainllm.decoding.fullstory import StoryDecoderConfig, fit_frame_wordrate
+from brainllm.experiments.fullstory import _derangement, decode_story, other_story_run
 from brainllm.runs import load_run
 
 
@@ -136,8 +137,8 @@ def test_brainllm_prior_mirrors_the_tang_beam_and_shares_its_nulls(story_run, tm
 
 def test_decoder_nulls_are_the_trained_decoder_on_other_stories_frames(story_run, tmp_path):
     from brainllm.evaluation.pooled import load_story_evaluation
-    from brainllm.decoding.fullstory import (DECODER_NULL_DIR, decode_brainllm, heldout_run, predicted_times, run_word_lm,
-                                    story_prefix, stretched_order)
+    from brainllm.decoding.fullstory import decode_brainllm, heldout_run, predicted_times, run_word_lm, story_prefix
+    from brainllm.experiments.fullstory import DECODER_NULL_DIR, stretched_order
 
     ds = story_run.dataset
     story = ds.by_id(story_run.split.test[0]).stimulus
@@ -169,7 +170,7 @@ def test_decoder_nulls_are_the_trained_decoder_on_other_stories_frames(story_run
 
 
 def test_stretched_order_and_decoder_null_sources_by_hand():
-    from brainllm.decoding.fullstory import decoder_null_sources, stretched_order
+    from brainllm.experiments.fullstory import decoder_null_sources, stretched_order
 
     assert stretched_order(4, 8).tolist() == [0, 2, 4, 6]
     assert stretched_order(4, 8, offset=7).tolist() == [7, 1, 3, 5]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from brainllm.errors import BrainLLMError
-from brainllm.evaluation.ceiling import ceiling, oracle_vectors, scaled_oracle
+from brainllm.diagnostics.ceiling import ceiling, oracle_vectors, scaled_oracle
 from brainllm.decoding.generation import teacher_forced_losses
 from tests.decoding.test_generation import trained_run  # noqa: F401  (the fixture: a tiny trained run)
 
@@ -51,7 +51,7 @@ def test_pair_i_j_is_text_i_with_vector_j(trained_run):  # noqa: F811
 def test_a_backbone_that_reads_the_slots_perfectly_reaches_the_ceiling(trained_run, monkeypatch):  # noqa: F811
     """Planted: a stand-in backbone whose loss is 1 when the slot offset is the text's own oracle vector and 2
     otherwise. Own vector: loss 1; another sample's: 2. The summary must say so exactly."""
-    import brainllm.evaluation.ceiling as C
+    import brainllm.diagnostics.ceiling as C
 
     scale = 0.4
 
@@ -80,7 +80,7 @@ def test_cli_writes_the_report_and_refuses_a_split_of_one(trained_run, tmp_path)
     data = json.loads((trained_run.path / "evaluation" / "ceiling_valid.json").read_text())
     assert [r["scale"] for r in data["rows"]] == [0.0, 1.0] and data["split"] == "valid"
     assert "loss without oracle" in res.output
-    from brainllm.evaluation.ceiling import DEFAULT_SCALES
+    from brainllm.diagnostics.ceiling import DEFAULT_SCALES
 
     res = CliRunner().invoke(app, ["ceiling", str(trained_run.path), "--max-samples", "3"])
     assert res.exit_code == 0, res.output  # no --scale: the library's scales, not a copy of them
@@ -117,7 +117,7 @@ def test_ridge_decodes_planted_tokens_from_training_samples_only():
     than the most frequent tokens do, without ever seeing a probe sample."""
     from types import SimpleNamespace
 
-    from brainllm.evaluation.ceiling import ridge_decoded_tokens
+    from brainllm.diagnostics.ceiling import ridge_decoded_tokens
     from brainllm.ridge import CV_ALPHAS
     from brainllm.model import EncodedSample
 
@@ -145,7 +145,7 @@ def test_ridge_decodes_planted_tokens_from_training_samples_only():
 def test_true_tokens_reach_the_ceiling_with_a_backbone_that_reads_them(trained_run, monkeypatch):  # noqa: F811
     """Planted: loss 1 when a text's slots hold its own continuation tokens, 2 otherwise; the true-token row must
     say delta -1 and identification 1, and carry precision 1."""
-    import brainllm.evaluation.ceiling as C
+    import brainllm.diagnostics.ceiling as C
 
     def reads_tokens(run, samples, layout, batch_size, brain_offsets=None, brain_slots=None):
         if brain_slots is None:
