@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from brainllm.evaluation import story as ST
+from brainllm.evaluation import story_stats
 from brainllm.evaluation.rundata import EvaluationError
 
 LEX = ST.StoryEvalConfig(metrics=("wer_score", "bleu1"))
@@ -209,7 +210,7 @@ def test_identification_matrices_equal_pairwise_metrics(monkeypatch):
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     pv, rv = [unit(n) for n in (3, 0, 5, 2)], [unit(n) for n in (4, 1, 0, 6)]
-    monkeypatch.setattr(ST, "_PAIR_BLOCK", 40)  # several reference blocks
+    monkeypatch.setattr(story_stats, "_PAIR_BLOCK", 40)  # several reference blocks
     sim = ST.identification([], [], "semsim", pv, rv).similarity
     hand = np.array([[greedy_match_prf(p, r)[1] for r in rv] for p in pv])
     np.testing.assert_allclose(sim, hand, atol=1e-6)

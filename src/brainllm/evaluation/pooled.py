@@ -25,7 +25,9 @@ import numpy as np
 
 from ..io import read_json, write_json
 from .rundata import EvaluationError
-from .story import NULL, NULL_KINDS, StoryEvaluation, _describe, _safe_z, empirical_p, format_score
+from .story_results import NULL, NULL_KINDS, StoryEvaluation, format_score
+from .story_scoring import describe_metric
+from .story_stats import empirical_p, safe_z
 from .tables import render_text
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class PooledStoryEvaluation:
             "format": FORMAT, "version": VERSION, "stories": self.stories, "n_windows": self.n_windows,
             "n_nulls": self.n_nulls, "null_kind": self.null_kind, "null": NULL_KINDS[self.null_kind],
             "variants": self.variants,
-            "descriptions": {m: _describe(m, v) for m, v in self.variants.items()},
+            "descriptions": {m: describe_metric(m, v) for m, v in self.variants.items()},
             "pooling": "S = window-weighted mean over stories; null n = the same mean of each story's n-th null; "
                        "z = (S - mean_n S_n) / sd_n S_n (ddof 1); p = (1 + #{S_n >= S}) / (1 + N); "
                        "identification = mean percentile rank over all windows (chance 0.5)",
@@ -111,7 +113,7 @@ class PooledStoryEvaluation:
                     f"mean over all windows; z and p against {self.n_nulls} pooled nulls (the n-th null of every "
                     "story); 'z per story' in the order of the stories; ident = mean percentile rank (chance 0.5).",
                 f"nulls: {NULL_KINDS[self.null_kind]}."]
-        out += [f"{m} = {v}: {_describe(m, v)}" for m, v in self.variants.items()]
+        out += [f"{m} = {v}: {describe_metric(m, v)}" for m, v in self.variants.items()]
         return "\n".join(out)
 
 
@@ -152,7 +154,7 @@ def pool_story_evaluations(evaluations: Mapping[str, StoryEvaluation]) -> Pooled
     for name in names:
         cs = [e.conditions[name] for e in evs]
         score = {m: float(sum(w * c.story_score[m] for w, c in zip(weights, cs))) for m in metrics}
-        z = {m: float(_safe_z(np.array(score[m]), nulls[m].mean(), nulls[m].std(ddof=1), f"pooled {name} {m}"))
+        z = {m: float(safe_z(np.array(score[m]), nulls[m].mean(), nulls[m].std(ddof=1), f"pooled {name} {m}"))
              for m in metrics}
         ranks = [c.identification.percentile_rank for c in cs if c.identification is not None]
         ranks = np.concatenate(ranks) if len(ranks) == len(cs) else np.array([np.nan])
