@@ -15,7 +15,7 @@ from brainllm.errors import BrainLLMError
 from brainllm.decoding.generation import generate_predictions, teacher_forced_losses
 from brainllm.io import read_jsonl
 from brainllm.model import BrainLLM, build_adapter
-from brainllm.runs import ADAPTER_FILE, load_run
+from brainllm.runs import RunPaths, load_run
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def lora_run(tmp_path_factory, tiny_llama_path):
 
 
 def test_lora_weights_are_trained_saved_and_loaded(lora_run):
-    saved = load_file(str(lora_run.path / ADAPTER_FILE))
+    saved = load_file(str(RunPaths(lora_run.path).adapter))
     lora_b = [k for k in saved if "lora_B" in k]
     assert lora_b and any(float(saved[k].abs().max()) > 0 for k in lora_b)  # B starts at zero: it trained
     state = lora_run.model.backbone.state_dict()

@@ -8,8 +8,9 @@ the submodule `pkg.name` when there is one, else to `pkg` itself.
 The layers, bottom to top (a module may import its own layer and any layer below it, never one above). Each layer is
 a list of folders (packages) and top-level modules, never single files inside a folder: a folder is one layer.
 
-1. **base**: `errors`, `io`, `progress`, `ridge`, `config`, `adapter_options` and the package `__init__`
-   (`__version__`; it owns only itself, not the modules below it);
+1. **base**: `errors`, `io`, `progress`, `ridge`, `config`, `adapter_options`, `runpaths` (the run folder's file
+   names, which scoring reads too) and the package `__init__` (`__version__`; it owns only itself, not the modules
+   below it);
 2. **data**: readers, the prepared dataset, splits, preprocessing, the simulated participant (`brainllm.data`);
 3. **voxelwise**: delays, Lanczos resampling, bootstrap ridge, model files (`brainllm.voxelwise`);
 4. **scoring**: metrics, statistics, story scoring, the report (`brainllm.evaluation`): it reads predictions and run
@@ -44,7 +45,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "brainllm"
 ROOT = "brainllm"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("brainllm", "brainllm.errors", "brainllm.io", "brainllm.progress", "brainllm.ridge",
-              "brainllm.config", "brainllm.adapter_options")),
+              "brainllm.config", "brainllm.adapter_options", "brainllm.runpaths")),
     ("data", ("brainllm.data",)),
     ("voxelwise", ("brainllm.voxelwise",)),
     ("scoring", ("brainllm.evaluation",)),

@@ -132,13 +132,14 @@ def _test_stories(run_dir: Path) -> list[str]:
     """The test stories of a run, from its split and dataset (the backbone is not loaded for this)."""
     from .data.dataset import BrainTextDataset
     from .io import read_json
-    from .runs import RUN_FILE, SPLIT_FILE
+    from .runs import RunPaths
 
-    for name in (RUN_FILE, SPLIT_FILE):
-        if not (run_dir / name).exists():
-            raise BrainLLMError(f"{run_dir} has no {name}; is it a `brainllm train` run folder?")
-    dataset = BrainTextDataset.load(read_json(run_dir / RUN_FILE)["dataset"])
-    return sorted({dataset.by_id(i).stimulus for i in read_json(run_dir / SPLIT_FILE)["test"]})
+    paths = RunPaths(run_dir)
+    for path in (paths.run_file, paths.split):
+        if not path.exists():
+            raise BrainLLMError(f"{run_dir} has no {path.name}; is it a `brainllm train` run folder?")
+    dataset = BrainTextDataset.load(read_json(paths.run_file)["dataset"])
+    return sorted({dataset.by_id(i).stimulus for i in read_json(paths.split)["test"]})
 
 
 # Options shared by the two full-story decoders.
@@ -306,11 +307,11 @@ def ceiling_cmd(
     """Information ceiling: the loss gain if the adapter delivered the true continuation (its mean embedding;
     its tokens), and what a ridge decoder of tokens from the frames achieves."""
     from .diagnostics.ceiling import DEFAULT_SCALES, ceiling, write_ceiling
-    from .runs import load_run
+    from .runs import RunPaths, load_run
 
     report = ceiling(load_run(run_dir), split, scale or DEFAULT_SCALES, max_samples, tokens=tokens,
                      layers=layer)
-    path = run_dir / "evaluation" / f"ceiling_{split}.json"
+    path = RunPaths(run_dir).ceiling(split)
     write_ceiling(report, path)
     typer.echo(report.table() + f"\n\nwritten to {path}")
 

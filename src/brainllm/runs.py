@@ -1,12 +1,7 @@
-"""The run folder: where training writes and generation/evaluation read.
+"""The run folder: where training writes and generation/evaluation read; build and load a trained model.
 
-RUN/
-  brainllm.json        backbone, adapter config, feature_dim, dataset, full experiment config, package version
-  split.json           sample ids per split (decided before anything is fitted)
-  adapter.safetensors  the selected checkpoint (best validation loss): adapter + boundary vectors (+ LoRA) only
-  metrics.jsonl        one line per epoch
-  checkpoint/          the last epoch's state for --resume: trainable.safetensors, optimizer.pt, trainer_state.json
-  predictions/         <split>_<condition>.jsonl + .json headers, written by generation
+`RunPaths` (from `brainllm.runpaths`, re-exported here) knows the folder's layout and every file name; everything
+else asks it.
 """
 
 from __future__ import annotations
@@ -26,15 +21,12 @@ from .data.splits import Split, check_no_leak
 from .errors import BrainLLMError
 from .io import atomic_path, read_json, write_json
 from .model import BrainLLM, TextEncoder, build_adapter
+from .runpaths import CheckpointPaths, RunPaths
+
+__all__ = ["CheckpointPaths", "LoadedRun", "RunPaths", "build_model", "load_run", "load_trainable", "read_config",
+           "save_trainable", "write_run_file"]
 
 log = logging.getLogger(__name__)
-
-RUN_FILE = "brainllm.json"
-ADAPTER_FILE = "adapter.safetensors"
-BACKBONE_FILE = "backbone.safetensors"  # only for finetune == "full"
-SPLIT_FILE = "split.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoint"
 
 
 def build_model(cfg: ExperimentConfig, feature_dim: int, device: str | torch.device = "cpu"
@@ -63,7 +55,7 @@ def load_trainable(model: BrainLLM, path: Path) -> None:
 
 
 def write_run_file(run_dir: Path, cfg: ExperimentConfig, feature_dim: int, model: BrainLLM) -> None:
-    write_json(run_dir / RUN_FILE, {
+    write_json(RunPaths(run_dir).run_file, {
         "backbone": cfg.model.backbone, "adapter": model.adapter.describe(), "feature_dim": feature_dim,
         "dataset": str(cfg.data.path), "condition": cfg.model.condition, "finetune": cfg.model.finetune,
         "training": {**cfg.training.__dict__, "max_train_samples": cfg.data.max_train_samples},
@@ -86,9 +78,9 @@ class LoadedRun:
 
 def read_config(run_dir: str | os.PathLike) -> ExperimentConfig:
     """The experiment config a run folder was trained with (from brainllm.json; nothing else is loaded)."""
-    path = Path(run_dir) / RUN_FILE
+    path = RunPaths(run_dir).run_file
     if not path.exists():
-        raise BrainLLMError(f"{run_dir} has no {RUN_FILE}; is it a finished `brainllm train` run folder?")
+        raise BrainLLMError(f"{run_dir} has no {path.name}; is it a finished `brainllm train` run folder?")
     return from_dict(read_json(path)["config"])
 
 
@@ -96,20 +88,21 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", dat
              ) -> LoadedRun:
     """Open a run folder: config, dataset (re-checked against split.json), model with the best checkpoint."""
     run_dir = Path(run_dir)
-    for name in (RUN_FILE, SPLIT_FILE, ADAPTER_FILE):
-        if not (run_dir / name).exists():
-            raise BrainLLMError(f"{run_dir} has no {name}; is it a finished `brainllm train` run folder?")
-    info = read_json(run_dir / RUN_FILE)
+    paths = RunPaths(run_dir)
+    for path in (paths.run_file, paths.split, paths.adapter):
+        if not path.exists():
+            raise BrainLLMError(f"{run_dir} has no {path.name}; is it a finished `brainllm train` run folder?")
+    info = read_json(paths.run_file)
     cfg = from_dict(info["config"])
     dataset = BrainTextDataset.load(dataset_path or cfg.data.path)
     if dataset.feature_dim != info["feature_dim"]:
         raise BrainLLMError(f"The dataset has {dataset.feature_dim} features but the run was trained on "
                             f"{info['feature_dim']}.")
-    split = Split.from_json(read_json(run_dir / SPLIT_FILE))
+    split = Split.from_json(read_json(paths.split))
     check_no_leak(dataset, split)
     model, encoder = build_model(cfg, dataset.feature_dim, device)
-    load_trainable(model, run_dir / ADAPTER_FILE)
-    if (run_dir / BACKBONE_FILE).exists():
-        model.backbone.load_state_dict(load_file(str(run_dir / BACKBONE_FILE)), strict=False)
+    load_trainable(model, paths.adapter)
+    if paths.backbone.exists():
+        model.backbone.load_state_dict(load_file(str(paths.backbone)), strict=False)
     model.eval()
     return LoadedRun(run_dir, cfg, info, dataset, split, model, encoder)

@@ -38,8 +38,7 @@ from .model import BrainLLM, Collator, EncodedSample
 from .model.aux_loss import AuxLoss
 from .model.ridge_init import fit_token_readout, ridge_initialise
 from .progress import progress
-from .runs import (ADAPTER_FILE, BACKBONE_FILE, CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, build_model,
-                   load_trainable, save_trainable, write_run_file)
+from .runs import CheckpointPaths, RunPaths, build_model, load_trainable, save_trainable, write_run_file
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,7 @@ class Trainer:
 
         self.cfg = cfg
         self.run_dir = Path(cfg.output)
+        self.paths = RunPaths(self.run_dir)
         self.accelerator = Accelerator(cpu=cfg.training.cpu, kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=True)])  # warm-up leaves the boundary unused
         self.is_main = self.accelerator.is_main_process
@@ -107,7 +107,7 @@ class Trainer:
         rows = sorted({r for s in self.train_samples for r in s.frame_rows})
         if cfg.model.standardize_frames:
             self.model.adapter.fit_input_scaler(np.asarray(self.dataset.frames[rows]))  # training frames only
-        resuming = resume and (self.run_dir / CHECKPOINT_DIR / "trainer_state.json").exists()
+        resuming = resume and self.paths.checkpoint.trainer_state.exists()
         if cfg.model.inject_layer is not None and not resuming:  # a resumed run loads it with its checkpoint
             self.model.state_centre.copy_(self._mean_text_state(self.train_samples))
         if cfg.training.init == "ridge" and not resuming:  # replaces the warm-up (a resumed run has its weights)
@@ -143,12 +143,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ run folder
     def _prepare_run_folder(self, resume: bool) -> None:
-        split_path = self.run_dir / SPLIT_FILE
+        split_path = self.paths.split
         if resume and split_path.exists():
             self.split = Split.from_json(read_json(split_path))
             check_no_leak(self.dataset, self.split)
             return
-        if not resume and (self.run_dir / METRICS_FILE).exists():
+        if not resume and self.paths.metrics.exists():
             raise TrainingError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
                                 "another output folder.")
         self.split = _split_for(self.cfg, self.dataset)
@@ -162,24 +162,24 @@ class Trainer:
         """Atomically replace checkpoint/ with the current trainable weights, optimizer and state."""
         if not self.is_main:
             return
-        final = self.run_dir / CHECKPOINT_DIR
-        tmp = staging_dir(final)
-        save_trainable(self._unwrapped, tmp / "trainable.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        write_json(tmp / "trainer_state.json", self.state.__dict__)
-        replace_dir(tmp, final, overwrite=True)
+        final = self.paths.checkpoint.folder
+        tmp = CheckpointPaths(staging_dir(final))
+        save_trainable(self._unwrapped, tmp.trainable)
+        torch.save(optimizer.state_dict(), tmp.optimizer)
+        write_json(tmp.trainer_state, self.state.__dict__)
+        replace_dir(tmp.folder, final, overwrite=True)
 
     def _load_checkpoint(self) -> None:
-        folder = self.run_dir / CHECKPOINT_DIR
-        self.state = TrainState(**read_json(folder / "trainer_state.json"))
-        load_trainable(self.model, folder / "trainable.safetensors")
-        self._resume_optimizer = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+        checkpoint = self.paths.checkpoint
+        self.state = TrainState(**read_json(checkpoint.trainer_state))
+        load_trainable(self.model, checkpoint.trainable)
+        self._resume_optimizer = torch.load(checkpoint.optimizer, weights_only=True, map_location="cpu")
         # metrics lines written after the checkpoint belong to an epoch that will be redone
-        rows = read_jsonl(self.run_dir / METRICS_FILE) if (self.run_dir / METRICS_FILE).exists() else []
+        rows = read_jsonl(self.paths.metrics) if self.paths.metrics.exists() else []
         keep = [r for r in rows if r["stage"] == "warmup" and (self.state.stage != "warmup" or r["epoch"] <= self.state.epoch)
                 or r["stage"] == "main" and self.state.stage in ("main", "done") and r["epoch"] <= self.state.epoch]
         if self.is_main:
-            write_jsonl(self.run_dir / METRICS_FILE, keep)
+            write_jsonl(self.paths.metrics, keep)
         log.info("Resuming from %s epoch %d (best validation loss %.4f)", self.state.stage, self.state.epoch,
                  self.state.best_valid)
 
@@ -295,7 +295,7 @@ class Trainer:
 
     def _log_epoch(self, row: dict) -> None:
         if self.is_main:
-            append_jsonl(self.run_dir / METRICS_FILE, row)
+            append_jsonl(self.paths.metrics, row)
             valid = f"{row['valid_loss']:.4f}" if row.get("valid_loss") is not None else "-"
             log.info("%s epoch %d: train %.4f  valid %s  %.1f samples/s  %.1fs", row["stage"], row["epoch"],
                      row["train_loss"], valid, row["samples_per_s"], row["seconds"])
@@ -332,7 +332,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.is_main:
             log.info("Training done: best validation loss %.4f at main epoch %d; checkpoint %s",
-                     self.state.best_valid, self.state.best_epoch, self.run_dir / ADAPTER_FILE)
+                     self.state.best_valid, self.state.best_epoch, self.paths.adapter)
         return self.state
 
     def _select(self, valid_loss: float, epoch: int) -> None:
@@ -340,12 +340,12 @@ class Trainer:
         if valid_loss < self.state.best_valid - self.cfg.training.min_delta:
             self.state.best_valid, self.state.best_epoch, self.state.bad_epochs = valid_loss, epoch, 0
             if self.is_main:
-                save_trainable(self._unwrapped, self.run_dir / ADAPTER_FILE)
+                save_trainable(self._unwrapped, self.paths.adapter)
                 if self.cfg.model.finetune == "full":
                     from safetensors.torch import save_file
 
                     save_file({k: v.contiguous() for k, v in self._unwrapped.backbone.state_dict().items()},
-                              str(self.run_dir / BACKBONE_FILE))
+                              str(self.paths.backbone))
         else:
             self.state.bad_epochs += 1
 

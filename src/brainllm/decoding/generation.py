@@ -34,7 +34,7 @@ from ..io import write_json, write_jsonl
 from ..model import BrainLLM, Batch, Collator, EncodedSample, TextEncoder
 from ..model.collate import permute_frames
 from ..progress import progress
-from ..runs import LoadedRun
+from ..runs import LoadedRun, RunPaths
 from .prefix_beam import SearchSettings, beam_search, greedy_search
 
 log = logging.getLogger(__name__)
@@ -155,15 +155,15 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
         if p is not None:
             row.update(permutation=p, frames_from=s.frames_from)
         rows.append(row)
-    out_dir = run.path / "predictions"
-    path = out_dir / f"{split}_{name}.jsonl"
+    paths = RunPaths(run.path)
+    path = paths.predictions(split, name)
     write_jsonl(path, rows)
     header = {"split": split, "condition": name, "n_samples": len(base), "backbone": run.config.model.backbone,
               "decoding": asdict(cfg), "seconds": round(time.perf_counter() - start, 1),
               "loss": "teacher-forced mean cross-entropy per continuation token incl. EOS (nats)"}
     if condition == "permuted":
         header["permutations"] = cfg.permutations
-    write_json(out_dir / f"{split}_{name}.json", header)
+    write_json(paths.predictions_header(split, name), header)
     log.info("%s: %d rows, mean loss %.4f -> %s", name, len(rows), float(np.mean([r["loss"] for r in rows])), path)
     return path
 
@@ -194,7 +194,7 @@ def cross_losses(run: LoadedRun, split: str = "test", max_samples: int = 48, see
     pairs = [EncodedSample(t.id, t.stimulus, t.prompt_ids, t.continuation_ids, f.frame_rows, f.id)
              for t in samples for f in samples]
     losses = teacher_forced_losses(run, pairs, layout, batch_size).reshape(len(samples), len(samples))
-    path = run.path / "predictions" / f"{split}_crossloss.npz"
+    path = RunPaths(run.path).crossloss(split)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     np.savez(tmp, ids=np.array(picked), loss=losses)

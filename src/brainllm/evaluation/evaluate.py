@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..config import recipe_description
 from ..io import write_json, write_jsonl, write_text
+from ..runpaths import RunPaths
 from . import metrics as M
 from . import stats as S
 from .rundata import CONTROLS, DISPLAY, EvaluationError, RunData, decoding_summary, load_run_data
@@ -119,7 +120,8 @@ def _accuracy_summary(per_sample: np.ndarray, chance: float, run: RunData, boot:
 def _identification(run: RunData, per_sample: dict[str, dict[str, np.ndarray]], cfg: EvalConfig
                     ) -> dict[str, Any]:
     if run.crossloss is None:
-        return {"available": False, "reason": f"predictions/{run.split}_crossloss.npz not found"}
+        path = RunPaths(run.path).crossloss(run.split)
+        return {"available": False, "reason": f"{path.parent.name}/{path.name} not found"}
     ids, matrix = run.crossloss
     index = {sid: i for i, sid in enumerate(run.ids)}
     unknown = [sid for sid in ids if sid not in index]
@@ -267,7 +269,7 @@ def write_evaluation(ev: RunEvaluation, out_dir: Optional[Path] = None) -> Path:
     """Write scores.json, table.md and per_sample.jsonl to `out_dir` (default RUN/evaluation). Returns the folder."""
     from .tables import markdown_report_tables
 
-    out = Path(out_dir) if out_dir else ev.run.path / "evaluation"
+    out = Path(out_dir) if out_dir else RunPaths(ev.run.path).evaluation_dir
     write_json(out / "scores.json", ev.summary)
     write_text(out / "table.md", markdown_report_tables([ev.summary]))
     write_jsonl(out / "per_sample.jsonl", per_sample_rows(ev))

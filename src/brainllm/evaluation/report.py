@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 from .. import __version__
 from ..io import write_json, write_text
+from ..runpaths import RunPaths
 from . import analyses as A
 from . import tables as T
 from .evaluate import EvalConfig, RunEvaluation, evaluate_run, json_safe
@@ -205,7 +206,7 @@ def report_command(runs: Sequence[Path], out: Optional[Path] = None, split: str 
     if out is None:
         if len(runs) != 1:
             raise EvaluationError("Several runs: say where the report goes with --out DIR.")
-        out = Path(runs[0]) / "report"
+        out = RunPaths(runs[0]).report_dir
     return build_report(runs, out, split, MetricConfig(truncate_to_reference=truncate, semantic=semantic),
                         EvalConfig(seed=seed), metric)
 
@@ -216,7 +217,7 @@ def analyze_command(runs: Sequence[Path], out: Optional[Path] = None, split: str
     if out is None:
         if len(runs) != 1:
             raise EvaluationError("Several runs: say where the analyses go with --out DIR.")
-        out = Path(runs[0]) / "evaluation" / "analyses"
+        out = RunPaths(runs[0]).analyses_dir
     semantic = metric.startswith(("semsim", "bertscore"))
     mc = MetricConfig(truncate_to_reference=truncate, semantic=semantic)
     evs = [evaluate_run(run, split, mc, EvalConfig(seed=seed)) for run in runs]

@@ -1,6 +1,7 @@
 """Reading a run folder's predictions: the contract between generation and evaluation.
 
-A run folder RUN/ holds `brainllm.json`, `metrics.jsonl`, `split.json` and `predictions/`:
+A run folder RUN/ holds `brainllm.json`, `metrics.jsonl`, `split.json` and `predictions/` (`runpaths.RunPaths` names
+each file):
 
 * `predictions/<split>_<condition>.jsonl`, condition in `CONDITIONS`: one row per sample (per sample and
   permutation for `permuted`) with `id, stimulus, prompt, reference, prediction, loss` (teacher-forced mean
@@ -29,6 +30,7 @@ import numpy as np
 from ..config import PREDICTION_CONDITIONS
 from ..errors import BrainLLMError
 from ..io import read_json, read_jsonl
+from ..runpaths import RunPaths
 from .text import clean
 
 log = logging.getLogger(__name__)
@@ -115,13 +117,9 @@ class RunData:
         return n_split
 
 
-def _predictions_path(run: Path, split: str, condition: str) -> Path:
-    return run / "predictions" / f"{split}_{condition}.jsonl"
-
-
 def available_conditions(run: Path, split: str) -> list[str]:
     """Conditions whose predictions file exists for `split`."""
-    return [c for c in CONDITIONS if _predictions_path(Path(run), split, c).is_file()]
+    return [c for c in CONDITIONS if RunPaths(run).predictions(split, c).is_file()]
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -134,9 +132,9 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _condition(run: Path, split: str, name: str, ids: list[str], references: dict[str, str]) -> Condition:
-    path = _predictions_path(run, split, name)
+    path = RunPaths(run).predictions(split, name)
     rows = _read_rows(path)
-    header_path = path.with_suffix(".json")
+    header_path = RunPaths(run).predictions_header(split, name)
     header = read_json(header_path) if header_path.is_file() else {}
     index = {sid: i for i, sid in enumerate(ids)}
     by_perm: dict[int, dict[str, dict]] = {}
@@ -178,12 +176,13 @@ def _condition(run: Path, split: str, name: str, ids: list[str], references: dic
 def load_run_data(path: str | Path, split: str = "test") -> RunData:
     """Read a run folder's predictions for `split` (see the module docstring). Raises EvaluationError."""
     run = Path(path)
-    if not (run / "brainllm.json").is_file():
-        raise EvaluationError(f"{run} is not a run folder: brainllm.json is missing (train a model first).")
-    config = read_json(run / "brainllm.json")
-    brain_path = _predictions_path(run, split, "brain")
+    paths = RunPaths(run)
+    if not paths.run_file.is_file():
+        raise EvaluationError(f"{run} is not a run folder: {paths.run_file.name} is missing (train a model first).")
+    config = read_json(paths.run_file)
+    brain_path = paths.predictions(split, "brain")
     if not brain_path.is_file():
-        found = sorted(p.name for p in (run / "predictions").glob("*.jsonl")) if (run / "predictions").is_dir() else []
+        found = sorted(p.name for p in paths.predictions_dir.glob("*.jsonl")) if paths.predictions_dir.is_dir() else []
         raise EvaluationError(f"{brain_path} not found (found {found or 'no predictions'}); generate the "
                               f"'{split}' predictions first.")
     rows = _read_rows(brain_path)
@@ -193,7 +192,7 @@ def load_run_data(path: str | Path, split: str = "test") -> RunData:
     if len(set(ids)) != len(ids):
         raise EvaluationError(f"{brain_path}: sample ids repeat; the brain condition has one row per sample.")
     references = {str(r["id"]): clean(r["reference"]) for r in rows}
-    split_info = read_json(run / "split.json") if (run / "split.json").is_file() else None
+    split_info = read_json(paths.split) if paths.split.is_file() else None
     if split_info is not None:
         leaked = sorted(set(ids) & set(map(str, split_info.get("train", []))))
         if leaked:
@@ -201,7 +200,7 @@ def load_run_data(path: str | Path, split: str = "test") -> RunData:
                                   f"{leaked[:3]}); scores on training samples are not an evaluation.")
     conditions = {name: _condition(run, split, name, ids, references) for name in available_conditions(run, split)}
     crossloss = None
-    cl_path = run / "predictions" / f"{split}_crossloss.npz"
+    cl_path = paths.crossloss(split)
     if cl_path.is_file():
         with np.load(cl_path, allow_pickle=False) as npz:
             cl_ids = [str(x) for x in npz["ids"]]
@@ -210,7 +209,7 @@ def load_run_data(path: str | Path, split: str = "test") -> RunData:
             raise EvaluationError(f"{cl_path}: loss has shape {matrix.shape}, expected ({len(cl_ids)}, "
                                   f"{len(cl_ids)}) to match ids.")
         crossloss = (cl_ids, matrix)
-    log_path = run / "metrics.jsonl"
+    log_path = paths.metrics
     training_log = read_jsonl(log_path) if log_path.is_file() else []
     return RunData(run, split, config, ids, [str(r["stimulus"]) for r in rows], [str(r["prompt"]) for r in rows],
                    [str(r["reference"]) for r in rows], conditions, crossloss, training_log, split_info)
