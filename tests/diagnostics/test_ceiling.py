@@ -100,15 +100,16 @@ def test_brain_slots_replace_the_adapter_outputs_exactly(trained_run):  # noqa: 
     batch = Collator(trained_run.dataset.frames, trained_run.encoder, "brain")(samples)
     slots = torch.randn(*batch.frame_mask.shape, trained_run.model.hidden_size)
     with torch.no_grad():
-        emb = trained_run.model.embed(batch, brain_slots=slots).float()
+        with trained_run.model.overriding_brain(slots=slots):
+            emb = trained_run.model.embed(batch).float()
         plain = trained_run.model.embed(batch).float()
     for i in range(len(samples)):
         at = (batch.kind[i] == BRAIN).nonzero().ravel()
         torch.testing.assert_close(emb[i, at], slots[i, batch.brain_pos[i, at]])
         others = batch.kind[i] != BRAIN
         torch.testing.assert_close(emb[i, others], plain[i, others])  # tokens and boundaries untouched
-    with pytest.raises(ValueError, match="do not match"):
-        trained_run.model.embed(batch, brain_slots=slots[:, :0])
+    with pytest.raises(ValueError, match="do not match"), trained_run.model.overriding_brain(slots=slots[:, :0]):
+        trained_run.model.embed(batch)
 
 
 def test_ridge_decodes_planted_tokens_from_training_samples_only():

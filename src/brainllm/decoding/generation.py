@@ -87,9 +87,9 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
                           brain_offsets: np.ndarray | None = None,
                           brain_slots: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats. Diagnostics (the
-    `diagnostics.ceiling` oracles, see `BrainLLM.embed`): `brain_offsets` `(n, H)` is added to each sample's adapter
+    `diagnostics.ceiling` oracles, see `BrainLLM.overriding_brain`): `brain_offsets` `(n, H)` is added to each sample's adapter
     outputs; `brain_slots`, one `(T_i * k, H)` array per sample (T_i = its number of frames, k = the adapter's
-    `tokens_per_frame`), replaces them."""
+    `tokens_per_frame`), replaces them (`BrainLLM.overriding_brain`)."""
     collate = Collator(run.dataset.frames, run.encoder, layout, tokens_per_frame=run.model.adapter.tokens_per_frame)
     device = run.model.boundary.device
     out = np.zeros(len(samples))
@@ -102,7 +102,8 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
             slots = torch.zeros(*run.model.slot_mask(batch).shape, run.model.hidden_size, device=device)
             for j, i in enumerate(rows):
                 slots[j, : len(brain_slots[i])] = torch.as_tensor(brain_slots[i], dtype=torch.float32, device=device)
-        out[rows] = run.model(batch, brain_offset=offset, brain_slots=slots)["sample_loss"].float().cpu().numpy()
+        with run.model.overriding_brain(offset, slots):
+            out[rows] = run.model(batch)["sample_loss"].float().cpu().numpy()
     return out
 
 

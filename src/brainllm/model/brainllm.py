@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import ContextManager
+from typing import ContextManager, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from ..errors import BrainLLMError
 from .adapters import BrainAdapter
 from .aux_loss import AuxLoss, info_nce, margin_loss, mean_brain_vectors, partners
 from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch
-from .injection import PrefixInjection, hidden_of, on_output, replaced_positions
+from .injection import BrainOverride, PrefixInjection, hidden_of, on_output, replaced_positions
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class BrainLLM(nn.Module):
             self.decoder_layer(inject_layer)  # out of range fails here
         # (H,) the state an adapter output is added to; part of the checkpoint of an injecting run
         self.register_buffer("state_centre", torch.zeros(hidden))
+        self._brain_override: BrainOverride | None = None  # diagnostics only: `overriding_brain`
         self.backbone.eval()
 
     # --------------------------------------------------------------- helpers
@@ -151,27 +152,30 @@ class BrainLLM(nn.Module):
                 raise ValueError(f"checkpoint has LoRA weights this model lacks: {missing.unexpected_keys[:3]}")
 
     # --------------------------------------------------------------- core
-    def brain_vectors(self, batch: Batch, brain_offset: torch.Tensor | None = None,
-                      brain_slots: torch.Tensor | None = None) -> torch.Tensor | None:
-        """`(B, L, H)` float32: the adapter output of each BRAIN position's frame, zero elsewhere (None when the
-        batch has no brain position).
+    @contextlib.contextmanager
+    def overriding_brain(self, offset: torch.Tensor | None = None, slots: torch.Tensor | None = None
+                         ) -> Iterator[None]:
+        """Diagnostics only (`diagnostics.ceiling` delivers known information through the adapter's slots): inside
+        the context, every forward adds `offset` `(B, H)` to its sample's adapter outputs, and `slots`
+        `(B, T_max * k, H)` replaces them (`injection.BrainOverride`)."""
+        previous, self._brain_override = self._brain_override, BrainOverride(offset, slots)
+        try:
+            yield
+        finally:
+            self._brain_override = previous
 
-        Diagnostics only (`diagnostics.ceiling` delivers known information through the adapter's slots): if given,
-        `brain_offset` `(B, H)` is added to every adapter output of its sample, and `brain_slots` `(B, T_max * k, H)`
-        (k = the adapter's `tokens_per_frame`) replaces the adapter outputs altogether (the frames are then
-        ignored)."""
+    def brain_vectors(self, batch: Batch) -> torch.Tensor | None:
+        """`(B, L, H)` float32: the adapter output of each BRAIN position's frame, zero elsewhere (None when the
+        batch has no brain position); inside `overriding_brain`, the overridden outputs."""
         if not (batch.kind == BRAIN).any():
             return None
-        slot_mask = self.slot_mask(batch)
-        if brain_slots is not None:
-            if brain_slots.shape[:2] != slot_mask.shape:
-                raise ValueError(f"brain_slots {tuple(brain_slots.shape)} do not match the batch's brain slots "
-                                 f"{tuple(slot_mask.shape)}")
-            brain = brain_slots.float() * slot_mask.unsqueeze(-1)
+        override = self._brain_override
+        if override is not None and override.slots is not None:
+            brain = override.adapter_outputs(self.slot_mask(batch))
         else:
             brain = self.adapter(batch.frames, batch.frame_mask)  # (B, T * k, H)
-        if brain_offset is not None:
-            brain = brain + brain_offset.to(brain.dtype).unsqueeze(1)
+        if override is not None:
+            brain = override.shifted(brain)
         index = batch.brain_pos.unsqueeze(-1).expand(-1, -1, brain.shape[-1])
         return torch.where(batch.kind.unsqueeze(-1) == BRAIN, brain.gather(1, index), 0.0)
 
@@ -179,11 +183,10 @@ class BrainLLM(nn.Module):
         """`(B, T_max * k)` bool: which adapter outputs are real (each real frame gives k = `tokens_per_frame`)."""
         return batch.frame_mask.repeat_interleave(self.adapter.tokens_per_frame, 1)
 
-    def embed(self, batch: Batch, brain_offset: torch.Tensor | None = None,
-              brain_slots: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, batch: Batch) -> torch.Tensor:
         """Input embeddings `(B, L, H)` in the backbone's dtype: tokens, boundary vectors and adapter outputs
-        (zeros at the brain positions when this model injects them deeper). Arguments: see `brain_vectors`."""
-        return self._embed(batch, self.brain_vectors(batch, brain_offset, brain_slots))
+        (zeros at the brain positions when this model injects them deeper)."""
+        return self._embed(batch, self.brain_vectors(batch))
 
     def _embed(self, batch: Batch, brain: torch.Tensor | None) -> torch.Tensor:
         """`embed` with the brain vectors `(B, L, H)` (`brain_vectors`) already computed."""
@@ -225,9 +228,8 @@ class BrainLLM(nn.Module):
             return self._decoder()(inputs_embeds=self._embed(batch, brain),
                                    attention_mask=batch.attention_mask).last_hidden_state
 
-    def forward(self, batch: Batch, warmup: bool = False, brain_offset: torch.Tensor | None = None,
-                brain_slots: torch.Tensor | None = None, aux: AuxLoss | None = None) -> dict[str, torch.Tensor]:
-        """Losses for a right-padded batch (`brain_offset`, `brain_slots`: see `brain_vectors`).
+    def forward(self, batch: Batch, warmup: bool = False, aux: AuxLoss | None = None) -> dict[str, torch.Tensor]:
+        """Losses for a right-padded batch.
 
         Returns `loss_sum` (summed cross-entropy over all target tokens, nats), `n_tokens`, `sample_loss` `(B,)`
         (mean CE per target token of each sample) and `loss` (= loss_sum / n_tokens); with `aux` (beyond the
@@ -236,7 +238,7 @@ class BrainLLM(nn.Module):
         """
         if warmup:
             return self.warmup_loss(batch)
-        brain = self.brain_vectors(batch, brain_offset, brain_slots)
+        brain = self.brain_vectors(batch)
         out = self._target_losses(batch, brain)
         if aux is not None:
             out["aux"] = self._aux_loss(batch, brain, out["sample_loss"], aux)

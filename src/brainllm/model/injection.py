@@ -1,10 +1,12 @@
-"""Writing vectors into a decoder block's output: the hidden state after layer L at chosen positions.
+"""Writing vectors into a decoder block's output: the hidden state after layer L at chosen positions; and
+replacing the adapter's outputs by known vectors (`BrainOverride`).
 
-Two users: `BrainLLM` with `inject_layer` (beyond the paper: the adapter writes the brain positions' state after
-layer L instead of their input embeddings) and the state oracles of `diagnostics.ceiling`. Both replace, during one
-forward pass, the block's output at a `(B, L)` mask by given `(B, L, H)` values; later passes over the same module
-(the one-token steps of a KV-cached decode) leave it alone, since the positions they would hit are already in the
-cache.
+Two users of the block hooks: `BrainLLM` with `inject_layer` (beyond the paper: the adapter writes the brain
+positions' state after layer L instead of their input embeddings) and the state oracles of `diagnostics.ceiling`.
+Both replace, during one forward pass, the block's output at a `(B, L)` mask by given `(B, L, H)` values; later
+passes over the same module (the one-token steps of a KV-cached decode) leave it alone, since the positions they
+would hit are already in the cache. `BrainOverride` is the input-level counterpart the other oracles of
+`diagnostics.ceiling` use (`BrainLLM.overriding_brain`): the model itself knows nothing of them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,32 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class BrainOverride:
+    """Known information delivered through the adapter's slots, for diagnostics (`BrainLLM.overriding_brain`).
+
+    Attributes:
+        offset: `(B, H)` added to every adapter output of its sample, or None.
+        slots: `(B, T_max * k, H)` (k = the adapter's `tokens_per_frame`) replacing the adapter outputs altogether
+            (the frames are then ignored), or None.
+    """
+
+    offset: torch.Tensor | None = None
+    slots: torch.Tensor | None = None
+
+    def adapter_outputs(self, slot_mask: torch.Tensor) -> torch.Tensor:
+        """`slots` as the adapter's outputs `(B, T_max * k, H)` float32, zero where `slot_mask` `(B, T_max * k)` is
+        False; a ValueError when its shape does not match the batch's slots."""
+        if self.slots.shape[:2] != slot_mask.shape:
+            raise ValueError(f"brain_slots {tuple(self.slots.shape)} do not match the batch's brain slots "
+                             f"{tuple(slot_mask.shape)}")
+        return self.slots.float() * slot_mask.unsqueeze(-1)
+
+    def shifted(self, brain: torch.Tensor) -> torch.Tensor:
+        """Adapter outputs `(B, T_max * k, H)` plus `offset` (unchanged without one)."""
+        return brain if self.offset is None else brain + self.offset.to(brain.dtype).unsqueeze(1)
 
 
 def hidden_of(output) -> torch.Tensor:
