@@ -12,7 +12,8 @@ embeddings, and their hidden state after layer L is replaced by `state_centre + 
 being the LM's mean layer-L state of the training samples' warm-up texts, e.g. their continuations (set by the
 trainer; so an untrained adapter, whose outputs are near zero, injects an average state of the text rather than an
 arbitrary vector). A frozen LM
-reads a mean of input embeddings badly but a middle layer's state of a few words well (`brainllm ceiling`).
+reads a mean of input embeddings badly but a middle layer's state of a few words well (`brainllm ceiling`). Both
+layouts are strategies of `model.splice`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from ..errors import BrainLLMError
 from .adapters import BrainAdapter
 from .aux_loss import AuxLoss, info_nce, margin_loss, mean_brain_vectors, partners
 from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch
-from .injection import BrainOverride, PrefixInjection, hidden_of, on_output, replaced_positions
+from .injection import BrainOverride, PrefixInjection, hidden_of, on_output
+from .splice import splice_for
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +77,25 @@ class BrainLLM(nn.Module):
         emb_std = float(backbone.get_input_embeddings().weight.detach().float().std())
         # rows: 0 = <brain>, 1 = </brain>; float32 even when the backbone is bfloat16
         self.boundary = nn.Parameter(torch.randn(2, hidden) * emb_std)
-        self.inject_layer = inject_layer
+        self.splice = splice_for(inject_layer)  # where the adapter outputs enter the LM
         self.bos_id = bos_id
-        if inject_layer is not None:
-            self.decoder_layer(inject_layer)  # out of range fails here
+        self.splice.check(self)
         # (H,) the state an adapter output is added to; part of the checkpoint of an injecting run
         self.register_buffer("state_centre", torch.zeros(hidden))
         self._brain_override: BrainOverride | None = None  # diagnostics only: `overriding_brain`
         self.backbone.eval()
 
     # --------------------------------------------------------------- helpers
+    @property
+    def inject_layer(self) -> int | None:
+        """The layer after which the adapter outputs are written (None: they are input embeddings, the paper's)."""
+        return self.splice.layer
+
+    @inject_layer.setter
+    def inject_layer(self, layer: int | None) -> None:
+        self.splice = splice_for(layer)
+        self.splice.check(self)
+
     @property
     def hidden_size(self) -> int:
         return self.boundary.shape[1]
@@ -130,8 +141,7 @@ class BrainLLM(nn.Module):
         """
         state = {f"adapter.{k}": v for k, v in self.adapter.state_dict().items()}
         state["boundary"] = self.boundary.detach()
-        if self.inject_layer is not None:
-            state["state_centre"] = self.state_centre
+        state.update(self.splice.checkpoint_state(self))
         if self.finetune == "lora":
             state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items() if "lora_" in k})
         return {k: v.detach().contiguous().clone() for k, v in state.items()}
@@ -140,11 +150,7 @@ class BrainLLM(nn.Module):
         self.adapter.load_state_dict({k[len("adapter."):]: v for k, v in state.items() if k.startswith("adapter.")})
         with torch.no_grad():
             self.boundary.copy_(state["boundary"])
-            if self.inject_layer is not None:
-                if "state_centre" not in state:
-                    raise ValueError("checkpoint has no state_centre, but this model injects at layer "
-                                     f"{self.inject_layer}: was it trained with model.inject_layer unset?")
-                self.state_centre.copy_(state["state_centre"])
+            self.splice.load_checkpoint_state(self, state)
         lora = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         if lora:
             missing = self.backbone.load_state_dict(lora, strict=False)
@@ -193,33 +199,25 @@ class BrainLLM(nn.Module):
         emb = self.backbone.get_input_embeddings()(batch.token_ids).float()
         kind = batch.kind.unsqueeze(-1)
         out = torch.where(kind == TOKEN, emb, torch.zeros((), device=emb.device))
-        if brain is not None and self.inject_layer is None:
-            out = out + brain
+        spliced = None if brain is None else self.splice.input_brain(brain)
+        if spliced is not None:
+            out = out + spliced
         out = out + (kind == OPEN) * self.boundary[0] + (kind == CLOSE) * self.boundary[1]
         return out.to(self.backbone_dtype)
 
     def injection(self, batch: Batch, brain: torch.Tensor | None) -> ContextManager:
         """The context every forward of `batch` through the backbone runs in: nothing for the paper's layout; with
         `inject_layer`, the brain positions' state after that layer becomes `state_centre + brain`."""
-        if self.inject_layer is None or brain is None:
+        if brain is None:
             return contextlib.nullcontext()
-        return replaced_positions(self.decoder_layer(self.inject_layer), batch.kind == BRAIN,
-                                  self.state_centre + brain)
+        return self.splice.context(self, batch, brain)
 
     def brain_prefix(self, brain: torch.Tensor) -> tuple[torch.Tensor, PrefixInjection | None]:
         """`<brain> v_1..v_T </brain>` for a decoder that reuses it across many continuations (`decode-story`):
         (embeddings `(T + 2, H)` in the backbone's dtype, None) for the paper's layout; with `inject_layer`, zeros
         in the brain slots and the `PrefixInjection` of `state_centre + brain` there. `brain`: `(T, H)` adapter
         outputs."""
-        bounds = self.boundary
-        if self.inject_layer is None:
-            return torch.cat([bounds[:1], brain, bounds[1:]]).to(self.backbone_dtype), None
-        slots = torch.zeros(len(brain) + 2, dtype=torch.bool, device=brain.device)
-        slots[1:-1] = True
-        states = torch.zeros(len(brain) + 2, brain.shape[-1], dtype=brain.dtype, device=brain.device)
-        states[1:-1] = self.state_centre + brain
-        embeds = torch.cat([bounds[:1], torch.zeros_like(brain), bounds[1:]]).to(self.backbone_dtype)
-        return embeds, PrefixInjection(self.decoder_layer(self.inject_layer), states, slots)
+        return self.splice.prefix(self, brain)
 
     def _hidden(self, batch: Batch, brain: torch.Tensor | None) -> torch.Tensor:
         """The decoder's final hidden states `(B, L, H)` for a right-padded batch with brain vectors `brain`
@@ -294,11 +292,7 @@ class BrainLLM(nn.Module):
         """`(B, H)` float32: what the warm-up (and `ridge_init`) regresses each sample's adapter outputs onto: the
         mean input embedding of its warm-up text, or, injecting at layer L, its mean layer-L state minus
         `state_centre` (`text_states`)."""
-        if self.inject_layer is not None:
-            return self.text_states(batch.warmup_ids, batch.warmup_mask) - self.state_centre
-        emb = self.backbone.get_input_embeddings()(batch.warmup_ids).float()  # (B, P, H)
-        m = batch.warmup_mask.unsqueeze(-1).float()
-        return (emb * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.splice.warmup_targets(self, batch)
 
     @torch.no_grad()
     def text_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
