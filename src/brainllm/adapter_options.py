@@ -9,26 +9,14 @@ key, the value and the allowed ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 
 #: activation names an adapter MLP takes (`model.adapters.ACTIVATIONS` maps each to its module)
 ACTIVATION_NAMES = ("relu", "relu6", "tanh", "sigmoid", "gelu")
 #: recurrent cells of the `rnn` adapter
 RNN_CELLS = ("rnn", "gru")
-
-
-def check_choice(key: str, value: Any, allowed: tuple | list) -> None:
-    """Raise a `ConfigError` naming `key`, `value` and `allowed` unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}.")
-
-
-def check_at_least(key: str, value: Any, low: float) -> None:
-    """Raise a `ConfigError` naming `key`, `value` and the bound unless `value` is a number >= `low`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-        raise ConfigError(f"{key} must be a number >= {low}, got {value!r}.")
 
 
 @dataclass

@@ -81,8 +81,8 @@ def generate(
                                           "(identification accuracy); 0 = skip."),
 ) -> None:
     """Decode a split under input conditions -> RUN/predictions/<split>_<condition>.jsonl."""
-    from .adapter_options import check_choice
     from .config import GENERATION_CONDITIONS, generation_config
+    from .errors import check_choice
     from .decoding.generation import cross_losses, generate_predictions
     from .runs import load_run, read_config
 

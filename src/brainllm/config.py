@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from .adapter_options import AdapterConfig, adapter_config, check_at_least, check_choice
-from .errors import ConfigError
+from .adapter_options import AdapterConfig, adapter_config
+from .errors import ConfigError, check_at_least, check_choice
 
 #: data.split: the splitters of `data.splits.make_split`
 SPLIT_METHODS = ("by_stimulus", "by_sample", "kfold_by_stimulus", "by_story", "held_out_story", "within_story",

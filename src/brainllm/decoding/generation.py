@@ -28,8 +28,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..adapter_options import check_choice
 from ..config import GENERATION_CONDITIONS, GenerationConfig
+from ..errors import check_choice
 from ..io import write_json, write_jsonl
 from ..model import BrainLLM, Batch, Collator, EncodedSample, TextEncoder
 from ..model.collate import permute_frames
@@ -38,7 +38,6 @@ from ..runs import LoadedRun, RunPaths
 from .prefix_beam import SearchSettings, beam_search, greedy_search
 
 log = logging.getLogger(__name__)
-
 
 
 def search_settings(cfg: GenerationConfig, encoder: TextEncoder) -> SearchSettings:
@@ -87,8 +86,8 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
                           brain_offsets: np.ndarray | None = None,
                           brain_slots: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Mean CE per continuation token (+ EOS) of each sample, `(n,)` float, nats. Diagnostics (the
-    `diagnostics.ceiling` oracles, see `BrainLLM.overriding_brain`): `brain_offsets` `(n, H)` is added to each sample's adapter
-    outputs; `brain_slots`, one `(T_i * k, H)` array per sample (T_i = its number of frames, k = the adapter's
+    `diagnostics.ceiling` oracles): `brain_offsets` `(n, H)` is added to each sample's adapter outputs;
+    `brain_slots`, one `(T_i * k, H)` array per sample (T_i = its number of frames, k = the adapter's
     `tokens_per_frame`), replaces them (`BrainLLM.overriding_brain`)."""
     collate = Collator(run.dataset.frames, run.encoder, layout, tokens_per_frame=run.model.adapter.tokens_per_frame)
     device = run.model.boundary.device

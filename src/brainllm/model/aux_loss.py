@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..adapter_options import check_choice
 from ..config import AUX_LOSSES
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
 from .collate import BRAIN, Batch
 
 

@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapter_options import check_choice
 from ..config import FINETUNE_MODES
-from ..errors import BrainLLMError
+from ..errors import BrainLLMError, check_choice
 from .adapters import BrainAdapter
 from .aux_loss import AuxLoss, info_nce, margin_loss, mean_brain_vectors, partners
 from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch

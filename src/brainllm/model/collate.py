@@ -17,10 +17,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..adapter_options import check_choice
 from ..config import PREDICTION_CONDITIONS as CONDITIONS, WARMUP_TARGETS
 from ..data.dataset import BrainTextDataset, Sample
-from ..errors import DatasetError
+from ..errors import DatasetError, check_choice
 
 log = logging.getLogger(__name__)
 
