@@ -84,6 +84,8 @@ class TrainingConfig:
     aux_weight: float = 1.0
     aux_margin: float = 0.1             # nats (margin)
     aux_temperature: float = 0.1        # (infonce)
+    permute_frames: bool = False        # noise-trained control: training samples get other training samples'
+                                        # frames (a fixed derangement across stimuli); valid/test keep their own
 
 
 @dataclass
@@ -103,6 +105,12 @@ class GenerationConfig:
                                         # reference: same tokens, slower)
     permutations: int = 10              # PerBrainLLM repeats, each a different derangement
     seed: int = 0
+    # beyond the paper: the Bayesian decoder (decoding.bayes; `brainllm tune-decoder RUN` fits and chooses it)
+    rerank: str = "none"                # none (paper: the search result), or encoding: candidates re-scored by
+                                        # log p_LM + encoding_weight * log p(frames | text)
+    n_candidates: int = 16              # encoding: the search result + n_candidates - 1 nucleus samples
+    candidate_top_p: float = 0.9        # encoding: nucleus of the sampled candidates
+    encoding_weight: float = 1.0        # encoding: λ on the encoding model's log-likelihood
 
 
 @dataclass

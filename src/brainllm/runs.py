@@ -7,6 +7,8 @@ RUN/
   metrics.jsonl        one line per epoch
   checkpoint/          the last epoch's state for --resume: trainable.safetensors, optimizer.pt, trainer_state.json
   predictions/         <split>_<condition>.jsonl + .json headers, written by generation
+  decoder.json         (optional) the Bayesian decoder chosen by `brainllm tune-decoder`: its generation settings
+                       are the run's defaults; decoder/ holds its encoding models
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__, backbones
-from .config import ExperimentConfig, from_dict
+from .config import ExperimentConfig, from_dict, replace_section
 from .data.dataset import BrainTextDataset
 from .data.splits import Split, check_no_leak
 from .errors import BrainLLMError
@@ -35,6 +37,8 @@ BACKBONE_FILE = "backbone.safetensors"  # only for finetune == "full"
 SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
+DECODER_FILE = "decoder.json"  # the tuned Bayesian decoder's generation settings (decoding.bayes.tune)
+DECODER_DIR = "decoder"        # its encoding models
 
 
 def build_model(cfg: ExperimentConfig, feature_dim: int, device: str | torch.device = "cpu"
@@ -93,6 +97,8 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", dat
             raise BrainLLMError(f"{run_dir} has no {name}; is it a finished `brainllm train` run folder?")
     info = read_json(run_dir / RUN_FILE)
     cfg = from_dict(info["config"])
+    if (run_dir / DECODER_FILE).exists():  # the tuned decoder is how this run decodes unless told otherwise
+        cfg = replace_section(cfg, "generation", **read_json(run_dir / DECODER_FILE)["generation"])
     dataset = BrainTextDataset.load(dataset_path or cfg.data.path)
     if dataset.feature_dim != info["feature_dim"]:
         raise BrainLLMError(f"The dataset has {dataset.feature_dim} features but the run was trained on "
