@@ -98,6 +98,27 @@ def generate(
         typer.echo(f"wrote {cross_losses(run, split, crossloss, batch_size=gen_cfg.batch_size)}")
 
 
+@app.command("tune-decoder")
+def tune_decoder(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),
+    set_: list[str] = typer.Option([], "--set", help="Override a generation setting of the candidates' search."),
+) -> None:
+    """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
+    states (layer, dimensions, shrinkage by CV over training stimuli) and its weight and number of candidates (on
+    validation). Writes RUN/decoder.json + RUN/decoder/; `brainllm generate RUN` then decodes this way."""
+    from .config import generation_config
+    from .experiments.decoder_tuning import tune
+    from .runs import RunPaths, load_run, read_config
+
+    gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
+    run = load_run(run_dir)
+    result = tune(run, gen_cfg)
+    choice = result["encoding_model"]
+    typer.echo(f"encoding model: layer {choice['layer']}, {choice['max_dims'] or 'all'} frame dimensions, shrinkage "
+               f"{choice['noise_shrinkage']}, CV identification {choice['cv_identification']:.3f} (training stimuli)")
+    typer.echo(f"decoder: {result['generation']} -> {RunPaths(run_dir).decoder_file}")
+
+
 tang_app = typer.Typer(no_args_is_help=True, help="The Tang et al. (2023) baseline decoder: fit, then decode a story.")
 app.add_typer(tang_app, name="tang")
 

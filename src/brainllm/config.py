@@ -58,6 +58,8 @@ GENERATION_CONDITIONS = ("brain", "permuted", "no_brain")
 METHODS = ("beam", "greedy", "sample")
 #: generation.decoder: prefix-cache search (`decoding.prefix_beam`) or HF generate
 DECODERS = ("prefix", "hf")
+#: generation.rerank: the search result (paper), or candidates re-scored by an encoding model (`decoding.bayes`)
+RERANKS = ("none", "encoding")
 
 
 def _check_optional_at_least(key: str, value: Any, low: float) -> None:
@@ -143,6 +145,8 @@ class TrainingConfig:
     aux_weight: float = 1.0
     aux_margin: float = 0.1             # nats (margin)
     aux_temperature: float = 0.1        # (infonce)
+    permute_frames: bool = False        # noise-trained control: training samples get other training samples'
+                                        # frames (a fixed derangement across stimuli); valid/test keep their own
 
     def __post_init__(self) -> None:
         check_choice("training.warmup_target", self.warmup_target, WARMUP_TARGETS)
@@ -178,10 +182,18 @@ class GenerationConfig:
                                         # reference: same tokens, slower)
     permutations: int = 10              # PerBrainLLM repeats, each a different derangement
     seed: int = 0
+    # beyond the paper: the Bayesian decoder (decoding.bayes; `brainllm tune-decoder RUN` fits and chooses it)
+    rerank: str = "none"                # none (paper: the search result), or encoding: candidates re-scored by
+                                        # log p_LM + encoding_weight * log p(frames | text)
+    n_candidates: int = 16              # encoding: the search result + n_candidates - 1 nucleus samples
+    candidate_top_p: float = 0.9        # encoding: nucleus of the sampled candidates
+    encoding_weight: float = 1.0        # encoding: λ on the encoding model's log-likelihood
 
     def __post_init__(self) -> None:
         check_choice("generation.method", self.method, METHODS)
         check_choice("generation.decoder", self.decoder, DECODERS)
+        check_choice("generation.rerank", self.rerank, RERANKS)
+        check_at_least("generation.n_candidates", self.n_candidates, 1)
         for key in ("num_beams", "max_new_tokens", "batch_size", "permutations"):
             check_at_least(f"generation.{key}", getattr(self, key), 1)
         check_at_least("generation.min_new_tokens", self.min_new_tokens, 0)

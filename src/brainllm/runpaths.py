@@ -11,6 +11,8 @@ RUN/
   predictions/         <split>_<condition>.jsonl + <split>_<condition>.json headers, <split>_crossloss.npz
   evaluation/          scores.json, table.md, ceiling_<split>.json, analyses/
   report/              the HTML report of `brainllm report` when no --out is given
+  decoder.json         (optional) the Bayesian decoder chosen by `brainllm tune-decoder`: its generation settings
+                       are the run's defaults; decoder/ holds its encoding models
 ```
 
 It sits in the base layer so that training, generation, evaluation (which reads run files but never loads a run),
@@ -57,6 +59,8 @@ class RunPaths:
     predictions_dir = _file("predictions", "what generation writes.")
     evaluation_dir = _file("evaluation", "what `brainllm evaluate` (and the diagnostics) write.")
     report_dir = _file("report", "the default output folder of `brainllm report`.")
+    decoder_file = _file("decoder.json", "the tuned Bayesian decoder's settings (`brainllm tune-decoder`).")
+    decoder_dir = _file("decoder", "the tuned Bayesian decoder's encoding models.")
 
     @property
     def checkpoint(self) -> CheckpointPaths:

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__, backbones
-from .config import ExperimentConfig, from_dict
+from .config import ExperimentConfig, from_dict, replace_section
 from .data.dataset import BrainTextDataset
 from .data.splits import Split, check_no_leak
 from .errors import BrainLLMError
@@ -77,11 +77,20 @@ class LoadedRun:
 
 
 def read_config(run_dir: str | os.PathLike) -> ExperimentConfig:
-    """The experiment config a run folder was trained with (from brainllm.json; nothing else is loaded)."""
-    path = RunPaths(run_dir).run_file
-    if not path.exists():
-        raise BrainLLMError(f"{run_dir} has no {path.name}; is it a finished `brainllm train` run folder?")
-    return from_dict(read_json(path)["config"])
+    """The experiment config of a run folder (from brainllm.json; nothing else is loaded), with the generation
+    settings of its tuned decoder (decoder.json, `brainllm tune-decoder`) as its defaults when it has one."""
+    paths = RunPaths(run_dir)
+    if not paths.run_file.exists():
+        raise BrainLLMError(f"{run_dir} has no {paths.run_file.name}; is it a finished `brainllm train` run folder?")
+    return _with_tuned_decoder(paths, from_dict(read_json(paths.run_file)["config"]))
+
+
+def _with_tuned_decoder(paths: RunPaths, cfg: ExperimentConfig) -> ExperimentConfig:
+    """`cfg` with the tuned decoder's generation settings, if the run has one (how it decodes unless told
+    otherwise)."""
+    if not paths.decoder_file.exists():
+        return cfg
+    return replace_section(cfg, "generation", **read_json(paths.decoder_file)["generation"])
 
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", dataset_path: str | None = None
@@ -93,7 +102,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", dat
         if not path.exists():
             raise BrainLLMError(f"{run_dir} has no {path.name}; is it a finished `brainllm train` run folder?")
     info = read_json(paths.run_file)
-    cfg = from_dict(info["config"])
+    cfg = _with_tuned_decoder(paths, from_dict(info["config"]))
     dataset = BrainTextDataset.load(dataset_path or cfg.data.path)
     if dataset.feature_dim != info["feature_dim"]:
         raise BrainLLMError(f"The dataset has {dataset.feature_dim} features but the run was trained on "

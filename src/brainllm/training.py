@@ -36,6 +36,7 @@ from .errors import BrainLLMError
 from .io import append_jsonl, read_json, read_jsonl, replace_dir, staging_dir, write_json, write_jsonl
 from .model import BrainLLM, Collator, EncodedSample
 from .model.aux_loss import AuxLoss
+from .model.collate import permute_frames
 from .model.ridge_init import fit_token_readout, ridge_initialise
 from .progress import progress
 from .runs import CheckpointPaths, RunPaths, build_model, load_trainable, save_trainable, write_run_file
@@ -78,6 +79,16 @@ def _split_for(cfg: ExperimentConfig, dataset: BrainTextDataset) -> Split:
     return split
 
 
+def training_frames(cfg: ExperimentConfig, samples: Sequence[EncodedSample]) -> list[EncodedSample]:
+    """The training samples with the frames the run learns from: their own, or for the noise-trained control
+    (`training.permute_frames`) the frames of another training sample from another stimulus (one fixed
+    derangement, seeded by `training.seed`), so the adapter can learn a prompt but no brain mapping. Validation and
+    test samples always keep their own frames."""
+    if not cfg.training.permute_frames:
+        return list(samples)
+    return permute_frames(samples, cfg.training.seed)
+
+
 class Trainer:
     """Owns the model, the data and the run folder of one training run."""
 
@@ -102,7 +113,7 @@ class Trainer:
         layout = "no_text" if cfg.model.condition == "no_text" else "brain"
         self.collate = Collator(self.dataset.frames, self.encoder, layout, warmup_target=cfg.training.warmup_target,
                                 tokens_per_frame=self.model.adapter.tokens_per_frame)
-        self.train_samples = self.encoder.encode_all(self.dataset, self.split.train)
+        self.train_samples = training_frames(cfg, self.encoder.encode_all(self.dataset, self.split.train))
         self.valid_samples = self.encoder.encode_all(self.dataset, self.split.valid)
         rows = sorted({r for s in self.train_samples for r in s.frame_rows})
         if cfg.model.standardize_frames:

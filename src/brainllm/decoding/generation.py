@@ -125,6 +125,10 @@ def decode_ids(model: BrainLLM, collate: Collator, samples: Sequence[EncodedSamp
 def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
            desc: str = "generate") -> list[str]:
     """Generated continuation text of each sample (cut at EOS, special tokens removed), in the samples' order."""
+    if cfg.rerank == "encoding" and layout != "no_brain":
+        from .bayes import bayes_decode  # the Bayesian decoder builds on this module
+
+        return bayes_decode(run, samples, layout, cfg, desc)
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
     return [run.encoder.decode(ids) for ids in decode_ids(run.model, collate, samples, cfg, run.encoder, desc)]

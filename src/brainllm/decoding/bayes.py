@@ -1,0 +1,274 @@
+"""The Bayesian decoder (beyond the paper): BrainLLM proposes, an encoding model of the frames decides.
+
+Tang et al. 2023 decode by asking which candidate words best *predict* the recorded responses; on real Pereira
+frames that encoding direction keeps far more of the sentence than any regression of frames onto one vector the
+LM must read (DESIGN.md). Applied to sentences, with the trained BrainLLM as the prior:
+
+    score(c) = log p_LM(c | prompt, frames) + λ · log p(frames | prompt + c)
+
+over candidate continuations c: the run's own search result (beam or greedy) plus `n_candidates − 1` samples from
+BrainLLM (nucleus sampling). `log p_LM` is the summed token log-probability of c and EOS under the adapter-
+conditioned LM (teacher-forced); `log p(frames | text)` is a `voxelwise.sentence_encoding.SentenceEncodingModel`
+on the backbone's mean state of the text after one layer plus the nuisance features (length, position), fitted on
+training samples only. λ, the number of candidates, the layer, the number of frame dimensions and the noise
+shrinkage are chosen by `experiments.decoder_tuning.tune` (layer/dims/shrinkage by cross-validation over training
+stimuli, λ and N on the validation split) and stored in the run folder (`RUN/decoder/`), so that `brainllm
+generate RUN` decodes this way.
+
+A control decodes with the same frames it is given everywhere: PerBrainLLM's candidates come from the permuted
+frames and are scored against the permuted frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import GenerationConfig
+from ..errors import BrainLLMError
+from ..io import read_json, write_json
+from ..model import Collator, EncodedSample
+from ..model.text_features import full_text, mean_states, nuisance_features, stimulus_positions
+from ..identification import two_way
+from ..ridge import stimulus_folds
+from ..runs import LoadedRun, RunPaths
+from ..voxelwise.sentence_encoding import SentenceEncodingConfig, SentenceEncodingModel
+from .generation import decode_ids, length_sorted_batches, teacher_forced_losses
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class EncodingChoice:
+    """The encoding model's text features and frame space, chosen by CV over training stimuli."""
+
+    layer: int | None          # backbone layer of the mean state; None = nuisance features only
+    max_dims: int | None       # first frame dimensions used (PCA components in order); None = all
+    noise_shrinkage: float
+    cv_identification: float  # mean out-of-fold 2-way identification across stimuli (candidate texts for frames)
+
+
+@dataclass
+class SentenceScorer:
+    """Features of candidate texts and the encoding model's log-likelihood of a sample's frames."""
+
+    run: LoadedRun
+    model: SentenceEncodingModel
+    choice: EncodingChoice
+
+    def features(self, texts: Sequence[str], positions: Sequence[int]) -> np.ndarray:
+        """`(n, F)`: mean state after `choice.layer` (if any) and the nuisance features of each text."""
+        return text_design(self.run, texts, positions, self.choice.layer)
+
+    def frames(self, samples: Sequence[EncodedSample]) -> np.ndarray:
+        return sample_frames(self.run, samples, self.choice.max_dims)
+
+    def log_likelihood(self, texts: Sequence[str], positions: Sequence[int], frames: np.ndarray) -> np.ndarray:
+        """`(n,)` log p(frames_i | text_i) (up to a constant per frames)."""
+        return self.model.log_likelihood(self.features(texts, positions), frames)
+
+
+def sample_frames(run: LoadedRun, samples: Sequence[EncodedSample], max_dims: int | None = None) -> np.ndarray:
+    """`(n, D')` mean frame of each sample (the frames it is given: permuted ones for a control)."""
+    frames = run.dataset.frames
+    out = np.stack([np.asarray(frames[list(s.frame_rows)], dtype=np.float64).mean(0) for s in samples])
+    return out if max_dims is None else out[:, :max_dims]
+
+
+def text_design(run: LoadedRun, texts: Sequence[str], positions: Sequence[int], layer: int | None) -> np.ndarray:
+    """`(n, H + 2)` or `(n, 2)`: the bare backbone's mean state after `layer`, then the nuisance features."""
+    nuisance = nuisance_features(texts, positions)
+    if layer is None:
+        return nuisance
+    states = mean_states(run.model.backbone, run.encoder, texts, [layer], bare=run.model.bare_backbone())[layer]
+    return np.hstack([states.astype(np.float64), nuisance])
+
+
+def reference_texts(run: LoadedRun, samples: Sequence[EncodedSample]) -> list[str]:
+    return [full_text(run.dataset.by_id(s.id).prompt, run.dataset.by_id(s.id).continuation) for s in samples]
+
+
+def positions_of(run: LoadedRun, samples: Sequence[EncodedSample]) -> np.ndarray:
+    """Position of each sample's *own* frames in its stimulus (for a control too: the nuisance a reader knows)."""
+    return stimulus_positions(run.dataset, [run.dataset.by_id(s.id) for s in samples])
+
+
+# ---------------------------------------------------------------------------------------------- fitting
+def training_samples(run: LoadedRun) -> list[EncodedSample]:
+    """The run's training samples with the frames it was trained on (a noise-trained control's permuted ones)."""
+    from ..training import training_frames  # the trainer owns the training-frame assignment
+
+    return training_frames(run.config, run.encoder.encode_all(run.dataset, run.split.train))
+
+
+def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], layers: Sequence[int],
+                          dims: Sequence[int | None], shrinkages: Sequence[float], n_folds: int = 5, seed: int = 0
+                          ) -> tuple[SentenceEncodingModel, EncodingChoice, list[dict]]:
+    """Pick the layer, frame dimensions and shrinkage with the best out-of-fold identification (`two_way`, across
+    stimuli) over folds of whole training stimuli, then refit on all of `samples`. Returns (model, choice, one row
+    per configuration tried)."""
+    texts, positions = reference_texts(run, samples), positions_of(run, samples)
+    stim = [s.stimulus for s in samples]
+    keys = [s.frame_rows for s in samples]
+    folds = stimulus_folds(stim, n_folds, seed)
+    state_layers = [x for x in layers if x is not None]
+    states = (mean_states(run.model.backbone, run.encoder, texts, state_layers, bare=run.model.bare_backbone())
+              if state_layers else {})
+    nuisance = nuisance_features(texts, positions)
+    rows, best = [], None
+    for layer in layers:
+        x = nuisance if layer is None else np.hstack([states[layer].astype(np.float64), nuisance])
+        for max_dims in dims:
+            y = sample_frames(run, samples, max_dims)
+            for shrink in shrinkages:
+                cfg = SentenceEncodingConfig(noise_shrinkage=shrink, seed=seed)
+                scores = []
+                for held in folds:
+                    tr, te = np.flatnonzero(~held), np.flatnonzero(held)
+                    model = SentenceEncodingModel(cfg).fit(x[tr], y[tr], [stim[i] for i in tr])
+                    m = model.log_likelihood_matrix(x[te], y[te])
+                    scores.append(two_way(m, [stim[i] for i in te], [keys[i] for i in te])["across"])
+                row = {"layer": layer, "max_dims": max_dims, "noise_shrinkage": shrink,
+                       "cv_identification": float(np.mean(scores))}
+                rows.append(row)
+                log.info("encoding model %s: CV identification %.3f", row, row["cv_identification"])
+                if best is None or row["cv_identification"] > best["cv_identification"]:
+                    best = row
+    choice = EncodingChoice(**best)
+    x = nuisance if choice.layer is None else np.hstack([states[choice.layer].astype(np.float64), nuisance])
+    model = SentenceEncodingModel(SentenceEncodingConfig(noise_shrinkage=choice.noise_shrinkage, seed=seed)).fit(
+        x, sample_frames(run, samples, choice.max_dims), stim)
+    return model, choice, rows
+
+
+def save_scorer(run: LoadedRun, scorer: SentenceScorer, name: str = "encoding") -> Path:
+    folder = RunPaths(run.path).decoder_dir
+    scorer.model.save(folder, name)
+    write_json(folder / f"{name}_choice.json", asdict(scorer.choice))
+    return folder
+
+
+def load_scorer(run: LoadedRun, name: str = "encoding") -> SentenceScorer:
+    folder = RunPaths(run.path).decoder_dir
+    if not (folder / f"{name}_choice.json").exists():
+        raise BrainLLMError(f"{run.path} has no fitted encoding model ({folder}/{name}.*): run `brainllm "
+                            f"tune-decoder {run.path}` first, or decode with --set rerank=none.")
+    choice = EncodingChoice(**read_json(folder / f"{name}_choice.json"))
+    return SentenceScorer(run, SentenceEncodingModel.load(folder, name), choice)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+@dataclass
+class Candidates:
+    """Candidate continuations of each sample and their two scores.
+
+    Attributes:
+        ids: per sample, the token ids of each candidate (candidate 0 = the run's own search result).
+        texts: per sample, the decoded text of each candidate.
+        lm: per sample, `(n_c,)` summed log p_LM(candidate + EOS | prompt, frames), nats.
+        encoding: per sample, `(n_c,)` log p(frames | prompt + candidate) (up to a constant per sample).
+    """
+
+    ids: list[list[list[int]]]
+    texts: list[list[str]]
+    lm: list[np.ndarray]
+    encoding: list[np.ndarray] = field(default_factory=list)
+
+    def pick(self, weight: float, n_candidates: int | None = None) -> list[int]:
+        """Index of the best candidate of each sample among its first `n_candidates`, by lm + weight·encoding."""
+        out = []
+        for lm, enc in zip(self.lm, self.encoding):
+            k = len(lm) if n_candidates is None else min(n_candidates, len(lm))
+            out.append(int(np.argmax(lm[:k] + weight * enc[:k])))
+        return out
+
+
+def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+            desc: str = "propose") -> list[list[list[int]]]:
+    """Candidate token ids per sample: the search of `cfg` (beam/greedy) first, then `cfg.n_candidates − 1`
+    nucleus samples (top_p `cfg.candidate_top_p`, temperature `cfg.temperature`), duplicates removed."""
+    collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
+                       tokens_per_frame=run.model.adapter.tokens_per_frame)
+    search = replace(cfg, rerank="none")
+    best = decode_ids(run.model, collate, samples, search, run.encoder, desc=f"{desc}/search")
+    out = [[_cut(ids, run.encoder.eos_id)] for ids in best]
+    n_sampled = cfg.n_candidates - 1
+    if n_sampled <= 0:
+        return out
+    sampler = replace(cfg, method="sample", top_p=cfg.candidate_top_p, rerank="none")
+    device = run.model.boundary.device
+    kwargs = dict(do_sample=True, temperature=sampler.temperature, top_p=sampler.top_p,
+                  max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
+                  num_return_sequences=n_sampled, pad_token_id=run.encoder.pad_id, eos_token_id=run.encoder.eos_id)
+    for b, rows in enumerate(length_sorted_batches([collate.length(s) for s in samples], cfg.batch_size)):
+        torch.manual_seed(cfg.seed * 100003 + b)
+        seqs = run.model.generate(collate([samples[j] for j in rows]).to(device), **kwargs)
+        for k, j in enumerate(rows):
+            for seq in seqs[k * n_sampled:(k + 1) * n_sampled]:
+                cut = _cut(seq, run.encoder.eos_id)
+                if cut and cut not in out[j]:
+                    out[j].append(cut)
+    return out
+
+
+def _cut(ids: Sequence[int], eos: int) -> list[int]:
+    ids = list(ids)
+    return ids[: ids.index(eos)] if eos in ids else ids
+
+
+def lm_scores(run: LoadedRun, samples: Sequence[EncodedSample], candidates: Sequence[Sequence[Sequence[int]]],
+              layout: str, batch_size: int) -> list[np.ndarray]:
+    """Summed log p_LM(candidate + EOS | prompt, frames) per candidate of each sample (teacher-forced, nats)."""
+    flat = [(i, list(c)) for i, cands in enumerate(candidates) for c in cands]
+    pairs = [replace(samples[i], continuation_ids=tuple(c)) for i, c in flat]
+    mean_ce = teacher_forced_losses(run, pairs, layout, batch_size)
+    total = -mean_ce * np.array([len(c) + 1 for _, c in flat])
+    out, start = [], 0
+    for cands in candidates:
+        out.append(total[start:start + len(cands)])
+        start += len(cands)
+    return out
+
+
+def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
+                    texts: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """log p(frames of sample i | prompt_i + candidate) per candidate, the frames being the ones the sample is
+    given (a control's permuted frames)."""
+    prompts = [run.dataset.by_id(s.id).prompt for s in samples]
+    positions = positions_of(run, samples)
+    frames = scorer.frames(samples)
+    flat = [(i, full_text(prompts[i], t)) for i, cands in enumerate(texts) for t in cands]
+    ll = scorer.log_likelihood([t for _, t in flat], [positions[i] for i, _ in flat],
+                               frames[[i for i, _ in flat]])
+    out, start = [], 0
+    for cands in texts:
+        out.append(ll[start:start + len(cands)])
+        start += len(cands)
+    return out
+
+
+def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+                     scorer: SentenceScorer, desc: str = "bayes") -> Candidates:
+    """Propose candidates for each sample and score them under the frames each sample is given."""
+    ids = propose(run, samples, layout, cfg, desc)
+    texts = [[run.encoder.decode(c) for c in cands] for cands in ids]
+    cands = Candidates(ids, texts, lm_scores(run, samples, ids, layout, cfg.batch_size))
+    cands.encoding = encoding_scores(run, scorer, samples, texts)
+    return cands
+
+
+def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+                 desc: str = "bayes") -> list[str]:
+    """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`)."""
+    cands = score_candidates(run, samples, layout, cfg, load_scorer(run), desc)
+    return [texts[k] for texts, k in zip(cands.texts, cands.pick(cfg.encoding_weight))]
+
+
+# ---------------------------------------------------------------------------------------------- tuning
+#: what `tune` tries (layers of a 30-block SmolLM2; deeper backbones should pass their own)

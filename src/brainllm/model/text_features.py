@@ -1,0 +1,91 @@
+"""Features of a sample's text that encoding models and identification tests use.
+
+* `mean_states`: the backbone's own mean hidden state of a text after chosen layers (the bare, frozen LM), the
+  feature space in which real Pereira frames identify their sentence best (DESIGN.md, "What real data looks like");
+* `nuisance_features`: the number of words of the text and the position of the sample's frames in its stimulus.
+  BOLD amplitude grows with the number of words, and position in a passage is known to the experimenter, so
+  sentence length + position alone identify Pereira sentences 2-way at ~0.76 (Feghhi et al. 2024): every content
+  claim is measured against them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..data.dataset import BrainTextDataset, Sample
+from .collate import TextEncoder
+
+NUISANCE_NAMES = ("n_words", "position")
+
+
+def word_count(text: str) -> int:
+    """Whitespace-separated words of `text`."""
+    return len(text.split())
+
+
+def stimulus_positions(dataset: BrainTextDataset, samples: Sequence[Sample]) -> np.ndarray:
+    """`(n,)` int: the rank of each sample's first frame row among the frame rows of its stimulus (Pereira: the
+    sentence's place in its passage; story designs: the chunk's place in its story)."""
+    rows: dict[str, set[int]] = {}
+    for s in dataset:
+        rows.setdefault(s.stimulus, set()).update(s.frames)
+    order = {stim: {row: i for i, row in enumerate(sorted(r))} for stim, r in rows.items()}
+    return np.array([order[s.stimulus][min(s.frames)] for s in samples], dtype=np.int64)
+
+
+def nuisance_features(texts: Sequence[str], positions: Sequence[int]) -> np.ndarray:
+    """`(n, 2)` float64: words in each text (prompt + continuation) and the position of its frames
+    (`stimulus_positions`), in `NUISANCE_NAMES` order."""
+    if len(texts) != len(positions):
+        raise ValueError(f"{len(texts)} texts but {len(positions)} positions.")
+    return np.column_stack([[word_count(t) for t in texts], np.asarray(positions, dtype=np.float64)]
+                           ).astype(np.float64)
+
+
+def full_text(prompt: str, continuation: str) -> str:
+    """The perceived text of a sample: prompt and continuation joined by one space."""
+    return f"{prompt.strip()} {continuation.strip()}".strip()
+
+
+@torch.inference_mode()
+def mean_states(backbone: torch.nn.Module, encoder: TextEncoder, texts: Sequence[str], layers: Sequence[int],
+                batch_size: int = 64, bare: contextlib.AbstractContextManager | None = None
+                ) -> dict[int, np.ndarray]:
+    """The LM's hidden state after each of `layers` (0 = input embeddings), averaged over the tokens of each text
+    read as `[BOS] text` (BOS, where the tokenizer adds one, is not averaged): `{layer: (n, H) float32}`.
+
+    `bare` is the context in which `backbone` is the pretrained LM alone (`BrainLLM.bare_backbone()` for a LoRA
+    run); texts are batched longest first to pad little."""
+    if not layers:
+        raise ValueError("mean_states needs at least one layer.")
+    n_layers = getattr(backbone.config, "num_hidden_layers", None)
+    bad = [layer for layer in layers if layer < 0 or (n_layers is not None and layer > n_layers)]
+    if bad:
+        raise ValueError(f"layers {bad} are outside 0..{n_layers} (the backbone has {n_layers} blocks).")
+    device = next(backbone.parameters()).device
+    bos = [encoder.bos_id] if encoder.bos_id is not None else []
+    ids = [bos + encoder.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    out = {layer: np.zeros((len(texts), backbone.config.hidden_size), dtype=np.float32) for layer in layers}
+    order = np.argsort([-len(i) for i in ids], kind="stable")
+    with bare or contextlib.nullcontext():
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            width = max(len(ids[i]) for i in rows)
+            tokens = torch.full((len(rows), width), encoder.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                tokens[j, :len(ids[i])] = torch.tensor(ids[i])
+                mask[j, :len(ids[i])] = 1
+            hidden = backbone(input_ids=tokens.to(device), attention_mask=mask.to(device),
+                              output_hidden_states=True).hidden_states
+            keep = mask.clone()
+            keep[:, :len(bos)] = 0
+            keep = keep.unsqueeze(-1).float().to(device)
+            for layer in layers:
+                pooled = (hidden[layer].float() * keep).sum(1) / keep.sum(1).clamp(min=1)
+                out[layer][rows] = pooled.cpu().numpy()
+    return out

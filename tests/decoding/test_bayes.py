@@ -1,0 +1,118 @@
+"""The Bayesian decoder: with frames that encode their text it picks the true continuation over distractors, with
+noise frames it does no better than the LM prior; tuning writes the run's default decoder, which `generate` then
+uses; the noise-trained control permutes only training frames."""
+
+import json
+
+import numpy as np
+import pytest
+
+from brainllm import backbones, config, training
+from brainllm.data.dataset import BrainTextDataset, Sample
+from brainllm.decoding.bayes import SentenceScorer, choose_encoding_model, encoding_scores, lm_scores
+from brainllm.experiments.decoder_tuning import tune
+from brainllm.decoding.generation import generate_predictions
+from brainllm.io import read_jsonl
+from brainllm.model import TextEncoder
+from brainllm.model.text_features import full_text, mean_states, nuisance_features, stimulus_positions
+from brainllm.runs import load_run
+
+LAYER = 2
+
+
+def planted_dataset(tiny_llama_path, source, snr: float | None, seed: int = 0) -> BrainTextDataset:
+    """One frame per sample: a fixed random linear map of (the tiny LM's layer-2 mean state + nuisance) of its
+    text, plus noise; `snr=None` gives pure noise frames."""
+    model, tok = backbones.load(str(tiny_llama_path))
+    samples = [Sample(s.id, s.stimulus, s.subject, s.prompt, s.continuation, [i]) for i, s in enumerate(source)]
+    ds = BrainTextDataset(np.zeros((len(samples), 1), np.float32), samples, {"subject": "s", "source": "test"})
+    texts = [full_text(s.prompt, s.continuation) for s in samples]
+    x = np.hstack([mean_states(model, TextEncoder(tok), texts, [LAYER])[LAYER],
+                   nuisance_features(texts, stimulus_positions(ds, samples))])
+    x = (x - x.mean(0)) / (x.std(0) + 1e-8)
+    rng = np.random.default_rng(seed)
+    signal = x @ rng.standard_normal((x.shape[1], 40)) / np.sqrt(x.shape[1])
+    noise = rng.standard_normal(signal.shape)
+    frames = noise if snr is None else signal * np.sqrt(snr) + noise
+    return BrainTextDataset(frames.astype(np.float32), samples, {"subject": "s", "source": "planted"})
+
+
+def train_run(root, tiny_llama_path, dataset, **training_extra):
+    dataset.save(root / "data")
+    cfg = config.from_dict({"data": {"path": str(root / "data")},
+                            "model": {"backbone": str(tiny_llama_path), "adapter": {"name": "mlp", "hidden": 32}},
+                            "training": {"warmup_epochs": 1, "epochs": 1, "lr": 3e-3, "cpu": True, **training_extra},
+                            "generation": {"method": "greedy", "max_new_tokens": 4, "min_new_tokens": 1,
+                                           "permutations": 1, "batch_size": 16, "n_candidates": 3},
+                            "output": str(root / "run")})
+    training.train(cfg)
+    return load_run(root / "run")
+
+
+@pytest.fixture(scope="module")
+def source_samples():
+    from brainllm.data.simulate import simulate
+
+    return list(simulate(design="sentence", passages=30, voxels=64, components=8, seed=2).dataset)
+
+
+def pick_rate(run, scorer, weight: float, n_distractors: int = 4) -> float:
+    """Fraction of test samples whose true continuation wins among it + distractors (other test continuations)."""
+    samples = run.encoder.encode_all(run.dataset, run.split.test)
+    rng = np.random.default_rng(0)
+    conts = [run.dataset.by_id(s.id).continuation for s in samples]
+    texts, ids = [], []
+    for i, s in enumerate(samples):
+        others = rng.choice([j for j in range(len(samples)) if j != i], n_distractors, replace=False)
+        texts.append([conts[i]] + [conts[j] for j in others])
+        ids.append([list(run.encoder.split_ids(run.dataset.by_id(s.id).prompt, t)[1]) for t in texts[-1]])
+    lm = lm_scores(run, samples, ids, "brain", 16)
+    enc = encoding_scores(run, scorer, samples, texts)
+    return float(np.mean([np.argmax(a + weight * b) == 0 for a, b in zip(lm, enc)]))
+
+
+def fitted_scorer(run):
+    train = run.encoder.encode_all(run.dataset, run.split.train)
+    model, choice, _ = choose_encoding_model(run, train, [LAYER], [None], [0.5])
+    return SentenceScorer(run, model, choice)
+
+
+def test_planted_frames_pick_the_true_text_and_noise_does_not(tmp_path, tiny_llama_path, source_samples):
+    run = train_run(tmp_path / "planted", tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
+    scorer = fitted_scorer(run)
+    prior = pick_rate(run, scorer, 0.0)
+    assert pick_rate(run, scorer, 10.0) > max(0.9, prior + 0.3)
+
+    noise = train_run(tmp_path / "noise", tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, None))
+    scorer = fitted_scorer(noise)
+    assert pick_rate(noise, scorer, 10.0) <= pick_rate(noise, scorer, 0.0) + 0.1
+
+
+def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_samples):
+    run = train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
+    result = tune(run, layers=[1, LAYER], dims=[None, 20], shrinkages=[0.5], weights=[0.0, 1.0], n_candidates=[1, 3])
+    assert {r["layer"] for r in result["cv_table"]} == {1, LAYER} and len(result["valid_table"]) == 4
+    saved = json.loads((tmp_path / "run" / "decoder.json").read_text())
+    assert saved["generation"]["rerank"] == "encoding" and saved["nuisance_model"]["layer"] is None
+    reloaded = load_run(tmp_path / "run")
+    assert reloaded.config.generation.rerank == "encoding"
+    for condition in ("brain", "permuted", "no_brain"):
+        rows = read_jsonl(generate_predictions(reloaded, "test", condition))
+        assert len(rows) == len(reloaded.split.test) and all(isinstance(r["prediction"], str) for r in rows)
+        header = json.loads((tmp_path / "run" / "predictions" / f"test_{condition}.json").read_text())
+        assert header["decoding"]["rerank"] == "encoding"
+
+
+def test_noise_trained_control_permutes_only_training_frames(tmp_path, tiny_llama_path, source_samples):
+    ds = planted_dataset(tiny_llama_path, source_samples, 4.0)
+    ds.save(tmp_path / "data")
+    cfg = config.from_dict({"data": {"path": str(tmp_path / "data")},
+                            "model": {"backbone": str(tiny_llama_path), "adapter": {"name": "mlp", "hidden": 32}},
+                            "training": {"permute_frames": True, "cpu": True}, "output": str(tmp_path / "run")})
+    trainer = training.Trainer(cfg)
+    own = {s.id: s.frames for s in ds}
+    by_id = {s.id: s.stimulus for s in ds}
+    for s in trainer.train_samples:
+        assert list(s.frame_rows) != own[s.id] and by_id[s.frames_from] != s.stimulus
+        assert s.frames_from in set(trainer.split.train)  # another *training* sample's frames
+    assert all(list(s.frame_rows) == own[s.id] and s.frames_from is None for s in trainer.valid_samples)
