@@ -38,7 +38,7 @@ from ..identification import two_way
 from ..ridge import stimulus_folds
 from ..runs import LoadedRun, RunPaths
 from ..voxelwise.sentence_encoding import SentenceEncodingConfig, SentenceEncodingModel
-from .generation import decode_ids, length_sorted_batches, teacher_forced_losses
+from .sentences import decode_ids, length_sorted_batches, teacher_forced_losses
 
 log = logging.getLogger(__name__)
 
