@@ -68,13 +68,16 @@ def train(
 
     if PartialState().is_main_process:
         typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
+        if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
+            tune_decoder(Path(cfg.output), [])
 
 
 @app.command()
 def generate(
     run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),
     split: str = typer.Option("test", help="train, valid or test."),
-    condition: list[str] = typer.Option(["brain"], help="brain, permuted, no_brain (repeatable)."),
+    condition: list[str] = typer.Option(["brain"], help="brain, permuted, no_brain, nuisance (the length/position "
+                                                        "decoder of a tuned run; repeatable)."),
     set_: list[str] = typer.Option([], "--set", help="Override a generation setting: --set method=greedy."),
     permutations: Optional[int] = typer.Option(None, help="PerBrainLLM repeats (default: the run's config)."),
     crossloss: int = typer.Option(0, help="Also score this many samples under every other sample's frames "
@@ -96,6 +99,10 @@ def generate(
         typer.echo(f"wrote {generate_predictions(run, split, cond, gen_cfg)}")
     if crossloss:
         typer.echo(f"wrote {cross_losses(run, split, crossloss, batch_size=gen_cfg.batch_size)}")
+        if gen_cfg.rerank == "encoding":  # the Bayesian decoder's own identification material
+            from .decoding.bayes import decoder_crossscore
+
+            typer.echo(f"wrote {decoder_crossscore(run, split)}")
 
 
 @app.command("tune-decoder")

@@ -51,9 +51,9 @@ ON_NAN = ("stop", "skip")
 AUX_LOSSES = ("margin", "infonce")
 #: input conditions a prediction file is written under (`predictions/<split>_<condition>.jsonl`), which are also
 #: the collator's input layouts
-PREDICTION_CONDITIONS = ("brain", "permuted", "no_brain", "no_text")
+PREDICTION_CONDITIONS = ("brain", "permuted", "no_brain", "no_text", "nuisance")
 #: `brainllm generate --condition`: the conditions decoded from a run (`no_text` runs write `brain` as `no_text`)
-GENERATION_CONDITIONS = ("brain", "permuted", "no_brain")
+GENERATION_CONDITIONS = ("brain", "permuted", "no_brain", "nuisance")
 #: generation.method
 METHODS = ("beam", "greedy", "sample")
 #: generation.decoder: prefix-cache search (`decoding.prefix_beam`) or HF generate

@@ -75,6 +75,10 @@ class RunPaths:
         """`predictions/<split>_<condition>.json`: the decoding settings of that predictions file."""
         return self.predictions_dir / f"{split}_{condition}.json"
 
+    def decoderscore(self, split: str) -> Path:
+        """`predictions/<split>_decoderscore.npz`: the Bayesian decoder's identification matrices."""
+        return self.predictions_dir / f"{split}_decoderscore.npz"
+
     def crossloss(self, split: str) -> Path:
         """`predictions/<split>_crossloss.npz`: `ids (N,)`, `loss (N, N)` for identification accuracy."""
         return self.predictions_dir / f"{split}_crossloss.npz"

@@ -116,3 +116,25 @@ def test_noise_trained_control_permutes_only_training_frames(tmp_path, tiny_llam
         assert list(s.frame_rows) != own[s.id] and by_id[s.frames_from] != s.stimulus
         assert s.frames_from in set(trainer.split.train)  # another *training* sample's frames
     assert all(list(s.frame_rows) == own[s.id] and s.frames_from is None for s in trainer.valid_samples)
+
+
+def test_nuisance_condition_and_decoder_identification(tmp_path, tiny_llama_path, source_samples):
+    from brainllm.decoding.bayes import decoder_crossscore
+    from brainllm.decoding.generation import cross_losses
+    from brainllm.evaluation.evaluate import evaluate_run
+    from brainllm.evaluation.metrics import MetricConfig
+
+    run = train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
+    tune(run, layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[1.0], n_candidates=[3])
+    run = load_run(tmp_path / "run")
+    for condition in ("brain", "permuted", "nuisance"):
+        generate_predictions(run, "test", condition)
+    cross_losses(run, "test", 8)
+    decoder_crossscore(run, "test")
+    summary = evaluate_run(tmp_path / "run", metric_config=MetricConfig(semantic=False)).summary
+    ident = summary["decoder_identification"]
+    # frames planted from the tiny LM's layer-2 states: the encoding model identifies texts across stimuli
+    assert ident["available"] and ident["encoding_model"]["across"] > 0.9
+    assert "decoder_score" in ident and ident["decoder_score"]["n"] == 8
+    assert summary["verdicts"][0].startswith("vs PerBrainLLM") and "brain_vs_nuisance" in summary["comparisons"]
+    assert any(line.startswith("vs length/position decoder") for line in summary["verdicts"])

@@ -31,7 +31,7 @@ import torch
 
 from ..config import GenerationConfig
 from ..errors import BrainLLMError
-from ..io import read_json, write_json
+from ..io import atomic_path, read_json, write_json
 from ..model import Collator, EncodedSample
 from ..model.text_features import full_text, mean_states, nuisance_features, stimulus_positions
 from ..identification import two_way
@@ -264,11 +264,51 @@ def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
 
 
 def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-                 desc: str = "bayes") -> list[str]:
-    """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`)."""
-    cands = score_candidates(run, samples, layout, cfg, load_scorer(run), desc)
+                 desc: str = "bayes", scorer: str = "encoding") -> list[str]:
+    """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`); `scorer`
+    "nuisance" swaps in the length/position-only encoding model (the nuisance control)."""
+    cands = score_candidates(run, samples, layout, cfg, load_scorer(run, scorer), desc)
     return [texts[k] for texts, k in zip(cands.texts, cands.pick(cfg.encoding_weight))]
 
 
 # ---------------------------------------------------------------------------------------------- tuning
 #: what `tune` tries (layers of a 30-block SmolLM2; deeper backbones should pass their own)
+
+
+def pair_log_likelihoods(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample]) -> np.ndarray:
+    """`(n, n)`: [i, j] = log p(frames of sample j | text of sample i), the nuisance position being that of
+    frames j (what the experimenter knows about them); sample i's text is its prompt + reference continuation."""
+    texts = reference_texts(run, samples)
+    positions = positions_of(run, samples)
+    n = len(samples)
+    frames = scorer.frames(samples)
+    words = nuisance_features(texts, positions)[:, 0]
+    if scorer.choice.layer is None:
+        states = np.zeros((n, 0))
+    else:
+        states = mean_states(run.model.backbone, run.encoder, texts, [scorer.choice.layer],
+                             bare=run.model.bare_backbone())[scorer.choice.layer].astype(np.float64)
+    out = np.empty((n, n))
+    for j in range(n):  # frames j: every text, with frames j's position
+        design = np.hstack([states, words[:, None], np.full((n, 1), float(positions[j]))])
+        out[:, j] = scorer.model.log_likelihood(design, np.repeat(frames[j:j + 1], n, axis=0))
+    return out
+
+
+def decoder_crossscore(run: LoadedRun, split: str = "test") -> Path:
+    """Identification material of the Bayesian decoder for every sample of `split`: the encoding model's and the
+    length/position model's `(n, n)` log-likelihood matrices ([i, j] = text i for frames j), each sample's number
+    of continuation tokens + EOS (to turn the crossloss file's mean losses into summed log-probabilities) and λ.
+    Writes `predictions/<split>_decoderscore.npz` (read by `evaluation.controls`)."""
+    samples = run.encoder.encode_all(run.dataset, run.split.ids(split))
+    arrays = {"ids": np.array([s.id for s in samples]), "stimuli": np.array([s.stimulus for s in samples]),
+              "frame_keys": np.array([",".join(map(str, s.frame_rows)) for s in samples]),
+              "n_tokens": np.array([len(s.continuation_ids) + 1 for s in samples]),
+              "weight": np.array(run.config.generation.encoding_weight)}
+    for name in ("encoding", "nuisance"):
+        arrays[name] = pair_log_likelihoods(run, load_scorer(run, name), samples)
+    path = RunPaths(run.path).decoderscore(split)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..config import GENERATION_CONDITIONS, GenerationConfig
-from ..errors import check_choice
+from ..errors import ConfigError, check_choice
 from ..io import write_json, write_jsonl
 from ..model import Collator, EncodedSample
 from ..model.collate import permute_frames
@@ -45,10 +45,12 @@ log = logging.getLogger(__name__)
 
 
 def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-           desc: str = "generate") -> list[str]:
-    """Generated continuation text of each sample (cut at EOS, special tokens removed), in the samples' order."""
-    if cfg.rerank == "encoding" and layout != "no_brain":  # the Bayesian decoder
-        return bayes_decode(run, samples, layout, cfg, desc)
+           desc: str = "generate", scorer: str = "encoding") -> list[str]:
+    """Generated continuation text of each sample (cut at EOS, special tokens removed), in the samples' order.
+    With `cfg.rerank: encoding` the Bayesian decoder picks it, under the encoding model `scorer` (StdLLM, which
+    has no brain input, keeps the plain search)."""
+    if cfg.rerank == "encoding" and layout != "no_brain":
+        return bayes_decode(run, samples, layout, cfg, desc, scorer)
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
     return [run.encoder.decode(ids) for ids in decode_ids(run.model, collate, samples, cfg, run.encoder, desc)]
@@ -60,7 +62,10 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     cfg = cfg or run.config.generation
     check_choice("condition", condition, GENERATION_CONDITIONS)
     ids = run.split.ids(split)  # raises on an unknown split name
-    layout = input_layout(run, condition)
+    if condition == "nuisance" and cfg.rerank != "encoding":
+        raise ConfigError("The nuisance control decodes with the Bayesian decoder's length/position model: run "
+                          f"`brainllm tune-decoder {run.path}` first (or --set rerank=encoding on a tuned run).")
+    layout = input_layout(run, "brain" if condition == "nuisance" else condition)
     name = "no_text" if (condition == "brain" and layout == "no_text") else condition
     base = run.encoder.encode_all(run.dataset, ids)
     # PerBrainLLM: all derangements in one pass, so batches fill and sort by length across them
@@ -71,7 +76,8 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     bare = run.model.bare_backbone if condition == "no_brain" else contextlib.nullcontext
     with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
         losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
-        texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}")
+        texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}",
+                       scorer="nuisance" if condition == "nuisance" else "encoding")
     for (p, s), loss, text in zip(variants, losses, texts):
         original = run.dataset.by_id(s.id)
         row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,

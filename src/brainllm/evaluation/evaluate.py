@@ -23,6 +23,7 @@ from ..io import write_json, write_jsonl, write_text
 from ..runpaths import RunPaths
 from . import metrics as M
 from . import stats as S
+from .controls import decoder_identification, verdicts
 from .rundata import CONTROLS, DISPLAY, EvaluationError, RunData, decoding_summary, load_run_data
 from .text import tokenize
 
@@ -204,6 +205,7 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
             pairwise["vs_no_brain"] = _accuracy_summary(acc, 0.5, run, boot, config)
 
         identification = _identification(run, per_sample, config)
+        decoder_ident = decoder_identification(run.decoder_scores, run.crossloss)
 
     corpus = {}
     for name, cond in run.conditions.items():
@@ -250,7 +252,9 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
         "metrics": metric_info,
         "conditions": conditions, "comparisons": comparisons, "corpus": corpus,
         "pairwise_accuracy": pairwise, "identification": identification, "contamination": contamination,
+        "decoder_identification": decoder_ident,
     }
+    summary["verdicts"] = verdicts(json_safe(summary))
     return RunEvaluation(run, metric_config, metric_names, per_sample, json_safe(summary))
 
 

@@ -111,6 +111,8 @@ def _sample_table(ev: RunEvaluation, index: int, max_rows: int) -> str:
 def _run_section(ev: RunEvaluation, index: int, run_analyses: Sequence[A.Analysis], max_rows: int) -> str:
     s = ev.summary
     parts = [f"<section id=\"run-{index}\"><h2>{_e(T.run_title(s))}</h2>",
+             "<ul class=\"verdict\">" + "".join(f"<li><strong>{_e(line)}</strong></li>" for line in
+                                              s.get("verdicts", [])) + "</ul>",
              "<ul class=\"meta\">" + "".join(f"<li>{_e(line)}</li>" for line in T.settings_lines(s)) + "</ul>",
              "<h3>Conditions</h3>",
              "<p class=\"note\">Mean [95 % CI] per condition; Δ = BrainLLM − control; p = paired sign-flip test over "

@@ -9,6 +9,9 @@ each file):
   frames were used) for `permuted`;
 * `predictions/<split>_<condition>.json`: header with `split, condition, n_samples, permutations, decoding,
   backbone`;
+* `predictions/<split>_decoderscore.npz` (optional, `decoding.bayes.decoder_crossscore`): the Bayesian decoder's
+  encoding and length/position log-likelihood matrices `(N, N)` for every sample of the split, with `ids`,
+  `stimuli`, `frame_keys`, `n_tokens`, `weight`;
 * `predictions/<split>_crossloss.npz` (optional): `ids (N,)` and `loss (N, N)`, loss[i, j] = loss of sample i's
   continuation given sample j's frames.
 
@@ -36,8 +39,9 @@ from .text import clean
 log = logging.getLogger(__name__)
 
 CONDITIONS = PREDICTION_CONDITIONS
-CONTROLS = ("permuted", "no_brain", "no_text")
-DISPLAY = {"brain": "BrainLLM", "permuted": "PerBrainLLM", "no_brain": "StdLLM", "no_text": "BrainLLM (no text)"}
+CONTROLS = ("permuted", "no_brain", "no_text", "nuisance")
+DISPLAY = {"brain": "BrainLLM", "permuted": "PerBrainLLM", "no_brain": "StdLLM", "no_text": "BrainLLM (no text)",
+           "nuisance": "length/position decoder"}
 _REQUIRED = ("id", "stimulus", "prompt", "reference", "prediction", "loss")
 
 
@@ -83,6 +87,7 @@ class RunData:
     crossloss: Optional[tuple[list[str], np.ndarray]] = None
     training_log: list[dict] = field(default_factory=list)
     split_info: Optional[dict] = None
+    decoder_scores: Optional[dict[str, np.ndarray]] = None  # the Bayesian decoder's identification matrices
 
     @property
     def name(self) -> str:
@@ -209,10 +214,28 @@ def load_run_data(path: str | Path, split: str = "test") -> RunData:
             raise EvaluationError(f"{cl_path}: loss has shape {matrix.shape}, expected ({len(cl_ids)}, "
                                   f"{len(cl_ids)}) to match ids.")
         crossloss = (cl_ids, matrix)
+    decoder_scores = _decoder_scores(paths.decoderscore(split), set(ids))
     log_path = paths.metrics
     training_log = read_jsonl(log_path) if log_path.is_file() else []
     return RunData(run, split, config, ids, [str(r["stimulus"]) for r in rows], [str(r["prompt"]) for r in rows],
-                   [str(r["reference"]) for r in rows], conditions, crossloss, training_log, split_info)
+                   [str(r["reference"]) for r in rows], conditions, crossloss, training_log, split_info,
+                   decoder_scores)
+
+
+def _decoder_scores(path: Path, evaluated: set[str]) -> Optional[dict[str, np.ndarray]]:
+    """The decoderscore file's arrays, checked: square matrices over its ids, every id an evaluated sample."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    n = len(arrays.get("ids", []))
+    for name in ("encoding", "nuisance"):
+        if name not in arrays or arrays[name].shape != (n, n):
+            raise EvaluationError(f"{path}: {name} must be an ({n}, {n}) matrix matching ids.")
+    unknown = sorted(set(map(str, arrays["ids"])) - evaluated)
+    if unknown:
+        raise EvaluationError(f"{path}: ids {unknown[:3]} are not among the evaluated samples.")
+    return arrays
 
 
 def decoding_summary(run: RunData) -> dict[str, Any]:

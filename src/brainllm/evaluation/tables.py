@@ -143,7 +143,8 @@ def settings_lines(summary: dict) -> list[str]:
 
 def text_condition_table(summary: dict) -> str:
     """What `brainllm evaluate` prints: the condition table, then pairwise and identification accuracy."""
-    parts = [run_title(summary), *settings_lines(summary), "", render_text(*condition_rows(summary)), "",
+    parts = [run_title(summary), *[f"VERDICT {line}" for line in summary.get("verdicts", [])],
+             *settings_lines(summary), "", render_text(*condition_rows(summary)), "",
              render_text(*accuracy_rows(summary))]
     flagged = {c: e["fraction_flagged"] for c, e in summary.get("contamination", {}).items() if e["flagged"]}
     if flagged:
@@ -158,7 +159,8 @@ def markdown_report_tables(summaries: Sequence[dict]) -> str:
     if len(summaries) > 1:
         parts += ["# Runs compared", "", render_markdown(*cross_run_rows(summaries)), ""]
     for summary in summaries:
-        parts += [f"# {run_title(summary)}", "", *[f"- {line}" for line in settings_lines(summary)], "",
+        parts += [f"# {run_title(summary)}", "", *[f"**Verdict** {line}" for line in summary.get("verdicts", [])],
+                  "", *[f"- {line}" for line in settings_lines(summary)], "",
                   "## Conditions", "", render_markdown(*condition_rows(summary)), "",
                   "## Pairwise and identification accuracy", "", render_markdown(*accuracy_rows(summary)), "",
                   "## Tests and effect sizes", "", render_markdown(*effect_rows(summary)), "",

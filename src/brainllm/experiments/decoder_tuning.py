@@ -20,8 +20,8 @@ from ..runs import LoadedRun, RunPaths
 log = logging.getLogger(__name__)
 
 DEFAULT_LAYERS = (4, 8, 10, 12, 16, 24)
-DEFAULT_DIMS: tuple[int | None, ...] = (100, 300, None)
-DEFAULT_SHRINKAGES = (0.5, 0.8)
+DEFAULT_DIMS: tuple[int | None, ...] = (300, None)
+DEFAULT_SHRINKAGES = (0.5,)
 DEFAULT_WEIGHTS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
 DEFAULT_CANDIDATES = (1, 4, 8, 16)
 

@@ -1,0 +1,51 @@
+"""Throughput of the Bayesian decoder against the paper's greedy and beam-5 decodings, in one run on this host.
+
+On a trained run with a tuned decoder (`brainllm tune-decoder RUN`), decodes the first `--samples` validation
+samples (never test) three ways with the run's model: greedy and beam 5 (the paper's repetition penalty 2, 4-32
+new tokens; brainllm's prefix-cache search), and the Bayesian decoder with the run's tuned settings (its search
+result + n_candidates − 1 nucleus samples, each scored by the teacher-forced LM and the encoding model). Prints
+samples/s and each decoder's time relative to greedy.
+
+    .venv/bin/python benchmarks/bayes_decoder.py RUN [--samples 64] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from _common import host_info, matmul_peak, print_table, timed, write_json
+from brainllm.decoding.generation import decode
+from brainllm.runs import load_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run")
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    info, peak = host_info(), matmul_peak()
+    print(f"host: {info}\nmeasured matmul peak float32: {peak:.1f} GFLOP/s")
+    run = load_run(args.run)
+    tuned = run.config.generation
+    if tuned.rerank != "encoding":
+        raise SystemExit(f"{args.run} has no tuned Bayesian decoder: run `brainllm tune-decoder {args.run}` first.")
+    samples = run.encoder.encode_all(run.dataset, run.split.valid[: args.samples])
+    paper = dataclasses.replace(tuned, rerank="none", method="beam", num_beams=5, repetition_penalty=2.0,
+                                min_new_tokens=4, max_new_tokens=32)
+    configs = {"greedy": dataclasses.replace(paper, method="greedy", num_beams=1, repetition_penalty=1.0),
+               "beam 5": paper,
+               f"Bayesian ({tuned.n_candidates} candidates, λ {tuned.encoding_weight})": tuned}
+    rows = []
+    for name, cfg in configs.items():
+        seconds = timed(lambda: decode(run, samples, "brain", cfg, desc=name), args.repeats)
+        rows.append({"decoder": name, "seconds": round(seconds, 2), "samples_s": round(len(samples) / seconds, 2)})
+    for row in rows:
+        row["time_vs_greedy"] = round(row["seconds"] / rows[0]["seconds"], 2)
+    print_table(rows, ["decoder", "seconds", "samples_s", "time_vs_greedy"])
+    print(f"wrote {write_json('bayes_decoder', {'host': info, 'peak_gflops_fp32': peak, 'run': args.run, 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Real-data development benchmark: every named recipe trained, decoded and evaluated on the BrainLLM authors'
+released Pereira example (the 120 development passages in ../shared/data/pereira-example-dev).
+
+For each recipe (below), exactly the commands a user would type, so every number can be rerun:
+  1. `brainllm convert released DEV --out PREPARED` (once);
+  2. `brainllm train configs/released-example_smollm2-135m.yaml --set data.path=PREPARED --set output=RUN <recipe
+     keys>`: split by passage (train/valid/test 84/12/24 passages, seed 0), model selection on validation only;
+  3. for recipes with the Bayesian decoder, `brainllm tune-decoder RUN` (encoding model by CV over training
+     passages, λ and the number of candidates on validation);
+  4. `brainllm generate RUN --condition brain permuted no_brain [nuisance] --permutations P --crossloss N`
+     (the run's default decoder);
+  5. `brainllm evaluate RUN` (test split), whose scores.json this script reads into one table row per recipe.
+Nothing but step 5 reads the test passages. A finished step is not rerun (delete RUN to redo it).
+
+Recipes:
+  paper         the paper's recipe (lr 3e-3, 8 epochs; the paper's beam 5, repetition penalty 2, 4-32 tokens)
+  paper+bayes   the same trained run, decoded by the Bayesian decoder (decoding.bayes)
+  noise+bayes   the noise-trained control: the same, trained on training frames permuted across passages
+  brain         `training.recipe: brain` as it is now (what `brainllm train --set training.recipe=brain` does)
+
+    .venv/bin/python benchmarks/real_dev.py [--recipes paper paper+bayes noise+bayes] [--dev ../shared/data/...]
+        [--out runs/real-dev] [--permutations 3] [--crossloss 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import host_info, print_table, write_json
+
+CONFIG = "configs/released-example_smollm2-135m.yaml"
+BASE = ["training.lr=3e-3", "training.epochs=8"]
+#: recipe -> (training run name, its --set keys, Bayesian decoder?)
+RECIPES: dict[str, tuple[str, list[str], bool]] = {
+    "paper": ("paper", BASE, False),
+    "paper+bayes": ("paper", BASE, True),
+    "noise+bayes": ("noise", BASE + ["training.permute_frames=true"], True),
+    "brain": ("brain", BASE + ["training.recipe=brain"], False),
+}
+
+
+def brainllm(*args: str) -> None:
+    cmd = [sys.executable, "-m", "brainllm", *args]
+    print("$ brainllm " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def finished(run: Path) -> bool:
+    state = run / "checkpoint" / "trainer_state.json"
+    return state.exists() and json.loads(state.read_text()).get("stage") == "done"
+
+
+def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, crossloss: int) -> dict:
+    run_name, keys, bayes = RECIPES[name]
+    run = out / run_name
+    start = time.perf_counter()
+    if not finished(run):
+        brainllm("train", CONFIG, "--set", f"data.path={prepared}", "--set", f"output={run}",
+                 *[a for k in keys for a in ("--set", k)])
+    decoded = out / name  # predictions per recipe: a copy of the run folder's files, not of its weights
+    sets = []
+    if bayes:
+        if not (run / "decoder.json").exists():
+            brainllm("tune-decoder", str(run))
+    else:
+        sets = ["--set", "rerank=none"]
+    conditions = ["brain", "permuted", "no_brain"] + (["nuisance"] if bayes else [])
+    subprocess.run(["rm", "-rf", str(run / "predictions")], check=True)  # another recipe's decodes of this run
+    brainllm("generate", str(run), *[a for c in conditions for a in ("--condition", c)], "--permutations",
+             str(permutations), "--crossloss", str(crossloss), *sets)
+    brainllm("evaluate", str(run))
+    decoded.mkdir(parents=True, exist_ok=True)
+    for sub in ("predictions", "evaluation"):
+        subprocess.run(["rm", "-rf", str(decoded / sub)], check=True)
+        subprocess.run(["cp", "-r", str(run / sub), str(decoded / sub)], check=True)
+    scores = json.loads((run / "evaluation" / "scores.json").read_text())
+    return {"recipe": name, "minutes": round((time.perf_counter() - start) / 60, 1), **row_of(scores)}
+
+
+def row_of(s: dict) -> dict:
+    """The done-when numbers of one evaluation."""
+    def comp(control: str, metric: str) -> dict:
+        return s["comparisons"].get(f"brain_vs_{control}", {}).get(metric, {})
+
+    def cond(c: str, metric: str) -> float:
+        return s["conditions"].get(c, {}).get(metric, {}).get("mean", float("nan"))
+
+    pw = s["pairwise_accuracy"].get("vs_permuted", {})
+    b1, b1p = cond("brain", "bleu1_per_sample"), cond("permuted", "bleu1_per_sample")
+    ident = s.get("decoder_identification") or {}
+    enc = ident.get("encoding_model", {})
+    nuis = ident.get("length_position_model", {})
+    return {
+        "pairwise": f"{pw.get('mean', float('nan')):.3f}", "pairwise_p": f"{pw.get('p_signflip_stimuli', 1):.3g}",
+        "dloss": f"{comp('permuted', 'loss_nats').get('diff', float('nan')):+.4f}",
+        "dloss_p": f"{comp('permuted', 'loss_nats').get('p_signflip_stimuli', 1):.3g}",
+        "bleu1": f"{b1:.3f}", "bleu1_perm": f"{b1p:.3f}", "bleu1_ratio": f"{b1 / b1p:.2f}" if b1p else "nan",
+        "bleu1_p": f"{comp('permuted', 'bleu1_per_sample').get('p_signflip_stimuli', 1):.3g}",
+        "semsim_d": f"{comp('permuted', 'semsim_minilm_cosine').get('diff', float('nan')):+.4f}",
+        "semsim_p": f"{comp('permuted', 'semsim_minilm_cosine').get('p_signflip_stimuli', 1):.3g}",
+        "bleu1_std": f"{cond('no_brain', 'bleu1_per_sample'):.3f}",
+        "bleu1_nuis": f"{cond('nuisance', 'bleu1_per_sample'):.3f}",
+        "ident_x": f"{enc.get('across', float('nan')):.3f}", "ident_w": f"{enc.get('within', float('nan')):.3f}",
+        "nuis_x": f"{nuis.get('across', float('nan')):.3f}", "nuis_w": f"{nuis.get('within', float('nan')):.3f}",
+        "verdicts": s.get("verdicts", []),
+    }
+
+
+COLUMNS = ["recipe", "pairwise", "pairwise_p", "dloss", "dloss_p", "bleu1", "bleu1_perm", "bleu1_ratio", "bleu1_p",
+           "semsim_d", "semsim_p", "bleu1_std", "bleu1_nuis", "ident_x", "ident_w", "nuis_x", "nuis_w", "minutes"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=["paper", "paper+bayes", "noise+bayes"], choices=RECIPES)
+    parser.add_argument("--dev", default="../shared/data/pereira-example-dev")
+    parser.add_argument("--prepared", default="prepared/pereira-dev")
+    parser.add_argument("--out", default="runs/real-dev")
+    parser.add_argument("--permutations", type=int, default=3)
+    parser.add_argument("--crossloss", type=int, default=48)
+    args = parser.parse_args()
+    print(f"host: {host_info()}")
+    prepared, out = Path(args.prepared), Path(args.out)
+    if not (prepared / "dataset.json").exists():
+        if not Path(args.dev).exists():
+            sys.exit(f"{args.dev} not found: the development data live in ../shared/data/pereira-example-dev.")
+        brainllm("convert", "released", args.dev, "--out", str(prepared))
+    rows = [evaluate_recipe(name, prepared, out, args.permutations, args.crossloss) for name in args.recipes]
+    print()
+    print_table(rows, COLUMNS)
+    for row in rows:
+        for line in row["verdicts"]:
+            print(f"{row['recipe']}: {line}")
+    print(f"wrote {write_json('real_dev', {'host': host_info(), 'args': vars(args), 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()

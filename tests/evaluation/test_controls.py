@@ -1,0 +1,38 @@
+"""Verdict lines name the control, the test and its p; the decoder's identification centres each text's score."""
+
+import numpy as np
+
+from brainllm.evaluation.controls import decoder_identification, verdicts
+
+
+def comparison(diff, p):
+    return {"diff": diff, "p_signflip_stimuli": p}
+
+
+def test_verdicts_name_control_test_and_p():
+    summary = {"comparisons": {
+        "brain_vs_permuted": {"loss_nats": comparison(-0.05, 0.001), "bleu1_per_sample": comparison(0.01, 0.4)},
+        "brain_vs_no_brain": {"loss_nats": comparison(-1.2, 0.0001), "bleu1_per_sample": comparison(0.05, 0.001)},
+        "brain_vs_nuisance": {"loss_nats": comparison(0.0, 1.0), "bleu1_per_sample": comparison(0.002, 0.3)}},
+        "pairwise_accuracy": {"vs_permuted": {"mean": 0.61, "p_signflip_stimuli": 0.002}}}
+    lines = verdicts(summary)
+    assert lines[0].startswith("vs PerBrainLLM: brain effect DETECTED") and "p=0.001" in lines[0]
+    assert lines[1].startswith("vs length/position decoder: nothing beyond length/position detected")
+    assert "not evidence of brain information" in lines[2]
+    assert "0.610" in lines[3]
+    # a difference in the wrong direction is not an effect, however small its p
+    summary["comparisons"]["brain_vs_permuted"]["loss_nats"] = comparison(+0.05, 0.001)
+    assert verdicts(summary)[0].startswith("vs PerBrainLLM: no brain effect detected")
+
+
+def test_decoder_identification_centres_each_texts_score():
+    ids = np.array(["a", "b", "c"])
+    # text 2 is likely under every frame (a strong prior); centred, each text is best under its own frames
+    enc = np.array([[0.0, -1.0, -1.0], [-1.0, 0.0, -1.0], [-1.0, -1.0, 0.0]])
+    scores = {"ids": ids, "stimuli": np.array(["s1", "s2", "s3"]), "frame_keys": np.array(["0", "1", "2"]),
+              "n_tokens": np.array([2, 2, 2]), "weight": np.array(1.0), "encoding": enc, "nuisance": np.zeros((3, 3))}
+    loss = np.array([[3.0, 3.0, 3.0], [3.0, 3.0, 3.0], [1.0, 1.0, 1.0]])  # mean CE: text 2 is cheap everywhere
+    out = decoder_identification(scores, (["a", "b", "c"], loss))
+    assert out["encoding_model"]["across"] == 1.0 and out["length_position_model"]["across"] == 0.0
+    assert out["decoder_score"]["across"] == 1.0  # the prior of text 2 does not decide after centring
+    assert decoder_identification(None, None)["available"] is False
