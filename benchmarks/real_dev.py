@@ -15,7 +15,9 @@ Nothing but step 5 reads the test passages. A finished step is not rerun (delete
 Recipes:
   paper         the paper's recipe (lr 3e-3, 8 epochs; the paper's beam 5, repetition penalty 2, 4-32 tokens)
   paper+bayes   the same trained run, decoded by the Bayesian decoder (decoding.bayes)
-  noise+bayes   the noise-trained control: the same, trained on training frames permuted across passages
+  noise         the noise-trained control: the paper recipe trained on training frames permuted across passages,
+                decoded like `paper`
+  noise+bayes   the same control decoded by its own Bayesian decoder (tuned on its permuted training frames)
   brain         `training.recipe: brain` as it is now (what `brainllm train --set training.recipe=brain` does)
 
     .venv/bin/python benchmarks/real_dev.py [--recipes paper paper+bayes noise+bayes] [--dev ../shared/data/...]
@@ -39,6 +41,7 @@ BASE = ["training.lr=3e-3", "training.epochs=8"]
 RECIPES: dict[str, tuple[str, list[str], bool]] = {
     "paper": ("paper", BASE, False),
     "paper+bayes": ("paper", BASE, True),
+    "noise": ("noise", BASE + ["training.permute_frames=true"], False),
     "noise+bayes": ("noise", BASE + ["training.permute_frames=true"], True),
     "brain": ("brain", BASE + ["training.recipe=brain"], False),
 }
@@ -55,7 +58,8 @@ def finished(run: Path) -> bool:
     return state.exists() and json.loads(state.read_text()).get("stage") == "done"
 
 
-def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, crossloss: int) -> dict:
+def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, crossloss: int,
+                    bayes_permutations: int, nuisance_decoding: bool) -> dict:
     run_name, keys, bayes = RECIPES[name]
     run = out / run_name
     start = time.perf_counter()
@@ -69,7 +73,9 @@ def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, cro
             brainllm("tune-decoder", str(run))
     else:
         sets = ["--set", "rerank=none"]
-    conditions = ["brain", "permuted", "no_brain"] + (["nuisance"] if bayes else [])
+    conditions = ["brain", "permuted", "no_brain"] + (["nuisance"] if bayes and nuisance_decoding else [])
+    if bayes:  # each sample's candidates are sampled and scored again per derangement: the slow part on a CPU
+        permutations = bayes_permutations
     subprocess.run(["rm", "-rf", str(run / "predictions")], check=True)  # another recipe's decodes of this run
     brainllm("generate", str(run), *[a for c in conditions for a in ("--condition", c)], "--permutations",
              str(permutations), "--crossloss", str(crossloss), *sets)
@@ -117,12 +123,17 @@ COLUMNS = ["recipe", "pairwise", "pairwise_p", "dloss", "dloss_p", "bleu1", "ble
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", nargs="+", default=["paper", "paper+bayes", "noise+bayes"], choices=RECIPES)
+    parser.add_argument("--recipes", nargs="+", default=["paper+bayes", "noise", "paper"], choices=RECIPES)
     parser.add_argument("--dev", default="../shared/data/pereira-example-dev")
     parser.add_argument("--prepared", default="prepared/pereira-dev")
     parser.add_argument("--out", default="runs/real-dev")
     parser.add_argument("--permutations", type=int, default=3)
     parser.add_argument("--crossloss", type=int, default=48)
+    parser.add_argument("--bayes-permutations", type=int, default=1,
+                        help="PerBrainLLM derangements for recipes with the Bayesian decoder")
+    parser.add_argument("--nuisance-decoding", action="store_true",
+                        help="also decode with the length/position model (the nuisance control's decoding; its "
+                             "identification is always reported)")
     args = parser.parse_args()
     print(f"host: {host_info()}")
     prepared, out = Path(args.prepared), Path(args.out)
@@ -130,7 +141,8 @@ def main() -> None:
         if not Path(args.dev).exists():
             sys.exit(f"{args.dev} not found: the development data live in ../shared/data/pereira-example-dev.")
         brainllm("convert", "released", args.dev, "--out", str(prepared))
-    rows = [evaluate_recipe(name, prepared, out, args.permutations, args.crossloss) for name in args.recipes]
+    rows = [evaluate_recipe(name, prepared, out, args.permutations, args.crossloss, args.bayes_permutations,
+                            args.nuisance_decoding) for name in args.recipes]
     print()
     print_table(rows, COLUMNS)
     for row in rows:
