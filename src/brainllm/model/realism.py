@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.dataset import BrainTextDataset, Sample
+from ..errors import DatasetError
 from ..identification import two_way
 from ..ridge import cv_ridge, stimulus_folds
 from ..voxelwise.sentence_encoding import out_of_fold
@@ -128,7 +129,7 @@ def realism_profile(dataset: BrainTextDataset, spaces: SpaceProvider | None = No
     cv_mse}`. `spaces` defaults to `text_spaces.backbone_spaces(backbone, layers)`."""
     units = profile_units(dataset)
     if len(set(units.stimuli)) < n_folds:
-        raise ValueError(f"the profile needs at least {n_folds} stimuli for {n_folds}-fold CV, "
+        raise DatasetError(f"the profile needs at least {n_folds} stimuli for {n_folds}-fold CV, "
                          f"found {len(set(units.stimuli))}.")
     feats = profile_features(units, spaces or backbone_spaces(backbone, layers), layers)
     rows = {}

@@ -8,27 +8,21 @@ simulator takes as its `spaces` argument.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .. import backbones
 from ..data.features import sentence_embeddings
+from ..data.simulate import MINILM, SpaceProvider
+from ..data.simulate import space_name as layer_name
 from .collate import TextEncoder
 from .text_features import mean_states
 
 log = logging.getLogger(__name__)
 
-MINILM = "minilm"
-
-#: A feature-space provider: texts -> {space name: (n, F) float array}.
-SpaceProvider = Callable[[Sequence[str]], dict[str, np.ndarray]]
-
-
-def layer_name(layer: int) -> str:
-    """The name of the backbone's mean state after `layer` (0: the mean input embedding)."""
-    return "input embedding" if layer == 0 else f"layer {layer}"
+__all__ = ["MINILM", "SpaceProvider", "backbone_spaces", "layer_name", "text_spaces"]
 
 
 def text_spaces(texts: Sequence[str], backbone: torch.nn.Module | None, encoder: TextEncoder | None,
