@@ -80,8 +80,8 @@ class SimulationConfig:
     backbone: str | None = "smollm2-135m"  # LM whose mean states drive the voxels (computed above the data layer
     #                                        and passed in as `spaces`); None: MiniLM alone
     layers: tuple[int, ...] = (6, 10, 16)  # the backbone's layers in the content mixture
-    layer_weights: tuple[float, ...] | None = (0.3, 3.0, 0.5)  # their relative weights (None: equal)
-    minilm_weight: float = 0.3        # MiniLM's part of the content mixture (the layers share the rest)
+    layer_weights: tuple[float, ...] | None = (0.3, 3.0, 0.9)  # their relative weights (None: equal)
+    minilm_weight: float = 0.27       # MiniLM's part of the content mixture (the layers share the rest)
     length_share: float = 0.03        # words in the sentence / TR: a positive amplitude map
     position_share: float = 0.015     # position of the sentence in its passage (sentence design only)
     topic_share: float = 0.22         # a pattern per corpus topic (the passages' subject)
@@ -206,8 +206,9 @@ class _Cortex:
         s[:, ~self.responsive] = 0.0
         return s
 
-    def noise(self, n: int, ar1: float) -> np.ndarray:
-        """`(n, V)` noise: smooth on the sheet, partly global, AR(1) in time, unit variance per voxel."""
+    def noise(self, n: int, ar1: float, blocks: Sequence[int] = ()) -> np.ndarray:
+        """`(n, V)` noise: smooth on the sheet, partly global, AR(1) in time (restarted at each row in `blocks`:
+        the first rows of separately presented blocks), unit variance per voxel."""
         local = gaussian_filter(self.rng.standard_normal((n, self.side, self.side)),
                                 sigma=(0, self.cfg.noise_smoothness, self.cfg.noise_smoothness)).reshape(n, -1)
         shared = self.rng.standard_normal((n, self.global_maps.shape[0])) @ self.global_maps
@@ -215,13 +216,14 @@ class _Cortex:
         e = np.sqrt(1 - g) * _unit_variance(local) + np.sqrt(g) * _unit_variance(shared)
         out = np.empty_like(e)
         out[0] = e[0]
+        restart = set(blocks)
         for t in range(1, n):  # AR(1) with stationary unit variance
-            out[t] = ar1 * out[t - 1] + np.sqrt(1 - ar1 ** 2) * e[t]
+            out[t] = e[t] if t in restart else ar1 * out[t - 1] + np.sqrt(1 - ar1 ** 2) * e[t]
         return _unit_variance(out)
 
-    def record(self, drivers: Sequence[_Driver], ar1: float) -> np.ndarray:
-        """One run of BOLD-like data `(n, V)` for drivers with `n` rows each."""
-        return np.sqrt(self.cfg.snr) * self.signal(drivers) + self.noise(len(drivers[0].values), ar1)
+    def record(self, drivers: Sequence[_Driver], ar1: float, blocks: Sequence[int] = ()) -> np.ndarray:
+        """One run of BOLD-like data `(n, V)` for drivers with `n` rows each (`blocks`: see `noise`)."""
+        return np.sqrt(self.cfg.snr) * self.signal(drivers) + self.noise(len(drivers[0].values), ar1, blocks)
 
 
 def space_name(layer: int) -> str:
@@ -321,7 +323,11 @@ def _simulate_sentence(cfg: SimulationConfig, rng: np.random.Generator, spaces: 
         _Driver("position", np.array([[j] for _, j, _ in sentences], dtype=float), cfg.position_share),
         _Driver("topic", _one_hot([p.topic for p, _, _ in sentences], topics), cfg.topic_share)]
     cortex = _Cortex(cfg, rng)
-    bold = cortex.record(drivers, 0.3 if cfg.ar1 is None else cfg.ar1)
+    # passages are separate blocks (Pereira: passages in random order, each image averaged over repetitions),
+    # so noise is autocorrelated within a passage only; across passage boundaries it would tie the last
+    # sentence of one passage to the first of the next and make position anti-decodable at SNR 0
+    starts = [row for row, (_, j, _) in enumerate(sentences) if j == 0]
+    bold = cortex.record(drivers, 0.3 if cfg.ar1 is None else cfg.ar1, starts)
     frames, pca_log = _pca(_zscore_runs([bold]), cfg.components)
     samples = []
     for row, (passage, j, sentence) in enumerate(sentences):
