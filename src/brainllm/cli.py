@@ -25,7 +25,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 def simulate(
     out: Path = typer.Option(..., "--out", help="Folder to write the prepared dataset to."),
     design: str = typer.Option("sentence", help="sentence (Pereira-like) or story (Huth-like)."),
-    snr: float = typer.Option(0.3, help="Per-voxel signal/noise variance ratio; 0 = no brain signal (0.3 is "
+    snr: float = typer.Option(0.115, help="Per-voxel signal/noise variance ratio; 0 = no brain signal (0.115 is "
                                         "calibrated to real data, docs/realism.md)."),
     voxels: int = typer.Option(2000, help="Voxels on the simulated cortical sheet."),
     components: int = typer.Option(200, help="PCA dimensions kept."),

@@ -65,13 +65,13 @@ class SimulationConfig:
     profile matches the real Pereira development data (docs/realism.md)."""
 
     design: str = "sentence"          # "sentence" (Pereira-like) or "story" (Huth-like)
-    snr: float = 0.3                  # per-voxel signal variance / noise variance in responsive voxels; 0 = no signal
+    snr: float = 0.115                # per-voxel signal variance / noise variance in responsive voxels; 0 = no signal
     voxels: int = 2000                # voxels on the simulated cortical sheet (rounded down to a square grid)
     responsive_fraction: float = 0.5  # fraction of voxels that respond to the text
     components: int = 200             # PCA dimensions kept (the paper used 1000 on real data)
     seed: int = 0
     passages: int | None = None       # use only the first N passages of the shuffled corpus (None: all)
-    weight_smoothness: float = 2.0    # Gaussian sigma (voxels) of tuning maps on the sheet
+    weight_smoothness: float = 1.0    # Gaussian sigma (voxels) of tuning maps on the sheet
     noise_smoothness: float = 1.5     # Gaussian sigma (voxels) of spatially correlated noise
     global_noise_factors: int = 5     # shared fluctuation components (physiological noise)
     global_noise_weight: float = 0.3  # their share of the noise variance
@@ -79,13 +79,13 @@ class SimulationConfig:
     # the generating model (both designs; see the module docstring): shares of the signal variance
     backbone: str | None = "smollm2-135m"  # LM whose mean states drive the voxels (computed above the data layer
     #                                        and passed in as `spaces`); None: MiniLM alone
-    layers: tuple[int, ...] = (6, 10, 16)  # the backbone's layers in the content mixture
-    layer_weights: tuple[float, ...] | None = (0.3, 3.0, 0.9)  # their relative weights (None: equal)
-    minilm_weight: float = 0.27       # MiniLM's part of the content mixture (the layers share the rest)
+    layers: tuple[int, ...] = (0, 6, 10, 16)  # the backbone's layers in the content mixture (0: input embedding)
+    layer_weights: tuple[float, ...] | None = (0.4, 0.3, 3.0, 0.5)  # their relative weights (None: equal)
+    minilm_weight: float = 0.2        # MiniLM's part of the content mixture (the layers share the rest)
     length_share: float = 0.03        # words in the sentence / TR: a positive amplitude map
     position_share: float = 0.015     # position of the sentence in its passage (sentence design only)
-    topic_share: float = 0.22         # a pattern per corpus topic (the passages' subject)
-    passage_share: float = 0.35       # the content mixture's spaces averaged over the passage (its context)
+    topic_share: float = 0.15         # a pattern per corpus topic (the passages' subject)
+    passage_share: float = 0.36       # the content mixture's spaces averaged over the passage (its context)
     # story design only
     tr: float = 2.0                   # seconds per TR
     words_per_second: float = 2.5     # mean speech rate (Huth stories: about 2.5-3 words/s)
@@ -174,11 +174,14 @@ class _Cortex:
     """Voxels on a square sheet with smooth maps (one per driver, made on first use), and a generator of
     correlated noise."""
 
-    def __init__(self, cfg: SimulationConfig, rng: np.random.Generator):
+    def __init__(self, cfg: SimulationConfig):
         self.cfg = cfg
         self.side = int(np.sqrt(cfg.voxels))
         self.n_voxels = self.side ** 2
-        self.rng = rng
+        # separate streams (the stimuli have the seed's own), so that the timing of the stimuli, the maps and the
+        # noise do not depend on which feature spaces drive the voxels: SNR 0 gives the same frames with any
+        rng = np.random.default_rng([cfg.seed, 1])
+        self.map_rng, self.rng = np.random.default_rng([cfg.seed, 2]), rng
         responsive = gaussian_filter(rng.standard_normal((self.side, self.side)), sigma=3.0).ravel()
         self.responsive = responsive >= np.quantile(responsive, 1 - cfg.responsive_fraction)  # contiguous patches
         self.global_maps = rng.standard_normal((cfg.global_noise_factors, self.n_voxels))
@@ -187,7 +190,7 @@ class _Cortex:
     def _map(self, driver: _Driver) -> np.ndarray:
         """`(F, V)` smooth weights of a driver on the sheet (positive ones: 1 + 0.5 x unit-variance smooth noise)."""
         if driver.name not in self.maps:
-            w = self.rng.standard_normal((driver.values.shape[1], self.side, self.side))
+            w = self.map_rng.standard_normal((driver.values.shape[1], self.side, self.side))
             sm = self.cfg.weight_smoothness
             w = gaussian_filter(w, sigma=(0, sm, sm)).reshape(driver.values.shape[1], self.n_voxels)
             if driver.positive:
@@ -269,7 +272,8 @@ def generating_model(cfg: SimulationConfig, spaces: dict[str, np.ndarray]) -> di
     """The generating model as recorded in dataset.json."""
     content = {d.name: round(d.share, 4) for d in content_drivers(spaces, cfg)}
     backbone = cfg.backbone if any(name != MINILM for name in content) else None
-    return {"signal_shares": {**content, "n_words (positive amplitude map)": cfg.length_share,
+    return {"signal_shares": {**content, "passage context (content spaces averaged over the passage)":
+                              cfg.passage_share, "n_words (positive amplitude map)": cfg.length_share,
                               **({"position in passage": cfg.position_share} if cfg.design == "sentence" else {}),
                               "topic": cfg.topic_share},
             "backbone": backbone, "content": "mean states of the text (MiniLM: sentence embedding)",
@@ -322,7 +326,7 @@ def _simulate_sentence(cfg: SimulationConfig, rng: np.random.Generator, spaces: 
         _Driver("n_words", np.array([[len(t.split())] for t in texts], dtype=float), cfg.length_share, True),
         _Driver("position", np.array([[j] for _, j, _ in sentences], dtype=float), cfg.position_share),
         _Driver("topic", _one_hot([p.topic for p, _, _ in sentences], topics), cfg.topic_share)]
-    cortex = _Cortex(cfg, rng)
+    cortex = _Cortex(cfg)
     # passages are separate blocks (Pereira: passages in random order, each image averaged over repetitions),
     # so noise is autocorrelated within a passage only; across passage boundaries it would tie the last
     # sentence of one passage to the first of the next and make position anti-decodable at SNR 0
@@ -389,7 +393,7 @@ def _simulate_story(cfg: SimulationConfig, rng: np.random.Generator, spaces: Spa
     hrf = canonical_hrf(cfg.tr)
     ar1 = 0.5 if cfg.ar1 is None else cfg.ar1
     runs, run_features, story_info = [], [], []
-    cortex = _Cortex(cfg, rng)
+    cortex = _Cortex(cfg)
     for s_idx, story in enumerate(stories):
         sentences = [(p, _normalise_words(s)) for p in story for s in p.sentences]
         words = [w for _, s in sentences for w in s]

@@ -29,13 +29,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import backbones
 from ..data.dataset import BrainTextDataset, Sample
 from ..errors import DatasetError
 from ..identification import two_way
 from ..ridge import cv_ridge, stimulus_folds
 from ..voxelwise.sentence_encoding import out_of_fold
 from .text_features import full_text, nuisance_features, stimulus_positions
-from .text_spaces import MINILM, SpaceProvider, backbone_spaces, layer_name
+from .collate import TextEncoder
+from .text_spaces import MINILM, SpaceProvider, layer_name, text_spaces
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +128,21 @@ def profile_features(units: ProfileUnits, spaces: SpaceProvider | None, layers: 
 def realism_profile(dataset: BrainTextDataset, spaces: SpaceProvider | None = None, backbone: str = "smollm2-135m",
                     layers: Sequence[int] = PROFILE_LAYERS, n_folds: int = 5, seed: int = 0) -> dict:
     """The profile of `dataset` as a JSON-ready dict: `rows[feature][direction]` = `{across, within, alpha,
-    cv_mse}`. `spaces` defaults to `text_spaces.backbone_spaces(backbone, layers)`."""
-    units = profile_units(dataset)
+    cv_mse}`. `spaces` defaults to `text_spaces.text_spaces` of the backbone `backbone` (layers deeper than it
+    are left out)."""
+    units, given = profile_units(dataset), spaces
     if len(set(units.stimuli)) < n_folds:
         raise DatasetError(f"the profile needs at least {n_folds} stimuli for {n_folds}-fold CV, "
-                         f"found {len(set(units.stimuli))}.")
-    feats = profile_features(units, spaces or backbone_spaces(backbone, layers), layers)
+                           f"found {len(set(units.stimuli))}.")
+    if spaces is None:
+        model, tokenizer = backbones.load(backbone)
+        depth = getattr(model.config, "num_hidden_layers", max(layers, default=0))
+        layers = [layer for layer in layers if layer <= depth]
+        encoder = TextEncoder(tokenizer)
+
+        def spaces(texts: Sequence[str]) -> dict[str, np.ndarray]:
+            return text_spaces(texts, model, encoder, layers)
+    feats = profile_features(units, spaces, layers)
     rows = {}
     for name, feature in feats.items():
         rows[name] = identify(feature, units.frames, units.stimuli, units.keys, n_folds, seed)
@@ -139,7 +150,7 @@ def realism_profile(dataset: BrainTextDataset, spaces: SpaceProvider | None = No
     return {"format": FORMAT, "version": 1, "subject": dataset.meta.get("subject"),
             "simulated": bool(dataset.meta.get("simulated")), "units": len(units.texts),
             "stimuli": len(set(units.stimuli)), "feature_dim": int(units.frames.shape[1]),
-            "backbone": backbone if spaces is None else "given", "layers": list(layers), "n_folds": n_folds,
+            "backbone": backbone if given is None else "given", "layers": list(layers), "n_folds": n_folds,
             "seed": seed, "rows": rows}
 
 
