@@ -1,20 +1,27 @@
-"""The simulated participant: a voxelwise encoding model of semantic features, plus realistic noise.
+"""The simulated participant: a voxelwise encoding model of a mixture of text feature spaces, plus realistic noise.
 
 SIMULATED DATA. This is the embedded default that lets anyone run brainllm end to end without real fMRI. It is
-built the way neuroscience methods papers build ground-truth simulations:
+built the way neuroscience methods papers build ground-truth simulations, and calibrated so that its realism
+profile (`brainllm inspect DIR --profile`, docs/realism.md) matches the real Pereira development data row by row.
 
 1. Stimuli: the passages shipped in `brainllm/data/corpus` (written for this project).
-2. Semantic features: all-MiniLM-L6-v2 embeddings (384-d) of the perceived text: of each sentence (sentence
-   design) or of the words heard in each TR (story design), centred; in the story design also the number of
-   words in each TR (an auditory-like response, `rate_share` of the semantic variance), so speech rate is
-   decodable as in real data.
-3. Encoding model: voxels lie on a 2-D cortical sheet; a fraction of them respond, each with tuning weights
-   `W (384, V)` that vary smoothly across the sheet. Story design: the feature time series is convolved with the
-   SPM canonical haemodynamic response (double gamma) at the 2 s TR.
+2. Drivers of the voxels (each row a sentence, or the words heard in a TR in the story design), with their share
+   of the signal variance (`SimulationConfig`): the *content mixture*: all-MiniLM-L6-v2 embeddings and the
+   backbone's mean input embedding and mean states after layers 6, 10, 16 (`layers`, `layer_weights`,
+   `minilm_weight`; a `spaces` provider computes them above the data layer, e.g.
+   `model.text_spaces.backbone_spaces`; without one, MiniLM alone); the *passage context* (the content spaces
+   averaged over the passage); a *topic* pattern per corpus topic; the *number of words* through a positive
+   amplitude map (BOLD grows with words); the sentence's *position* in its passage. No single space is a
+   decoder's exact target: the largest single space, the layer-10 state, drives about a quarter of the signal
+   directly (and its part of the passage context).
+3. Encoding model: voxels lie on a 2-D cortical sheet; a fraction of them respond; every driver (standardised)
+   reaches them through its own smooth random map `(F, V)`, each driver's part scaled to its share. Story design:
+   the drivers are convolved with the SPM canonical haemodynamic response (double gamma) at the 2 s TR.
 4. Noise: spatially smooth (Gaussian on the sheet) plus a few global fluctuation components shared by all
-   voxels, AR(1) in time. Signal and noise are each scaled to unit variance per voxel, and
-   `frame = sqrt(snr) * signal + noise` in responsive voxels (so `--snr` is the per-voxel signal-to-noise variance
-   ratio; `--snr 0` gives pure noise).
+   voxels, AR(1) in time (in the sentence design restarted at each passage: passages are separate blocks).
+   Signal and noise are each scaled to unit variance per voxel, and `frame = sqrt(snr) * signal + noise` in
+   responsive voxels (so `--snr` is the per-voxel signal-to-noise variance ratio; `--snr 0` gives pure noise, the
+   same frames whatever the feature provider: stimuli, maps and noise draw from separate random streams).
 5. Preprocessing as for real data: z-score per run, then PCA to `components` dimensions. Here PCA and z-scoring
    are fitted on all frames, test included: acceptable only because the data are simulated and the transform is
    unsupervised; the real-data pipeline fits them on training stimuli only.
@@ -22,7 +29,8 @@ built the way neuroscience methods papers build ground-truth simulations:
 Designs: `sentence` (Pereira-like: one frame per sentence, each sentence cut into 3 chunks, samples k = 1, 2 share
 the sentence's frame, stimulus = passage) and `story` (Huth-like: passages concatenated into stories with word
 onset times, 2 s TRs, one sample per TR chunk, frames = the TRs after the chunk shifted by a haemodynamic delay,
-stimulus = story).
+stimulus = story; the same drivers but position).
+The generating model is written to dataset.json (`generating_model`).
 """
 
 from __future__ import annotations
