@@ -5,9 +5,10 @@ standardised with training statistics) to one target per sample, the penalty cho
 (`brainllm.ridge.cv_ridge`, centred cosine), then scored on the validation samples: centred cosine with the true
 target and 2-way identification (a sample's prediction closer, by centred cosine, to its own target than to the
 target of a sample from another stimulus; chance 0.5). Targets: the MiniLM sentence embedding of the perceived
-text (one of the spaces the simulator mixes since issue 24; an older MiniLM-only simulator generated from it alone), the backbone's mean
-input embedding of the continuation / the whole text (plain and idf-weighted), and its mean hidden state of the
-text after layers 2, 4, 8, 16. Validation only; test is never read.
+text (one of the spaces the simulator mixes since issue 24; before, its only space), the backbone's mean input
+embedding of the continuation / the whole text (plain and idf-weighted), and its mean hidden state of the text
+after layers 2, 4, 8, 16. Validation only; test is never read. For datasets, `brainllm inspect DIR --profile`
+(docs/realism.md) is the broader check.
 
     .venv/bin/python benchmarks/target_decodability.py RUN [--layers 2 4 8 16]
 """
