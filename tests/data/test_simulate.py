@@ -108,11 +108,14 @@ def test_cli_deals_the_passages_into_the_requested_number_of_stories(tmp_path):
     from brainllm.cli import app
     from brainllm.data.dataset import BrainTextDataset
 
+    # --backbone none: MiniLM alone drives the voxels, so the test does not load SmolLM2 (issue 24's default)
     res = CliRunner().invoke(app, ["simulate", "--design", "story", "--passages", "9", "--stories", "3",
-                                   "--voxels", "100", "--components", "8", "--out", str(tmp_path / "d")])
+                                   "--voxels", "100", "--components", "8", "--backbone", "none",
+                                   "--out", str(tmp_path / "d")])
     assert res.exit_code == 0, res.output
-    assert sorted(r.stimulus for r in BrainTextDataset.load(tmp_path / "d").runs) == ["story00", "story01",
-                                                                                       "story02"]
+    loaded = BrainTextDataset.load(tmp_path / "d")
+    assert sorted(r.stimulus for r in loaded.runs) == ["story00", "story01", "story02"]
+    assert loaded.meta["generating_model"]["backbone"] is None
 
 
 def _fake_backbone_spaces(texts):
