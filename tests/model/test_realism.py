@@ -5,7 +5,6 @@ import json
 import zlib
 
 import numpy as np
-import pytest
 
 from brainllm.data.dataset import BrainTextDataset, Sample
 from brainllm.model.realism import DIRECTIONS, LENGTH_POSITION, profile_table, profile_units, realism_profile
@@ -61,7 +60,6 @@ def test_planted_feature_is_identified_and_an_unrelated_one_is_not():
     assert "| minilm |" in table and table.splitlines()[2].endswith("| 0.000 |")
 
 
-@pytest.mark.slow
 def test_pure_noise_simulation_gives_chance_on_every_row():
     """SNR 0 (the default participant but for the backbone: tests stay offline): every row 0.5 +- 0.05."""
     from brainllm.data.simulate import minilm_spaces, simulate
