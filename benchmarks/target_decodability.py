@@ -5,9 +5,10 @@ standardised with training statistics) to one target per sample, the penalty cho
 (`brainllm.ridge.cv_ridge`, centred cosine), then scored on the validation samples: centred cosine with the true
 target and 2-way identification (a sample's prediction closer, by centred cosine, to its own target than to the
 target of a sample from another stimulus; chance 0.5). Targets: the MiniLM sentence embedding of the perceived
-text (the space the simulator generates frames from, so an upper reference, not a method), the backbone's mean
-input embedding of the continuation / the whole text (plain and idf-weighted), and its mean hidden state of the
-text after layers 2, 4, 8, 16. Validation only; test is never read.
+text (one of the spaces the simulator mixes since issue 24; before, its only space), the backbone's mean input
+embedding of the continuation / the whole text (plain and idf-weighted), and its mean hidden state of the text
+after layers 2, 4, 8, 16. Validation only; test is never read. For datasets, `brainllm inspect DIR --profile`
+(docs/realism.md) is the broader check.
 
     .venv/bin/python benchmarks/target_decodability.py RUN [--layers 2 4 8 16]
 """
@@ -79,7 +80,7 @@ def main() -> None:
         return [f"{by_id[s.id].prompt} {by_id[s.id].continuation}".strip() for s in samples]
 
     scorer = MiniLMScorer()
-    targets = {"MiniLM sentence embedding (the simulator's space)":
+    targets = {"MiniLM sentence embedding":
                (scorer.sentence_vectors(texts(train)), scorer.sentence_vectors(texts(valid))),
                "mean input embedding, continuation": (mean_embedding(train, "continuation"),
                                                       mean_embedding(valid, "continuation")),

@@ -39,7 +39,9 @@ def test_loss_falls_and_the_backbone_stays_frozen(tiny_data, tiny_llama_path, tm
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     main = [r for r in rows if r["stage"] == "main"]
     assert len(main) == 4 and main[-1]["train_loss"] < main[0]["train_loss"]
-    assert state.best_valid < valid_before - 0.03  # measured: 4.60 -> 4.54
+    # measured: 4.60 -> 4.54 on the MiniLM-only simulator, 4.557 -> 4.533 on issue 24's recalibrated one (whose
+    # frames carry MiniLM as one part of a mixture), hence 0.015
+    assert state.best_valid < valid_before - 0.015
     after = trainer.model.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "frozen backbone weights changed"
     saved = load_file(str(tmp_path / "run" / "adapter.safetensors"))
@@ -165,8 +167,8 @@ def test_two_processes_match_one(tiny_data, tiny_llama_path, tmp_path):
     assert "Data parallel over 2 processes (DistributedType.MULTI_CPU)" in proc.stderr
     a, b = load_file(str(single / "adapter.safetensors")), load_file(str(double / "adapter.safetensors"))
     assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    for k in a:  # atol 3e-5: with issue 24's simulated frames one weight in 1024 differs by 1.9e-5 (summation order)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=3e-5)
     rows_a = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(x) for x in (double / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]  # the same number of (global) steps

@@ -25,19 +25,28 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 def simulate(
     out: Path = typer.Option(..., "--out", help="Folder to write the prepared dataset to."),
     design: str = typer.Option("sentence", help="sentence (Pereira-like) or story (Huth-like)."),
-    snr: float = typer.Option(0.1, help="Per-voxel signal/noise variance ratio; 0 = no brain signal."),
+    snr: float = typer.Option(0.115, help="Per-voxel signal/noise variance ratio; 0 = no brain signal (0.115 is "
+                                        "calibrated to real data, docs/realism.md)."),
     voxels: int = typer.Option(2000, help="Voxels on the simulated cortical sheet."),
     components: int = typer.Option(200, help="PCA dimensions kept."),
     seed: int = typer.Option(0, help="Random seed (the output is deterministic for a seed)."),
     passages: Optional[int] = typer.Option(None, help="Use only this many corpus passages."),
     stories: int = typer.Option(12, help="Story design: deal the passages into this many stories (runs)."),
+    backbone: str = typer.Option("smollm2-135m", help="LM whose mean states (with MiniLM) drive the simulated "
+                                                      "voxels; 'none': MiniLM alone."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:
     """Simulate a participant (SIMULATED data) and write it as a prepared dataset."""
     from .data.simulate import SimulationConfig, simulate as run
 
-    sim = run(SimulationConfig(design=design, snr=snr, voxels=voxels, components=components, seed=seed,
-                               passages=passages, stories=stories))
+    cfg = SimulationConfig(design=design, snr=snr, voxels=voxels, components=components, seed=seed,
+                           passages=passages, stories=stories, backbone=None if backbone == "none" else backbone)
+    spaces = None
+    if cfg.backbone is not None:
+        from .model.text_spaces import backbone_spaces
+
+        spaces = backbone_spaces(cfg.backbone, cfg.layers)
+    sim = run(cfg, spaces=spaces)
     sim.dataset.save(out, overwrite=overwrite)
     typer.echo(f"SIMULATED participant written to {out}: {len(sim.dataset)} samples, "
                f"{sim.dataset.frames.shape[0]} frames x {sim.dataset.feature_dim} features")
@@ -45,11 +54,31 @@ def simulate(
 
 @app.command()
 def inspect(path: Path = typer.Argument(..., help="A prepared dataset folder."),
-            examples: int = typer.Option(3, help="How many example samples to show.")) -> None:
-    """Summarise a prepared dataset: counts, length distributions, examples."""
+            examples: int = typer.Option(3, help="How many example samples to show."),
+            profile: bool = typer.Option(False, help="Print the realism profile instead (docs/realism.md): "
+                                                     "feature spaces vs frames, 2-way identification."),
+            backbone: str = typer.Option("smollm2-135m", help="--profile: the LM whose mean states are profiled."),
+            out: Optional[Path] = typer.Option(None, "--out", help="--profile: JSON file to write (default "
+                                                                   "realism-<folder name>.json here)."),
+            against: Optional[Path] = typer.Option(None, help="--profile: a profile JSON to print beside it "
+                                                              "(e.g. the real data's).")) -> None:
+    """Summarise a prepared dataset: counts, length distributions, examples (or its realism profile)."""
     from .data.dataset import BrainTextDataset
 
-    typer.echo(BrainTextDataset.load(path).describe(examples))
+    dataset = BrainTextDataset.load(path)
+    if not profile:
+        typer.echo(dataset.describe(examples))
+        return
+    from .io import read_json, write_json
+    from .model.realism import profile_table, realism_profile
+
+    result = realism_profile(dataset, backbone=backbone)
+    target = out or Path(f"realism-{path.resolve().name}.json")
+    write_json(target, result)
+    tables = {path.name: result}
+    if against is not None:
+        tables = {against.stem: read_json(against), path.name: result}
+    typer.echo(profile_table(tables) + f"\n\nwritten to {target}")
 
 
 @app.command()

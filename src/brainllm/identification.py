@@ -12,16 +12,21 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def two_way(matrix: np.ndarray, stimuli: Sequence[str], frame_keys: Sequence[object]) -> dict[str, float]:
+def two_way(matrix: np.ndarray, stimuli: Sequence[str], frame_keys: Sequence[object], symmetric: bool = False
+            ) -> dict[str, float]:
     """2-way identification of texts for fixed frames.
 
     Args:
         matrix: `(n, n)` score of text i for frames j at [i, j] (higher = more likely; e.g. a log-likelihood).
         stimuli: `(n,)` stimulus of each sample.
         frame_keys: `(n,)` something equal for samples that share their frames (e.g. their frame rows).
+        symmetric: the 2-vs-2 test (Mitchell et al. 2008) instead: a pair wins when the right assignment scores
+            above the swapped one, `m[i, i] + m[j, j] > m[i, j] + m[j, i]` (with minus squared distances as scores,
+            the terms that depend on one side only cancel).
     Returns:
         `across`: over ordered pairs (i, j) from different stimuli, the fraction where text j scores above text i
-        for frames j; `within`: the same over pairs from one stimulus (NaN when there are none). Chance 0.5.
+        for frames j (ties count half); `within`: the same over pairs from one stimulus (NaN when there are
+        none). Chance 0.5.
     """
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or len(stimuli) != len(m) or len(frame_keys) != len(m):
@@ -29,7 +34,10 @@ def two_way(matrix: np.ndarray, stimuli: Sequence[str], frame_keys: Sequence[obj
                          f"{len(stimuli)}, {len(frame_keys)}.")
     stim = np.asarray(stimuli)
     keys = np.asarray([str(k) for k in frame_keys])
-    wins = m.diagonal()[None, :] > m  # [i, j]: text j beats text i for frames j
+    own = m.diagonal()[None, :]
+    if symmetric:
+        m, own = m + m.T, own + own.T
+    wins = (own > m) + 0.5 * (own == m)  # [i, j]: text j beats text i for frames j (a tie counts half)
     usable = keys[:, None] != keys[None, :]
     same = stim[:, None] == stim[None, :]
     across, within = usable & ~same, usable & same

@@ -79,7 +79,10 @@ def _decoding_score(snr: float) -> tuple[float, float]:
 @pytest.mark.slow
 def test_signal_is_decodable_on_held_out_stimuli_and_absent_at_snr_zero():
     real, shuffled = _decoding_score(snr=0.3)
-    assert real > shuffled + 0.1, (real, shuffled)
+    # issue 24: MiniLM is now one part of a mixture (with the backbone's states when a provider is given, the
+    # passage context, topic, length and position), no longer the only driver, so less of it is read back
+    # (measured 0.108 vs 0.019; the old MiniLM-only simulator passed a 0.1 margin)
+    assert real > shuffled + 0.05, (real, shuffled)
     real0, shuffled0 = _decoding_score(snr=0.0)
     assert abs(real0 - shuffled0) < 0.05 and real0 < 0.05, (real0, shuffled0)
 
@@ -105,8 +108,53 @@ def test_cli_deals_the_passages_into_the_requested_number_of_stories(tmp_path):
     from brainllm.cli import app
     from brainllm.data.dataset import BrainTextDataset
 
+    # --backbone none: MiniLM alone drives the voxels, so the test does not load SmolLM2 (issue 24's default)
     res = CliRunner().invoke(app, ["simulate", "--design", "story", "--passages", "9", "--stories", "3",
-                                   "--voxels", "100", "--components", "8", "--out", str(tmp_path / "d")])
+                                   "--voxels", "100", "--components", "8", "--backbone", "none",
+                                   "--out", str(tmp_path / "d")])
     assert res.exit_code == 0, res.output
-    assert sorted(r.stimulus for r in BrainTextDataset.load(tmp_path / "d").runs) == ["story00", "story01",
-                                                                                       "story02"]
+    loaded = BrainTextDataset.load(tmp_path / "d")
+    assert sorted(r.stimulus for r in loaded.runs) == ["story00", "story01", "story02"]
+    assert loaded.meta["generating_model"]["backbone"] is None
+
+
+def _fake_backbone_spaces(texts):
+    """A provider in place of the backbone (tests stay offline and fast): fixed random codes per text."""
+    import zlib
+
+    def code(salt, dim):
+        return np.stack([np.random.default_rng(zlib.crc32((salt + t).encode())).standard_normal(dim) for t in texts])
+
+    return {"minilm": code("m", 16), "layer 6": code("6", 8), "layer 10": code("10", 8), "layer 16": code("16", 8)}
+
+
+@pytest.mark.parametrize("design", ["sentence", "story"])
+def test_generating_model_mixes_the_provided_spaces_and_is_declared(design, tmp_path):
+    import json
+
+    sim = simulate(design=design, passages=12, stories=3, voxels=100, components=8, seed=0,
+                   spaces=_fake_backbone_spaces)
+    declared = sim.dataset.meta["generating_model"]
+    shares = declared["signal_shares"]
+    assert declared["backbone"] == "smollm2-135m" and {"minilm", "layer 6", "layer 10", "layer 16"} <= set(shares)
+    assert max(shares.values()) < 0.5  # a mixture: no single space is the simulator's exact target
+    assert abs(sum(shares.values()) - 1) < 1e-9 if design == "sentence" else sum(shares.values()) < 1
+    sim.dataset.save(tmp_path / "d")
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["generating_model"] == declared
+    fallback = simulate(design=design, passages=12, stories=3, voxels=100, components=8, seed=0)
+    assert fallback.dataset.meta["generating_model"]["backbone"] is None
+    assert not np.allclose(fallback.dataset.frames, sim.dataset.frames)
+
+
+def test_snr_zero_frames_do_not_depend_on_the_text():
+    a = simulate(design="sentence", passages=12, voxels=100, components=8, seed=0, snr=0.0).dataset
+    b = simulate(design="sentence", passages=12, voxels=100, components=8, seed=0, snr=0.0,
+                 spaces=_fake_backbone_spaces).dataset
+    np.testing.assert_allclose(a.frames, b.frames, atol=1e-5)
+
+
+def test_shares_must_leave_room_for_content():
+    with pytest.raises(Exception, match="shares"):
+        simulate(design="sentence", passages=12, voxels=100, length_share=0.6, passage_share=0.6)
+    with pytest.raises(Exception, match="layer_weights"):
+        simulate(design="sentence", passages=12, voxels=100, layers=(6, 10), layer_weights=(1.0,))
