@@ -33,6 +33,7 @@ def test_decoder_identification_centres_each_texts_score():
               "n_tokens": np.array([2, 2, 2]), "weight": np.array(1.0), "encoding": enc, "nuisance": np.zeros((3, 3))}
     loss = np.array([[3.0, 3.0, 3.0], [3.0, 3.0, 3.0], [1.0, 1.0, 1.0]])  # mean CE: text 2 is cheap everywhere
     out = decoder_identification(scores, (["a", "b", "c"], loss))
-    assert out["encoding_model"]["across"] == 1.0 and out["length_position_model"]["across"] == 0.0
+    # all-tied scores identify nothing: ties count half
+    assert out["encoding_model"]["across"] == 1.0 and out["length_position_model"]["across"] == 0.5
     assert out["decoder_score"]["across"] == 1.0  # the prior of text 2 does not decide after centring
     assert decoder_identification(None, None)["available"] is False
