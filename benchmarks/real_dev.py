@@ -10,15 +10,17 @@ For each recipe (below), exactly the commands a user would type, so every number
   4. `brainllm generate RUN --condition brain permuted no_brain [nuisance] --permutations P --crossloss N`
      (the run's default decoder);
   5. `brainllm evaluate RUN` (test split), whose scores.json this script reads into one table row per recipe.
-Nothing but step 5 reads the test passages. A finished step is not rerun (delete RUN to redo it).
+Nothing but step 5 reads the test passages. A finished step is not rerun (delete RUN, or OUT/decoded/RECIPE for
+the decoding and evaluation, to redo it).
 
 Recipes:
   paper         the paper's recipe (lr 3e-3, 8 epochs; the paper's beam 5, repetition penalty 2, 4-32 tokens)
-  paper+bayes   the same trained run, decoded by the Bayesian decoder (decoding.bayes)
+  paper+bayes   the same trained run, decoded by the Bayesian decoder (decoding.bayes): what `training.recipe:
+                brain` does
   noise         the noise-trained control: the paper recipe trained on training frames permuted across passages,
                 decoded like `paper`
   noise+bayes   the same control decoded by its own Bayesian decoder (tuned on its permuted training frames)
-  brain         `training.recipe: brain` as it is now (what `brainllm train --set training.recipe=brain` does)
+  ridge         `training.recipe: ridge` (issue 16's preset: a closed-form ridge start and a centred adapter)
 
     .venv/bin/python benchmarks/real_dev.py [--recipes paper paper+bayes noise+bayes] [--dev ../shared/data/...]
         [--out runs/real-dev] [--permutations 3] [--crossloss 48]
@@ -43,7 +45,7 @@ RECIPES: dict[str, tuple[str, list[str], bool]] = {
     "paper+bayes": ("paper", BASE, True),
     "noise": ("noise", BASE + ["training.permute_frames=true"], False),
     "noise+bayes": ("noise", BASE + ["training.permute_frames=true"], True),
-    "brain": ("brain", BASE + ["training.recipe=brain"], False),
+    "ridge": ("ridge", BASE + ["training.recipe=ridge"], False),
 }
 
 
@@ -66,7 +68,10 @@ def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, cro
     if not finished(run):
         brainllm("train", CONFIG, "--set", f"data.path={prepared}", "--set", f"output={run}",
                  *[a for k in keys for a in ("--set", k)])
-    decoded = out / name  # predictions per recipe: a copy of the run folder's files, not of its weights
+    decoded = out / "decoded" / name  # predictions per recipe: a copy of the run folder's files, not its weights
+    if (decoded / "evaluation" / "scores.json").exists():  # decoded and evaluated before
+        scores = json.loads((decoded / "evaluation" / "scores.json").read_text())
+        return {"recipe": name, "minutes": "-", **row_of(scores)}
     sets = []
     if bayes:
         if not (run / "decoder.json").exists():

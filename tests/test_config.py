@@ -15,14 +15,14 @@ def test_defaults_are_the_papers_settings():
     assert (t.recipe, t.init, t.aux_loss, t.warmup_target) == ("paper", "warmup", None, "prompt")
 
 
-def test_the_brain_recipe_is_a_preset_under_the_users_keys():
-    cfg = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain", "aux_loss": "margin"},
+def test_the_ridge_recipe_is_a_preset_under_the_users_keys():
+    cfg = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "ridge", "aux_loss": "margin"},
                             "model": {"adapter": {"hidden": 64}}})
     t = cfg.training
     assert (t.init, t.aux_loss, t.warmup_target) == ("ridge", "margin", "text")
     assert cfg.model.adapter == {"name": "mlp", "skip": True, "centre": True, "hidden": 64}
     # another adapter replaces the preset's adapter options (mlp's `skip` would not apply to it)
-    linear = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain"},
+    linear = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "ridge"},
                                "model": {"adapter": {"name": "linear"}}})
     assert linear.model.adapter == {"name": "linear"}
     # the resolved config reloads to itself (a run file stores it)
@@ -65,7 +65,7 @@ def test_shipped_configs_load(tmp_path):
 
 def test_reports_name_the_recipe_and_say_when_it_goes_beyond_the_paper():
     paper = config.from_dict({"data": {"path": "x"}}).training.__dict__
-    brain = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain", "aux_loss": "margin"}}
+    brain = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "ridge", "aux_loss": "margin"}}
                              ).training.__dict__
     assert config.recipe_description(paper).startswith("paper (Ye et al. 2025)")
     assert "beyond the paper" in config.recipe_description(brain) and "margin" in config.recipe_description(brain)
@@ -163,3 +163,15 @@ def test_generate_settings_go_through_the_loader(tmp_path, nothing_loads):
                       (["--condition", "permutd"], "--condition")):
         res = CliRunner().invoke(app, ["generate", str(tmp_path), *argv])
         assert isinstance(res.exception, ConfigError) and key in str(res.exception), res.output
+
+
+def test_the_brain_recipe_is_the_papers_training_with_the_bayesian_decoder():
+    cfg = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain"}})
+    paper = config.from_dict({"data": {"path": "x"}})
+    assert cfg.generation.rerank == "encoding" and paper.generation.rerank == "none"
+    assert cfg.model == paper.model and {k: v for k, v in cfg.training.__dict__.items() if k != "recipe"} == \
+        {k: v for k, v in paper.training.__dict__.items() if k != "recipe"}
+    assert "Bayesian decoder" in config.recipe_description(cfg.training.__dict__)
+    # the user's keys still win over the preset's
+    assert config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain"},
+                             "generation": {"rerank": "none"}}).generation.rerank == "none"

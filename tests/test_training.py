@@ -220,10 +220,10 @@ def test_an_injecting_run_trains_its_adapter_from_the_training_texts_centre(tiny
     torch.testing.assert_close(resumed.model.state_centre, centre, rtol=1e-4, atol=1e-5)
 
 
-def test_the_brain_recipe_starts_from_ridge_and_its_margin_loss_falls(tiny_data, tiny_llama_path, tmp_path):
-    """`training.recipe: brain` (beyond the paper): no warm-up epochs, the adapter starts from the ridge map fitted
+def test_the_ridge_recipe_starts_from_ridge_and_its_margin_loss_falls(tiny_data, tiny_llama_path, tmp_path):
+    """`training.recipe: ridge` (beyond the paper): no warm-up epochs, the adapter starts from the ridge map fitted
     on the training samples, and the auxiliary margin loss (reported per epoch) falls."""
-    cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=5, recipe="brain", aux_loss="margin",
+    cfg = make_cfg(tiny_data, tiny_llama_path, tmp_path / "run", epochs=5, recipe="ridge", aux_loss="margin",
                    aux_margin=1.0)
     trainer = Trainer(cfg)
     assert trainer.state.ridge_init["rows"] == sum(len(s.frame_rows) for s in trainer.train_samples)
@@ -242,7 +242,7 @@ def test_the_paper_recipe_has_no_auxiliary_loss(tiny_data, tiny_llama_path, tmp_
     assert rows and not any("train_aux" in r for r in rows)
 
 
-def test_the_brain_recipe_finds_no_effect_in_pure_noise(tiny_llama_path, tmp_path):
+def test_the_ridge_recipe_finds_no_effect_in_pure_noise(tiny_llama_path, tmp_path):
     """SNR 0: the frames carry nothing, so the trained model's own frames must not beat permuted ones on the
     held-out samples (stimulus-level sign-flip test over 12 stimuli, so p < 0.01 is reachable)."""
     from brainllm.data.simulate import simulate
@@ -253,7 +253,7 @@ def test_the_brain_recipe_finds_no_effect_in_pure_noise(tiny_llama_path, tmp_pat
 
     data = tmp_path / "noise"
     simulate(design="sentence", passages=40, voxels=144, components=16, seed=1, snr=0.0).dataset.save(data)
-    Trainer(make_cfg(data, tiny_llama_path, tmp_path / "run", epochs=4, recipe="brain")).fit()
+    Trainer(make_cfg(data, tiny_llama_path, tmp_path / "run", epochs=4, recipe="ridge")).fit()
     run = load_run(tmp_path / "run")
     samples = run.encoder.encode_all(run.dataset, [*run.split.valid, *run.split.test])
     assert len({s.stimulus for s in samples}) >= 8
