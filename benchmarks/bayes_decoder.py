@@ -44,7 +44,8 @@ def main() -> None:
     for row in rows:
         row["time_vs_greedy"] = round(row["seconds"] / rows[0]["seconds"], 2)
     print_table(rows, ["decoder", "seconds", "samples_s", "time_vs_greedy"])
-    print(f"wrote {write_json('bayes_decoder', {'host': info, 'peak_gflops_fp32': peak, 'run': args.run, 'rows': rows})}")
+    payload = {"host": info, "peak_gflops_fp32": peak, "run": args.run, "rows": rows}
+    print(f"wrote {write_json('bayes_decoder', payload)}")
 
 
 if __name__ == "__main__":

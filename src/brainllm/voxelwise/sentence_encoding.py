@@ -13,8 +13,8 @@ Fit (training samples only):
    variance, `Σ = (1 − s)·S + s·mean(diag S)·I`, precision `P = Σ⁻¹` (Tang's shrinkage, but towards the mean
    variance so the scale of the log-likelihood stays in units of the data).
 
-`log_likelihood(features, frames) = −½ (f − μ(x))ᵀ P (f − μ(x))` per row, the Gaussian log density up to a constant
-that is the same for every candidate of the same frames (so differences between candidates are exact).
+`log_likelihood(features, frames) = −½ (f − μ(x))ᵀ P (f − μ(x))` per row: the Gaussian log density up to a
+constant that is the same for every candidate of the same frames (so differences between candidates are exact).
 """
 
 from __future__ import annotations
