@@ -138,3 +138,27 @@ def test_nuisance_condition_and_decoder_identification(tmp_path, tiny_llama_path
     assert "decoder_score" in ident and ident["decoder_score"]["n"] == 8
     assert summary["verdicts"][0].startswith("vs PerBrainLLM") and "brain_vs_nuisance" in summary["comparisons"]
     assert any(line.startswith("vs length/position decoder") for line in summary["verdicts"])
+
+
+def test_default_layers_follow_the_backbones_depth():
+    from brainllm.experiments.decoder_tuning import default_layers
+
+    assert default_layers(30) == [4, 8, 10, 12, 16, 24]  # SmolLM2-135M: the layers measured on real data
+    assert default_layers(2) == [1, 2] and default_layers(12) == [2, 3, 4, 5, 6, 10]
+
+
+def test_train_with_the_brain_recipe_tunes_the_decoder(tmp_path, tiny_llama_path, source_samples):
+    from typer.testing import CliRunner
+
+    from brainllm.cli import app
+
+    planted_dataset(tiny_llama_path, source_samples, 4.0).save(tmp_path / "data")
+    sets = [f"data.path={tmp_path / 'data'}", f"model.backbone={tiny_llama_path}", "model.adapter.hidden=32",
+            "training.recipe=brain", "training.warmup_epochs=1", "training.epochs=1", "training.cpu=true",
+            "generation.method=greedy", "generation.max_new_tokens=4", "generation.min_new_tokens=1",
+            f"output={tmp_path / 'run'}"]
+    result = CliRunner().invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "decoder.json").read_text())
+    assert saved["generation"]["rerank"] == "encoding" and {r["layer"] for r in saved["cv_table"]} == {1, 2}
+    assert load_run(tmp_path / "run").config.generation.rerank == "encoding"

@@ -19,7 +19,8 @@ from ..runs import LoadedRun, RunPaths
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LAYERS = (4, 8, 10, 12, 16, 24)
+#: the layers tried, as fractions of the backbone's depth (SmolLM2-135M's 30 blocks: 4, 8, 10, 12, 16, 24)
+DEFAULT_LAYER_FRACTIONS = (0.13, 0.27, 0.33, 0.4, 0.53, 0.8)
 DEFAULT_DIMS: tuple[int | None, ...] = (300, None)
 DEFAULT_SHRINKAGES = (0.5,)
 DEFAULT_WEIGHTS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -32,7 +33,13 @@ def bleu1(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
     return np.array([M.bleu_per_sample(p, r, 1) for p, r in zip(pred, ref)])
 
 
-def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[int | None] = DEFAULT_LAYERS,
+def default_layers(n_blocks: int) -> list[int]:
+    """The layers `tune` tries on a backbone of `n_blocks` blocks (`DEFAULT_LAYER_FRACTIONS` of its depth, each at
+    least 1, without repeats)."""
+    return sorted({max(1, min(n_blocks, round(f * n_blocks))) for f in DEFAULT_LAYER_FRACTIONS})
+
+
+def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[int | None] | None = None,
          dims: Sequence[int | None] = DEFAULT_DIMS, shrinkages: Sequence[float] = DEFAULT_SHRINKAGES,
          weights: Sequence[float] = DEFAULT_WEIGHTS, n_candidates: Sequence[int] = DEFAULT_CANDIDATES) -> dict:
     """Fit and choose the Bayesian decoder of a trained run, never reading test samples:
@@ -44,6 +51,8 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     Writes `RUN/decoder/` (the models) and `RUN/decoder.json` (the chosen generation settings, which `load_run`
     applies as the run's defaults, and the tables behind the choice). Returns what decoder.json holds."""
     cfg = replace(cfg or run.config.generation, n_candidates=max(n_candidates), rerank="encoding")
+    if layers is None:
+        layers = default_layers(run.model.backbone.config.num_hidden_layers)
     train = training_samples(run)
     model, choice, cv_rows = choose_encoding_model(run, train, layers, dims, shrinkages, seed=cfg.seed)
     scorer = SentenceScorer(run, model, choice)
