@@ -131,7 +131,7 @@ def generate(
         if gen_cfg.rerank == "encoding":  # the Bayesian decoder's own identification material
             from .decoding.bayes import decoder_crossscore
 
-            typer.echo(f"wrote {decoder_crossscore(run, split)}")
+            typer.echo(f"wrote {decoder_crossscore(run, split, gen_cfg.encoding_weight)}")
 
 
 @app.command("tune-decoder")

@@ -38,10 +38,9 @@ from ..identification import two_way
 from ..ridge import stimulus_folds
 from ..runs import LoadedRun, RunPaths
 from ..voxelwise.sentence_encoding import SentenceEncodingConfig, SentenceEncodingModel
-from .sentences import decode_ids, length_sorted_batches, teacher_forced_losses
+from .sentences import decode_ids, decoding_kwargs, length_sorted_batches, teacher_forced_losses
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -83,11 +82,26 @@ def sample_frames(run: LoadedRun, samples: Sequence[EncodedSample], max_dims: in
 
 def text_design(run: LoadedRun, texts: Sequence[str], positions: Sequence[int], layer: int | None) -> np.ndarray:
     """`(n, H + 2)` or `(n, 2)`: the bare backbone's mean state after `layer`, then the nuisance features."""
-    nuisance = nuisance_features(texts, positions)
-    if layer is None:
-        return nuisance
-    states = mean_states(run.model.backbone, run.encoder, texts, [layer], bare=run.model.bare_backbone())[layer]
-    return np.hstack([states.astype(np.float64), nuisance])
+    states = {} if layer is None else bare_states(run, texts, [layer])
+    return _design(states, layer, nuisance_features(texts, positions))
+
+
+def bare_states(run: LoadedRun, texts: Sequence[str], layers: Sequence[int]) -> dict[int, np.ndarray]:
+    """`{layer: (n, H)}` the pretrained LM's mean state of each text after each layer (`{}` for no layer)."""
+    if not layers:
+        return {}
+    return mean_states(run.model.backbone, run.encoder, texts, layers, bare=run.model.bare_backbone())
+
+
+def _design(states: dict[int, np.ndarray], layer: int | None, nuisance: np.ndarray) -> np.ndarray:
+    """The encoding model's design: the state after `layer` (none for `None`) beside the nuisance features."""
+    return nuisance if layer is None else np.hstack([states[layer].astype(np.float64), nuisance])
+
+
+def _regroup(flat: np.ndarray, groups: Sequence[Sequence[object]]) -> list[np.ndarray]:
+    """`flat` values (one per item of every group, in order) back into one array per group."""
+    bounds = np.cumsum([0] + [len(g) for g in groups])
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def reference_texts(run: LoadedRun, samples: Sequence[EncodedSample]) -> list[str]:
@@ -117,13 +131,11 @@ def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], laye
     stim = [s.stimulus for s in samples]
     keys = [s.frame_rows for s in samples]
     folds = stimulus_folds(stim, n_folds, seed)
-    state_layers = [x for x in layers if x is not None]
-    states = (mean_states(run.model.backbone, run.encoder, texts, state_layers, bare=run.model.bare_backbone())
-              if state_layers else {})
+    states = bare_states(run, texts, [x for x in layers if x is not None])
     nuisance = nuisance_features(texts, positions)
     rows, best = [], None
     for layer in layers:
-        x = nuisance if layer is None else np.hstack([states[layer].astype(np.float64), nuisance])
+        x = _design(states, layer, nuisance)
         for max_dims in dims:
             y = sample_frames(run, samples, max_dims)
             for shrink in shrinkages:
@@ -141,9 +153,8 @@ def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], laye
                 if best is None or row["cv_identification"] > best["cv_identification"]:
                     best = row
     choice = EncodingChoice(**best)
-    x = nuisance if choice.layer is None else np.hstack([states[choice.layer].astype(np.float64), nuisance])
     model = SentenceEncodingModel(SentenceEncodingConfig(noise_shrinkage=choice.noise_shrinkage, seed=seed)).fit(
-        x, sample_frames(run, samples, choice.max_dims), stim)
+        _design(states, choice.layer, nuisance), sample_frames(run, samples, choice.max_dims), stim)
     return model, choice, rows
 
 
@@ -201,11 +212,10 @@ def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: 
     n_sampled = cfg.n_candidates - 1
     if n_sampled <= 0:
         return out
-    sampler = replace(cfg, method="sample", top_p=cfg.candidate_top_p, rerank="none")
+    # plain nucleus sampling: no repetition penalty, whatever the search uses
+    sampler = replace(search, method="sample", top_p=cfg.candidate_top_p, repetition_penalty=1.0)
+    kwargs = decoding_kwargs(sampler, run.encoder) | {"num_return_sequences": n_sampled}
     device = run.model.boundary.device
-    kwargs = dict(do_sample=True, temperature=sampler.temperature, top_p=sampler.top_p,
-                  max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
-                  num_return_sequences=n_sampled, pad_token_id=run.encoder.pad_id, eos_token_id=run.encoder.eos_id)
     for b, rows in enumerate(length_sorted_batches([collate.length(s) for s in samples], cfg.batch_size)):
         torch.manual_seed(cfg.seed * 100003 + b)
         seqs = run.model.generate(collate([samples[j] for j in rows]).to(device), **kwargs)
@@ -228,12 +238,7 @@ def lm_scores(run: LoadedRun, samples: Sequence[EncodedSample], candidates: Sequ
     flat = [(i, list(c)) for i, cands in enumerate(candidates) for c in cands]
     pairs = [replace(samples[i], continuation_ids=tuple(c)) for i, c in flat]
     mean_ce = teacher_forced_losses(run, pairs, layout, batch_size)
-    total = -mean_ce * np.array([len(c) + 1 for _, c in flat])
-    out, start = [], 0
-    for cands in candidates:
-        out.append(total[start:start + len(cands)])
-        start += len(cands)
-    return out
+    return _regroup(-mean_ce * np.array([len(c) + 1 for _, c in flat]), candidates)
 
 
 def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
@@ -246,11 +251,7 @@ def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[En
     flat = [(i, full_text(prompts[i], t)) for i, cands in enumerate(texts) for t in cands]
     ll = scorer.log_likelihood([t for _, t in flat], [positions[i] for i, _ in flat],
                                frames[[i for i, _ in flat]])
-    out, start = [], 0
-    for cands in texts:
-        out.append(ll[start:start + len(cands)])
-        start += len(cands)
-    return out
+    return _regroup(ll, texts)
 
 
 def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
@@ -271,9 +272,7 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
     return [texts[k] for texts, k in zip(cands.texts, cands.pick(cfg.encoding_weight))]
 
 
-# ---------------------------------------------------------------------------------------------- tuning
-#: what `tune` tries (layers of a 30-block SmolLM2; deeper backbones should pass their own)
-
+# ---------------------------------------------------------------------------------------------- identification
 
 def pair_log_likelihoods(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample]) -> np.ndarray:
     """`(n, n)`: [i, j] = log p(frames of sample j | text of sample i), the nuisance position being that of
@@ -283,28 +282,26 @@ def pair_log_likelihoods(run: LoadedRun, scorer: SentenceScorer, samples: Sequen
     n = len(samples)
     frames = scorer.frames(samples)
     words = nuisance_features(texts, positions)[:, 0]
-    if scorer.choice.layer is None:
-        states = np.zeros((n, 0))
-    else:
-        states = mean_states(run.model.backbone, run.encoder, texts, [scorer.choice.layer],
-                             bare=run.model.bare_backbone())[scorer.choice.layer].astype(np.float64)
+    layer = scorer.choice.layer
+    states = bare_states(run, texts, [] if layer is None else [layer])
     out = np.empty((n, n))
     for j in range(n):  # frames j: every text, with frames j's position
-        design = np.hstack([states, words[:, None], np.full((n, 1), float(positions[j]))])
+        design = _design(states, layer, np.column_stack([words, np.full(n, float(positions[j]))]))
         out[:, j] = scorer.model.log_likelihood(design, np.repeat(frames[j:j + 1], n, axis=0))
     return out
 
 
-def decoder_crossscore(run: LoadedRun, split: str = "test") -> Path:
+def decoder_crossscore(run: LoadedRun, split: str = "test", weight: float | None = None) -> Path:
     """Identification material of the Bayesian decoder for every sample of `split`: the encoding model's and the
     length/position model's `(n, n)` log-likelihood matrices ([i, j] = text i for frames j), each sample's number
-    of continuation tokens + EOS (to turn the crossloss file's mean losses into summed log-probabilities) and λ.
+    of continuation tokens + EOS (to turn the crossloss file's mean losses into summed log-probabilities) and λ
+    (`weight`, default the run's `generation.encoding_weight`).
     Writes `predictions/<split>_decoderscore.npz` (read by `evaluation.controls`)."""
     samples = run.encoder.encode_all(run.dataset, run.split.ids(split))
     arrays = {"ids": np.array([s.id for s in samples]), "stimuli": np.array([s.stimulus for s in samples]),
               "frame_keys": np.array([",".join(map(str, s.frame_rows)) for s in samples]),
               "n_tokens": np.array([len(s.continuation_ids) + 1 for s in samples]),
-              "weight": np.array(run.config.generation.encoding_weight)}
+              "weight": np.array(run.config.generation.encoding_weight if weight is None else weight)}
     for name in ("encoding", "nuisance"):
         arrays[name] = pair_log_likelihoods(run, load_scorer(run, name), samples)
     path = RunPaths(run.path).decoderscore(split)
