@@ -7,6 +7,13 @@ and number of candidates the picked texts' mean BLEU-1 (the evaluation's `bleu1_
 difference, and the sign-flip p over passages. `brainllm tune-decoder` picks λ by the true-frames BLEU-1 alone; this
 table shows what that choice leaves of the brain dependence.
 
+A second table gives, per λ, the paper's loss test under the decoder's own distribution
+(`decoding.bayes.posterior_losses`, its normaliser from the nucleus samples of the largest `--candidates`): the mean
+posterior loss of the reference continuation under the true frames (the held-out likelihood a λ fit would
+minimise), under the permuted ones, Δ with its sign-flip p, and the pairwise accuracy (true < permuted, per sample);
+then the same with the decoder's length/position model in place of its encoding model (the nuisance baseline of
+this test: what the frames' length and position alone give).
+
     .venv/bin/python benchmarks/bayes_weight.py RUN [--weights 0 0.3 1 3 10] [--candidates 4 16]
 """
 
@@ -17,8 +24,12 @@ import argparse
 import numpy as np
 
 from _common import host_info, print_table, write_json
-from brainllm.decoding.bayes import load_scorer, score_candidates
-from brainllm.evaluation.stats import sign_flip_test
+from dataclasses import replace
+
+from brainllm.decoding.bayes import (encoding_scores, load_scorer, posterior_losses, reference_scores,
+                                     score_candidates)
+from brainllm.decoding.sentences import teacher_forced_losses
+from brainllm.evaluation.stats import pairwise_accuracy, sign_flip_test
 from brainllm.experiments.decoder_tuning import bleu1
 from brainllm.model.collate import permute_frames
 from brainllm.runs import load_run
@@ -38,8 +49,13 @@ def main() -> None:
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
     refs = [run.dataset.by_id(s.id).continuation for s in valid]
     stimuli = [s.stimulus for s in valid]
+    cfg = replace(cfg, n_candidates=max(args.candidates))
+    permuted = permute_frames(valid, cfg.seed)
     true = score_candidates(run, valid, "brain", cfg, scorer, desc="valid/true")
-    perm = score_candidates(run, permute_frames(valid, cfg.seed), "brain", cfg, scorer, desc="valid/permuted")
+    perm = score_candidates(run, permuted, "brain", cfg, scorer, desc="valid/permuted")
+    nuisance = load_scorer(run, "nuisance")  # the same candidates, scored by length and position alone
+    nuisance_scored = {id(c): replace(c, encoding=encoding_scores(run, nuisance, v, c.texts))
+                       for v, c in ((valid, true), (permuted, perm))}
     rows = []
     for n in args.candidates:
         for w in args.weights:
@@ -49,7 +65,22 @@ def main() -> None:
                          "bleu1_permuted": round(float(b.mean()), 4), "diff": round(float((a - b).mean()), 4),
                          "p_signflip_passages": round(sign_flip_test(a - b, stimuli, 10000, 0), 4)})
     print_table(rows, ["candidates", "weight", "bleu1_true", "bleu1_permuted", "diff", "p_signflip_passages"])
-    print(f"wrote {write_json('bayes_weight', {'host': host_info(), 'run': args.run, 'rows': rows})}")
+    lm = {id(v): teacher_forced_losses(run, v, "brain", cfg.batch_size) for v in (valid, permuted)}
+    loss_rows = []
+    for name, model in (("encoding", scorer), ("length+position", nuisance)):
+        scored = [(lm[id(v)], *reference_scores(run, model, v), c if model is scorer else nuisance_scored[id(c)])
+                  for v, c in ((valid, true), (permuted, perm))]
+        for w in args.weights:
+            a, b = (posterior_losses(*args_, w) for args_ in scored)
+            loss_rows.append({"scorer": name, "weight": w, "loss_true": round(float(np.nanmean(a)), 4),
+                              "loss_permuted": round(float(np.nanmean(b)), 4),
+                              "diff": round(float(np.nanmean(a - b)), 4),
+                              "p_signflip_passages": round(sign_flip_test(a - b, stimuli, 10000, 0), 4),
+                              "pairwise": round(float(np.nanmean(pairwise_accuracy(a, b))), 3)})
+    print()
+    print_table(loss_rows, ["scorer", "weight", "loss_true", "loss_permuted", "diff", "p_signflip_passages",
+                            "pairwise"])
+    print(f"wrote {write_json('bayes_weight', {'host': host_info(), 'run': args.run, 'rows': rows, 'posterior': loss_rows})}")
 
 
 if __name__ == "__main__":

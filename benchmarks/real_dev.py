@@ -9,7 +9,8 @@ For each recipe (below), exactly the commands a user would type, so every number
      passages, λ and the number of candidates on validation);
   4. `brainllm generate RUN --condition brain permuted no_brain [nuisance] --permutations P --crossloss N`
      (the run's default decoder);
-  5. `brainllm evaluate RUN` (test split), whose scores.json this script reads into one table row per recipe.
+  5. `brainllm evaluate RUN` (test split), whose scores.json this script reads into one table row per recipe
+     (`post_*`: the paper's loss test under the Bayesian decoder's own distribution, `decoding.bayes`).
 Nothing but step 5 reads the test passages. A finished step is not rerun (delete RUN, or OUT/decoded/RECIPE for
 the decoding and evaluation, to redo it).
 
@@ -102,6 +103,7 @@ def row_of(s: dict) -> dict:
         return s["conditions"].get(c, {}).get(metric, {}).get("mean", float("nan"))
 
     pw = s["pairwise_accuracy"].get("vs_permuted", {})
+    post = s["pairwise_accuracy"].get("posterior_vs_permuted", {})
     b1, b1p = cond("brain", "bleu1_per_sample"), cond("permuted", "bleu1_per_sample")
     ident = s.get("decoder_identification") or {}
     enc = ident.get("encoding_model", {})
@@ -110,6 +112,10 @@ def row_of(s: dict) -> dict:
         "pairwise": f"{pw.get('mean', float('nan')):.3f}", "pairwise_p": f"{pw.get('p_signflip_stimuli', 1):.3g}",
         "dloss": f"{comp('permuted', 'loss_nats').get('diff', float('nan')):+.4f}",
         "dloss_p": f"{comp('permuted', 'loss_nats').get('p_signflip_stimuli', 1):.3g}",
+        "post_pairwise": f"{post.get('mean', float('nan')):.3f}",
+        "post_pairwise_p": f"{post.get('p_signflip_stimuli', float('nan')):.3g}",
+        "post_dloss": f"{comp('permuted', 'posterior_loss_nats').get('diff', float('nan')):+.4f}",
+        "post_dloss_p": f"{comp('permuted', 'posterior_loss_nats').get('p_signflip_stimuli', float('nan')):.3g}",
         "bleu1": f"{b1:.3f}", "bleu1_perm": f"{b1p:.3f}", "bleu1_ratio": f"{b1 / b1p:.2f}" if b1p else "nan",
         "bleu1_p": f"{comp('permuted', 'bleu1_per_sample').get('p_signflip_stimuli', 1):.3g}",
         "semsim_d": f"{comp('permuted', 'semsim_minilm_cosine').get('diff', float('nan')):+.4f}",
@@ -122,7 +128,8 @@ def row_of(s: dict) -> dict:
     }
 
 
-COLUMNS = ["recipe", "pairwise", "pairwise_p", "dloss", "dloss_p", "bleu1", "bleu1_perm", "bleu1_ratio", "bleu1_p",
+COLUMNS = ["recipe", "pairwise", "pairwise_p", "dloss", "dloss_p", "post_pairwise", "post_pairwise_p", "post_dloss",
+           "post_dloss_p", "bleu1", "bleu1_perm", "bleu1_ratio", "bleu1_p",
            "semsim_d", "semsim_p", "bleu1_std", "bleu1_nuis", "ident_x", "ident_w", "nuis_x", "nuis_w", "minutes"]
 
 

@@ -13,6 +13,10 @@ and pairwise accuracy (own < permuted, per sample). Token sources, each fitted o
   over the training samples, then PCA-whitened to `--components`), then a text-only ridge from that state to the
   text's idf-weighted bag of tokens (fitted on the true states), the K tokens most above the mean bag;
 * `direct`: ridge from the frames to the bag of tokens itself (the ceiling's `ridge-decoded tokens`, at K);
+* with `--posterior-layer L`, `posterior`: the encoding direction instead of a regression: an encoding model
+  (`voxelwise.sentence_encoding`, layer-L mean state + length/position -> the first `--posterior-dims` frame
+  components) gives each training text's log-likelihood of the frames; the bags of the training texts weighted by
+  softmax(log-likelihood / τ), per `--temperatures` τ;
 * with `--reference-minilm`, `semantic` in the MiniLM sentence space instead of the backbone's: on simulated data
   that is the space the frames were generated from (an upper reference, not a method).
 
@@ -36,8 +40,10 @@ from brainllm.evaluation import stats as S
 from brainllm.model import Collator, EncodedSample
 from brainllm.model.collate import permute_frames
 from brainllm.model.ridge_init import text_bags
+from brainllm.model.text_features import nuisance_features, stimulus_positions
 from brainllm.ridge import cv_ridge
 from brainllm.runs import LoadedRun, load_run
+from brainllm.voxelwise.sentence_encoding import SentenceEncodingModel
 from target_decodability import centred_cosine
 
 
@@ -78,6 +84,25 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> Callable[[
     return lambda v: v @ coef + icpt
 
 
+def encoding_design(run: LoadedRun, samples: Sequence[EncodedSample], layer: int) -> np.ndarray:
+    """`(n, H + 2)` the bare backbone's mean layer state of each text, then its length and position."""
+    texts = [run.encoder.tokenizer.decode(text_ids(s), skip_special_tokens=True) for s in samples]
+    positions = stimulus_positions(run.dataset, [run.dataset.by_id(s.id) for s in samples])
+    return np.hstack([layer_states(run, samples, layer), nuisance_features(texts, positions)])
+
+
+def posterior_decoder(encoding: SentenceEncodingModel, train_design: np.ndarray, bags: np.ndarray,
+                      raw_frames: Callable[[np.ndarray], np.ndarray], tau: float
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+    """Standardised frames `(n, D)` -> `(n, C)`: the training bags weighted by the encoding model's posterior over
+    the training texts, softmax(log p(frames | text) / tau) (tau -> 0: the bag of the best-fitting training text)."""
+    def decode(x: np.ndarray) -> np.ndarray:
+        ll = encoding.log_likelihood_matrix(train_design, raw_frames(x)) / tau  # (N train texts, n)
+        post = np.exp(ll - ll.max(0, keepdims=True))
+        return (post / post.sum(0, keepdims=True)).T @ bags
+    return decode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
@@ -86,6 +111,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=None, help="K (default: the run's tokens_per_frame)")
     parser.add_argument("--permutations", type=int, default=3)
     parser.add_argument("--reference-minilm", action="store_true")
+    parser.add_argument("--posterior-layer", type=int, default=None,
+                        help="also the posterior decoder: an encoding model on this layer's state + length/position")
+    parser.add_argument("--posterior-dims", type=int, default=300)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 3.0, 10.0])
     args = parser.parse_args()
     run = load_run(args.run)
     run.model.eval()
@@ -124,6 +153,13 @@ def main() -> None:
         texts = [run.encoder.tokenizer.decode(text_ids(s), skip_special_tokens=True) for s in train]
         decoders["semantic (MiniLM: the simulator's space, a reference)"] = semantic_decoder(
             MiniLMScorer().sentence_vectors(texts).astype(np.float64))
+
+    if args.posterior_layer is not None:
+        train_design = encoding_design(run, train, args.posterior_layer)
+        encoding = SentenceEncodingModel().fit(train_design, mean_frames(run, train)[:, :args.posterior_dims], groups)
+        for tau in args.temperatures:
+            decoders[f"posterior (layer {args.posterior_layer}, τ {tau:g})"] = posterior_decoder(
+                encoding, train_design, bags, lambda x: (x * x_std + x_mean)[:, :args.posterior_dims], tau)
 
     variants = [valid] + [permute_frames(valid, p) for p in range(args.permutations)]
 

@@ -9,7 +9,8 @@ import pytest
 
 from brainllm import backbones, config, training
 from brainllm.data.dataset import BrainTextDataset, Sample
-from brainllm.decoding.bayes import SentenceScorer, choose_encoding_model, encoding_scores, lm_scores
+from brainllm.decoding.bayes import (Candidates, SentenceScorer, choose_encoding_model, encoding_scores, lm_scores,
+                                    posterior_losses)
 from brainllm.experiments.decoder_tuning import tune
 from brainllm.decoding.generation import generate_predictions
 from brainllm.io import read_jsonl
@@ -18,6 +19,7 @@ from brainllm.model.text_features import full_text, mean_states, nuisance_featur
 from brainllm.runs import load_run
 
 LAYER = 2
+POSTERIOR_PAIRWISE_FLOOR = 0.65
 
 
 def planted_dataset(tiny_llama_path, source, snr: float | None, seed: int = 0) -> BrainTextDataset:
@@ -88,6 +90,23 @@ def test_planted_frames_pick_the_true_text_and_noise_does_not(tmp_path, tiny_lla
     assert pick_rate(noise, scorer, 10.0) <= pick_rate(noise, scorer, 0.0) + 0.1
 
 
+def test_posterior_loss_matches_a_hand_computed_normaliser():
+    # one sample: LM loss 2 nats/token over 5 tokens (incl. EOS), log p(frames | reference) = -3; three candidates
+    # with log p(frames | candidate) -1, -2, -4, drawn 0, 2 and 1 times by the nucleus sampler (the first is the
+    # search result, which counts only where a sample repeated it)
+    cands = Candidates([[[1], [2], [3]]], [["a", "b", "c"]], [np.zeros(3)], [np.array([-1.0, -2.0, -4.0])],
+                       [np.array([0, 2, 1])])
+    weight = 0.5
+    log_z = np.log((2 * np.exp(weight * -2.0) + np.exp(weight * -4.0)) / 3)
+    expected = -(-2.0 * 5 + weight * -3.0 - log_z) / 5
+    got = posterior_losses(np.array([2.0]), np.array([5]), np.array([-3.0]), cands, weight)
+    assert got[0] == pytest.approx(expected, abs=1e-12)
+    # λ = 0 is the adapter-conditioned LM itself; no sample drawn: no estimate
+    assert posterior_losses(np.array([2.0]), np.array([5]), np.array([-3.0]), cands, 0.0)[0] == pytest.approx(2.0)
+    cands.draws = [np.array([0, 0, 0])]
+    assert np.isnan(posterior_losses(np.array([2.0]), np.array([5]), np.array([-3.0]), cands, weight)[0])
+
+
 def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_samples):
     run = train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
     result = tune(run, layers=[1, LAYER], dims=[None, 20], shrinkages=[0.5], weights=[0.0, 1.0], n_candidates=[1, 3])
@@ -138,6 +157,11 @@ def test_nuisance_condition_and_decoder_identification(tmp_path, tiny_llama_path
     assert "decoder_score" in ident and ident["decoder_score"]["n"] == 8
     assert summary["verdicts"][0].startswith("vs PerBrainLLM") and "brain_vs_nuisance" in summary["comparisons"]
     assert any(line.startswith("vs length/position decoder") for line in summary["verdicts"])
+    # the decoder's own distribution reads the planted frames: the true frames give the reference a lower loss
+    posterior = summary["pairwise_accuracy"]["posterior_vs_permuted"]
+    assert posterior["mean"] > POSTERIOR_PAIRWISE_FLOOR, posterior  # 0.74 here; the adapter's own loss: 0.54
+    assert summary["comparisons"]["brain_vs_permuted"]["posterior_loss_nats"]["diff"] < 0
+    assert any("Bayesian decoder's own distribution" in line for line in summary["verdicts"])
 
 
 def test_default_layers_follow_the_backbones_depth():

@@ -25,6 +25,21 @@ def test_verdicts_name_control_test_and_p():
     assert verdicts(summary)[0].startswith("vs PerBrainLLM: no brain effect detected")
 
 
+def test_verdict_for_the_decoders_own_distribution():
+    summary = {"comparisons": {"brain_vs_permuted": {
+        "loss_nats": comparison(0.001, 0.8), "bleu1_per_sample": comparison(0.0, 0.9),
+        "posterior_loss_nats": comparison(-0.03, 0.0004)}},
+        "pairwise_accuracy": {"posterior_vs_permuted": {"mean": 0.68, "p_signflip_stimuli": 0.0002}}}
+    line = next(v for v in verdicts(summary) if "Bayesian decoder's own distribution" in v)
+    assert "brain effect DETECTED" in line and "p=0.0004" in line and "0.680" in line
+    summary["comparisons"]["brain_vs_permuted"]["posterior_loss_nats"] = comparison(-0.03, 0.2)
+    line = next(v for v in verdicts(summary) if "Bayesian decoder's own distribution" in v)
+    assert "no brain effect detected" in line
+    # no posterior loss (a run decoded by plain search): no such line
+    del summary["comparisons"]["brain_vs_permuted"]["posterior_loss_nats"]
+    assert not any("own distribution" in v for v in verdicts(summary))
+
+
 def test_decoder_identification_centres_each_texts_score():
     ids = np.array(["a", "b", "c"])
     # text 2 is likely under every frame (a strong prior); centred, each text is best under its own frames

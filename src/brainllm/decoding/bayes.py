@@ -184,12 +184,15 @@ class Candidates:
         texts: per sample, the decoded text of each candidate.
         lm: per sample, `(n_c,)` summed log p_LM(candidate + EOS | prompt, frames), nats.
         encoding: per sample, `(n_c,)` log p(frames | prompt + candidate) (up to a constant per sample).
+        draws: per sample, `(n_c,)` how many of the nucleus samples came out as each candidate (the search result
+            counts only when a sample repeats it): the Monte Carlo weights of `posterior_losses`' normaliser.
     """
 
     ids: list[list[list[int]]]
     texts: list[list[str]]
     lm: list[np.ndarray]
     encoding: list[np.ndarray] = field(default_factory=list)
+    draws: list[np.ndarray] = field(default_factory=list)
 
     def pick(self, weight: float, n_candidates: int | None = None) -> list[int]:
         """Index of the best candidate of each sample among its first `n_candidates`, by lm + weight·encoding."""
@@ -201,17 +204,19 @@ class Candidates:
 
 
 def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-            desc: str = "propose") -> list[list[list[int]]]:
+            desc: str = "propose") -> tuple[list[list[list[int]]], list[np.ndarray]]:
     """Candidate token ids per sample: the search of `cfg` (beam/greedy) first, then `cfg.n_candidates − 1`
-    nucleus samples (top_p `cfg.candidate_top_p`, temperature `cfg.temperature`), duplicates removed."""
+    nucleus samples (top_p `cfg.candidate_top_p`, temperature `cfg.temperature`), duplicates removed; and per
+    sample `(n_c,)` how many samples gave each candidate (`Candidates.draws`)."""
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
     search = replace(cfg, rerank="none")
     best = decode_ids(run.model, collate, samples, search, run.encoder, desc=f"{desc}/search")
     out = [[_cut(ids, run.encoder.eos_id)] for ids in best]
+    draws = [[0] for _ in out]
     n_sampled = cfg.n_candidates - 1
     if n_sampled <= 0:
-        return out
+        return out, [np.array(d) for d in draws]
     # plain nucleus sampling: no repetition penalty, whatever the search uses
     sampler = replace(search, method="sample", top_p=cfg.candidate_top_p, repetition_penalty=1.0)
     kwargs = decoding_kwargs(sampler, run.encoder) | {"num_return_sequences": n_sampled}
@@ -222,9 +227,14 @@ def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: 
         for k, j in enumerate(rows):
             for seq in seqs[k * n_sampled:(k + 1) * n_sampled]:
                 cut = _cut(seq, run.encoder.eos_id)
-                if cut and cut not in out[j]:
+                if not cut:
+                    continue
+                if cut in out[j]:
+                    draws[j][out[j].index(cut)] += 1
+                else:
                     out[j].append(cut)
-    return out
+                    draws[j].append(1)
+    return out, [np.array(d) for d in draws]
 
 
 def _cut(ids: Sequence[int], eos: int) -> list[int]:
@@ -257,9 +267,9 @@ def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[En
 def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
                      scorer: SentenceScorer, desc: str = "bayes") -> Candidates:
     """Propose candidates for each sample and score them under the frames each sample is given."""
-    ids = propose(run, samples, layout, cfg, desc)
+    ids, draws = propose(run, samples, layout, cfg, desc)
     texts = [[run.encoder.decode(c) for c in cands] for cands in ids]
-    cands = Candidates(ids, texts, lm_scores(run, samples, ids, layout, cfg.batch_size))
+    cands = Candidates(ids, texts, lm_scores(run, samples, ids, layout, cfg.batch_size), draws=draws)
     cands.encoding = encoding_scores(run, scorer, samples, texts)
     return cands
 
@@ -268,8 +278,62 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
                  desc: str = "bayes", scorer: str = "encoding") -> list[str]:
     """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`); `scorer`
     "nuisance" swaps in the length/position-only encoding model (the nuisance control)."""
-    cands = score_candidates(run, samples, layout, cfg, load_scorer(run, scorer), desc)
-    return [texts[k] for texts, k in zip(cands.texts, cands.pick(cfg.encoding_weight))]
+    return bayes_decode_scored(run, samples, layout, cfg, None, desc, scorer)[0]
+
+
+def bayes_decode_scored(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+                        lm_losses: np.ndarray | None, desc: str = "bayes", scorer: str = "encoding"
+                        ) -> tuple[list[str], np.ndarray | None]:
+    """`bayes_decode`'s texts and, given the adapter-conditioned LM's teacher-forced losses of the reference
+    continuations `(n,)` (mean nats per token + EOS), the posterior loss of each (`posterior_losses`)."""
+    model = load_scorer(run, scorer)
+    cands = score_candidates(run, samples, layout, cfg, model, desc)
+    texts = [texts[k] for texts, k in zip(cands.texts, cands.pick(cfg.encoding_weight))]
+    if lm_losses is None:
+        return texts, None
+    return texts, posterior_losses(lm_losses, *reference_scores(run, model, samples), cands, cfg.encoding_weight)
+
+
+def reference_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """`(n,)` continuation tokens + EOS of each sample's reference, and `(n,)` log p(frames | prompt + reference)
+    under `scorer` (the frames each sample is given)."""
+    texts = reference_texts(run, samples)
+    n_tokens = np.array([len(s.continuation_ids) + 1 for s in samples])
+    return n_tokens, scorer.log_likelihood(texts, positions_of(run, samples), scorer.frames(samples))
+
+
+def posterior_losses(lm_losses: np.ndarray, n_tokens: np.ndarray, reference_ll: np.ndarray, cands: Candidates,
+                     weight: float) -> np.ndarray:
+    """The teacher-forced loss of each reference continuation c under the Bayesian decoder's own distribution
+
+        p(c | prompt, frames) = p_LM(c | prompt, frames) · exp(λ log p(frames | prompt + c)) / Z(prompt, frames),
+        Z = E_{c' ~ p_LM(· | prompt, frames)} exp(λ log p(frames | prompt + c')),
+
+    with Z estimated by the mean over the decoder's nucleus samples of the prior (`Candidates.draws`; a sample
+    is drawn from the top-p nucleus, so Z is that of the nucleus-truncated prior). In the paper's units: nats per
+    continuation token + EOS, so it compares with the adapter-conditioned LM's loss (the λ = 0 case).
+
+    Args:
+        lm_losses: `(n,)` the adapter-conditioned LM's mean loss of each reference continuation.
+        n_tokens: `(n,)` its continuation tokens + EOS.
+        reference_ll: `(n,)` log p(frames | prompt + reference) under the decoder's encoding model.
+        cands: the candidates of the same samples under the same frames, with `encoding` and `draws`.
+        weight: λ.
+    Returns:
+        `(n,)` mean nats per token; NaN for a sample with no sampled candidate.
+    """
+    out = np.full(len(lm_losses), np.nan)
+    for i, (enc, draws) in enumerate(zip(cands.encoding, cands.draws)):
+        if draws.sum() == 0:
+            continue
+        # log Z = log Σ_k draws_k exp(λ enc_k) − log Σ_k draws_k, computed stably
+        scaled = weight * enc[draws > 0]
+        top = scaled.max()
+        log_z = top + np.log(np.sum(draws[draws > 0] * np.exp(scaled - top))) - np.log(draws.sum())
+        summed = -lm_losses[i] * n_tokens[i] + weight * reference_ll[i] - log_z
+        out[i] = -summed / n_tokens[i]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- identification

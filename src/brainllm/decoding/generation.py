@@ -7,7 +7,8 @@ Conditions (all from the same trained run where they use it):
 * `no_brain` (StdLLM): the bare backbone with the text prompt only (no adapter, no boundary vectors, no LoRA).
 
 Each row also holds the teacher-forced loss (mean cross-entropy per continuation token + EOS, in nats) under that
-condition, computed with right padding, while decoding uses left-padded `inputs_embeds` and the KV cache: beam and
+condition (and, with the Bayesian decoder, `posterior_loss`: the same under the decoder's own distribution,
+`bayes.posterior_losses`), computed with right padding, while decoding uses left-padded `inputs_embeds` and the KV cache: beam and
 greedy search run each prefix once and share its cache among the sample's beams (`prefix_beam`, the same tokens as
 HF `generate`, which `generation.decoder: hf` uses instead). Batches are formed by sequence length (longest first)
 and the outputs put back in the samples' order; the `permuted` condition decodes and scores all its derangements in
@@ -34,7 +35,7 @@ from ..io import write_json, write_jsonl
 from ..model import Collator, EncodedSample
 from ..model.collate import permute_frames
 from ..runs import LoadedRun, RunPaths
-from .bayes import bayes_decode
+from .bayes import bayes_decode, bayes_decode_scored
 from .sentences import (decode_ids, decoding_kwargs, generate_ids, input_layout, length_sorted_batches,
                         search_settings, teacher_forced_losses)
 
@@ -76,12 +77,18 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     bare = run.model.bare_backbone if condition == "no_brain" else contextlib.nullcontext
     with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
         losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
-        texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}",
-                       scorer="nuisance" if condition == "nuisance" else "encoding")
-    for (p, s), loss, text in zip(variants, losses, texts):
+        scorer = "nuisance" if condition == "nuisance" else "encoding"
+        posterior = None
+        if cfg.rerank == "encoding" and layout != "no_brain":  # the Bayesian decoder's own distribution too
+            texts, posterior = bayes_decode_scored(run, samples, layout, cfg, losses, f"{split}/{name}", scorer)
+        else:
+            texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}", scorer=scorer)
+    for k, ((p, s), loss, text) in enumerate(zip(variants, losses, texts)):
         original = run.dataset.by_id(s.id)
         row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,
                "prediction": text, "loss": float(loss)}
+        if posterior is not None:
+            row["posterior_loss"] = None if np.isnan(posterior[k]) else float(posterior[k])
         if p is not None:
             row.update(permutation=p, frames_from=s.frames_from)
         rows.append(row)
@@ -91,6 +98,9 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     header = {"split": split, "condition": name, "n_samples": len(base), "backbone": run.config.model.backbone,
               "decoding": asdict(cfg), "seconds": round(time.perf_counter() - start, 1),
               "loss": "teacher-forced mean cross-entropy per continuation token incl. EOS (nats)"}
+    if posterior is not None:
+        header["posterior_loss"] = ("the same, under the Bayesian decoder's distribution p_LM(c|prompt,frames)"
+                                    "·exp(λ log p(frames|prompt+c))/Z, Z by Monte Carlo over its nucleus samples")
     if condition == "permuted":
         header["permutations"] = cfg.permutations
     write_json(paths.predictions_header(split, name), header)

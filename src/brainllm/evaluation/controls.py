@@ -8,6 +8,9 @@ that sentence length and position explain much of Pereira decoding) is answered 
   the per-sample Δ loss) and by BLEU-1 of the generated text; the length/position decoder (`nuisance`) by BLEU-1
   (it decodes with the same LM, so its losses are BrainLLM's). Beating StdLLM alone is not a brain effect (a
   learned prompt does it), and the verdict says so.
+* with the Bayesian decoder, the same loss test and pairwise accuracy under the decoder's own distribution
+  (`posterior_loss_nats`: the adapter-conditioned LM re-weighted by λ·log p(frames | text), normalised over its
+  samples), where the encoding model's reading of the frames enters the paper's scoring;
 * `decoder_identification(scores)`: from `predictions/<split>_decoderscore.npz` (`decoding.bayes`), 2-way
   identification of texts for fixed frames, across stimuli and within a stimulus, by the encoding model, by the
   length/position model alone, and by the decoder's whole score (log p_LM + λ log p(frames | text), each text's
@@ -27,6 +30,7 @@ from .rundata import DISPLAY
 ALPHA = 0.05
 BLEU = "bleu1_per_sample"
 LOSS = "loss_nats"
+POSTERIOR_LOSS = "posterior_loss_nats"
 
 
 def decoder_identification(scores: Optional[dict[str, np.ndarray]],
@@ -93,6 +97,16 @@ def verdicts(summary: dict) -> list[str]:
     if pairwise and pairwise.get("mean") is not None:
         lines.append(f"pairwise accuracy vs PerBrainLLM (loss with true < permuted frames): {pairwise['mean']:.3f}, "
                      f"sign-flip p={pairwise.get('p_signflip_stimuli', float('nan')):.3g} vs chance 0.5")
+    posterior = _test(summary, "permuted", POSTERIOR_LOSS)
+    if posterior:
+        hit, text = _clause(posterior, POSTERIOR_LOSS, False, "posterior loss")
+        line = (f"vs PerBrainLLM under the Bayesian decoder's own distribution: "
+                f"{'brain effect DETECTED' if hit else 'no brain effect detected'} ({text}")
+        pairwise = summary.get("pairwise_accuracy", {}).get("posterior_vs_permuted")
+        if pairwise and pairwise.get("mean") is not None:
+            line += (f"; pairwise accuracy {pairwise['mean']:.3f}, sign-flip p="
+                     f"{pairwise.get('p_signflip_stimuli', float('nan')):.3g}")
+        lines.append(line + f"; α {ALPHA})")
     ident = summary.get("decoder_identification") or {}
     if ident.get("available"):
         enc, nuis = ident["encoding_model"], ident["length_position_model"]

@@ -3,7 +3,9 @@ accuracy, contamination. `brainllm evaluate RUN` writes them to RUN/evaluation/.
 
 Per condition a metric is averaged per sample first (for `permuted`: over its N permutations, leaving out any
 permutation that gave a sample its own frames), then over samples; CIs resample stimuli. `loss_nats` is the
-teacher-forced loss from the predictions files.
+teacher-forced loss from the predictions files; `posterior_loss_nats` (runs decoded by the Bayesian decoder) the
+same loss under the decoder's own distribution (`decoding.bayes.posterior_losses`), with its own pairwise accuracy
+(`posterior_vs_permuted`); StdLLM has no frames, so no posterior loss.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .text import tokenize
 log = logging.getLogger(__name__)
 
 LOSS = "loss_nats"
+POSTERIOR_LOSS = "posterior_loss_nats"  # the Bayesian decoder's own distribution (decoding.bayes.posterior_losses)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def _score_condition(run: RunData, name: str, config: M.MetricConfig, scorer: An
     valid = ~cond.fixed_point
     out = {metric: _row_mean(values.reshape(n, p), valid) for metric, values in scores.items()}
     out[LOSS] = _row_mean(cond.loss, valid)
+    if cond.posterior_loss is not None:
+        out[POSTERIOR_LOSS] = _row_mean(cond.posterior_loss, valid)
     return out
 
 
@@ -186,10 +191,11 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
         for control in CONTROLS:
             if control not in per_sample:
                 continue
+            shared = [m for m in metric_names if m in per_sample[control]]  # StdLLM has no posterior loss
             rows = {m: S.compare(per_sample["brain"][m], per_sample[control][m], run.stimuli, boot,
-                                 config.n_permutations, config.seed) for m in metric_names}
-            adjusted = S.holm([rows[m]["p_signflip_stimuli"] for m in metric_names])
-            for m, p in zip(metric_names, adjusted):
+                                 config.n_permutations, config.seed) for m in shared}
+            adjusted = S.holm([rows[m]["p_signflip_stimuli"] for m in shared])
+            for m, p in zip(shared, adjusted):
                 rows[m]["p_signflip_stimuli_holm"] = p
             comparisons[f"brain_vs_{control}"] = rows
 
@@ -200,6 +206,11 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
             acc = S.pairwise_accuracy(brain_loss, cond.loss, cond.fixed_point)
             pairwise["vs_permuted"] = _accuracy_summary(acc, 0.5, run, boot, config)
             pairwise["vs_permuted"]["permutations"] = cond.n_permutations
+            brain_posterior = run.conditions["brain"].posterior_loss
+            if brain_posterior is not None and cond.posterior_loss is not None:
+                acc = S.pairwise_accuracy(brain_posterior[:, 0], cond.posterior_loss, cond.fixed_point)
+                pairwise["posterior_vs_permuted"] = _accuracy_summary(acc, 0.5, run, boot, config)
+                pairwise["posterior_vs_permuted"]["permutations"] = cond.n_permutations
         if "no_brain" in run.conditions:
             acc = S.pairwise_accuracy(brain_loss, run.conditions["no_brain"].loss)
             pairwise["vs_no_brain"] = _accuracy_summary(acc, 0.5, run, boot, config)

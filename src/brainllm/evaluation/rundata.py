@@ -6,7 +6,8 @@ each file):
 * `predictions/<split>_<condition>.jsonl`, condition in `CONDITIONS`: one row per sample (per sample and
   permutation for `permuted`) with `id, stimulus, prompt, reference, prediction, loss` (teacher-forced mean
   cross-entropy per continuation token, nats), plus `permutation` (0..N-1) and `frames_from` (the id whose
-  frames were used) for `permuted`;
+  frames were used) for `permuted`, and `posterior_loss` (optional: the same under the Bayesian decoder's own
+  distribution, `decoding.bayes.posterior_losses`);
 * `predictions/<split>_<condition>.json`: header with `split, condition, n_samples, permutations, decoding,
   backbone`;
 * `predictions/<split>_decoderscore.npz` (optional, `decoding.bayes.decoder_crossscore`): the Bayesian decoder's
@@ -58,6 +59,7 @@ class Condition:
         header: the predictions header JSON ({} when the file is missing).
         predictions: `(N, P)` list of lists of strings: P = 1 except for `permuted` (P permutations).
         loss: `(N, P)` float64 teacher-forced loss, nats per continuation token (NaN where missing).
+        posterior_loss: `(N, P)` the same under the Bayesian decoder's distribution; None when no row has one.
         fixed_point: `(N, P)` bool, True where a permuted sample got its own frames (not a real control).
     """
 
@@ -66,6 +68,7 @@ class Condition:
     predictions: list[list[str]]
     loss: np.ndarray
     fixed_point: np.ndarray
+    posterior_loss: Optional[np.ndarray] = None
 
     @property
     def n_permutations(self) -> int:
@@ -161,6 +164,7 @@ def _condition(run: Path, split: str, name: str, ids: list[str], references: dic
     n, p = len(ids), len(perms)
     preds = [[""] * p for _ in range(n)]
     loss = np.full((n, p), np.nan)
+    posterior = np.full((n, p), np.nan)
     fixed = np.zeros((n, p), dtype=bool)
     for j, perm in enumerate(perms):
         missing = [sid for sid in ids if sid not in by_perm[perm]]
@@ -171,11 +175,13 @@ def _condition(run: Path, split: str, name: str, ids: list[str], references: dic
             i = index[sid]
             preds[i][j] = str(row["prediction"] or "")
             loss[i, j] = float(row["loss"]) if row["loss"] is not None else np.nan
+            if row.get("posterior_loss") is not None:
+                posterior[i, j] = float(row["posterior_loss"])
             fixed[i, j] = name == "permuted" and str(row.get("frames_from", "")) == sid
     if fixed.any():
         log.warning("%s: %d (sample, permutation) pairs got their own frames; they are left out of the permuted "
                     "control.", path, int(fixed.sum()))
-    return Condition(name, header, preds, loss, fixed)
+    return Condition(name, header, preds, loss, fixed, posterior if np.isfinite(posterior).any() else None)
 
 
 def load_run_data(path: str | Path, split: str = "test") -> RunData:

@@ -46,10 +46,11 @@ def condition_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for metric in summary["conditions"]["brain"]:
         row = [f"{metric} {arrow(summary, metric)}"]
-        row += [fmt_ci(summary["conditions"][c][metric]) for c in present]
-        comps = [summary["comparisons"][f"brain_vs_{c}"][metric] for c in controls]
+        # a metric some conditions lack (StdLLM has no posterior loss) shows "–" there
+        row += [fmt_ci(summary["conditions"][c].get(metric, {})) for c in present]
+        comps = [summary["comparisons"][f"brain_vs_{c}"].get(metric, {}) for c in controls]
         row += [fmt_ci(comp, "diff") for comp in comps]
-        row += [fmt_p(comp["p_signflip_stimuli"]) for comp in comps]
+        row += [fmt_p(comp.get("p_signflip_stimuli")) for comp in comps]
         rows.append(row)
     return header, rows
 

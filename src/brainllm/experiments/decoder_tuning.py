@@ -1,5 +1,7 @@
 """Choosing the Bayesian decoder of a run (`brainllm tune-decoder`, beyond the paper): the encoding model by
-cross-validation over training stimuli, then λ and the number of candidates by validation BLEU-1. The decoder itself
+cross-validation over training stimuli, then λ and the number of candidates by validation BLEU-1 (the table also
+holds, per λ, the validation loss of the reference continuations under the decoder's own distribution, the
+held-out likelihood `decoding.bayes.posterior_losses` gives; it is the same for every number of candidates). The decoder itself
 is `decoding.bayes`; this module scores what it decodes, so it sits above decoding and scoring.
 """
 
@@ -12,7 +14,9 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from ..config import GenerationConfig
-from ..decoding.bayes import SentenceScorer, choose_encoding_model, save_scorer, score_candidates, training_samples
+from ..decoding.bayes import (SentenceScorer, choose_encoding_model, posterior_losses, reference_scores, save_scorer,
+                              score_candidates, training_samples)
+from ..decoding.sentences import teacher_forced_losses
 from ..evaluation import metrics as M
 from ..io import write_json
 from ..runs import LoadedRun, RunPaths
@@ -21,7 +25,8 @@ log = logging.getLogger(__name__)
 
 #: the layers tried, as fractions of the backbone's depth (SmolLM2-135M's 30 blocks: 4, 8, 10, 12, 16, 24)
 DEFAULT_LAYER_FRACTIONS = (0.13, 0.27, 0.33, 0.4, 0.53, 0.8)
-DEFAULT_DIMS: tuple[int | None, ...] = (300, None)
+#: first frame dimensions tried; on the real development data 200-300 beat all 1000 (docs/calibration.md)
+DEFAULT_DIMS: tuple[int | None, ...] = (200, 300, None)
 DEFAULT_SHRINKAGES = (0.5,)
 DEFAULT_WEIGHTS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
 DEFAULT_CANDIDATES = (1, 4, 8, 16)
@@ -63,11 +68,14 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
     cands = score_candidates(run, valid, "brain", cfg, scorer, desc="valid/tune")
     refs = [run.dataset.by_id(s.id).continuation for s in valid]
+    # the decoder's own distribution, normalised over all the candidates' draws: its held-out loss per λ
+    references = (teacher_forced_losses(run, valid, "brain", cfg.batch_size), *reference_scores(run, scorer, valid))
     table = []
     for n in n_candidates:
         for w in weights:
             picked = [texts[k] for texts, k in zip(cands.texts, cands.pick(w, n))]
-            table.append({"n_candidates": n, "encoding_weight": w, "valid_bleu1": float(bleu1(picked, refs).mean())})
+            table.append({"n_candidates": n, "encoding_weight": w, "valid_bleu1": float(bleu1(picked, refs).mean()),
+                          "valid_posterior_loss": float(np.nanmean(posterior_losses(*references, cands, w)))})
     best = max(table, key=lambda r: (r["valid_bleu1"], -r["n_candidates"]))
     settings = {"rerank": "encoding", "n_candidates": best["n_candidates"], "encoding_weight": best["encoding_weight"]}
     result = {"generation": settings, "encoding_model": asdict(choice) | {"alpha": model.alpha_},
