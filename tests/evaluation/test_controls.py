@@ -35,6 +35,11 @@ def test_verdict_for_the_decoders_own_distribution():
     summary["comparisons"]["brain_vs_permuted"]["posterior_loss_nats"] = comparison(-0.03, 0.2)
     line = next(v for v in verdicts(summary) if "Bayesian decoder's own distribution" in v)
     assert "no brain effect detected" in line
+    # the length/position decoder is tested on its distribution's loss too, where there is one
+    summary["comparisons"]["brain_vs_nuisance"] = {"bleu1_per_sample": comparison(0.004, 0.18),
+                                                   "posterior_loss_nats": comparison(0.017, 0.41)}
+    line = next(v for v in verdicts(summary) if v.startswith("vs length/position decoder"))
+    assert "nothing beyond length/position detected" in line and "posterior loss Δ +0.0170" in line
     # no posterior loss (a run decoded by plain search): no such line
     del summary["comparisons"]["brain_vs_permuted"]["posterior_loss_nats"]
     assert not any("own distribution" in v for v in verdicts(summary))

@@ -6,7 +6,7 @@ that sentence length and position explain much of Pereira decoding) is answered 
 * `verdicts(summary)`: per control present, whether BrainLLM beats it, by which test and at which p:
   PerBrainLLM (permuted frames) and StdLLM (no brain input) by the teacher-forced loss (sign-flip over stimuli on
   the per-sample Δ loss) and by BLEU-1 of the generated text; the length/position decoder (`nuisance`) by BLEU-1
-  (it decodes with the same LM, so its losses are BrainLLM's). Beating StdLLM alone is not a brain effect (a
+  and by the loss under its distribution (it decodes with the same LM, so its plain losses are BrainLLM's). Beating StdLLM alone is not a brain effect (a
   learned prompt does it), and the verdict says so.
 * with the Bayesian decoder, the same loss test and pairwise accuracy under the decoder's own distribution
   (`posterior_loss_nats`: the adapter-conditioned LM re-weighted by λ·log p(frames | text), normalised over its
@@ -81,7 +81,10 @@ def verdicts(summary: dict) -> list[str]:
     for control in ("permuted", "nuisance", "no_brain", "no_text"):
         if f"brain_vs_{control}" not in summary.get("comparisons", {}):
             continue
-        tests = [(BLEU, True, "BLEU-1")] if control == "nuisance" else [(LOSS, False, "loss"), (BLEU, True, "BLEU-1")]
+        # the nuisance decoder uses BrainLLM's LM, so its own loss is BrainLLM's; its distribution's loss is not
+        tests = ([(BLEU, True, "BLEU-1")] + ([(POSTERIOR_LOSS, False, "posterior loss")]
+                                             if _test(summary, control, POSTERIOR_LOSS) else [])
+                 if control == "nuisance" else [(LOSS, False, "loss"), (BLEU, True, "BLEU-1")])
         clauses = [_clause(_test(summary, control, m), m, hib, label) for m, hib, label in tests]
         detected = any(hit for hit, _ in clauses)
         what = "brain effect DETECTED" if detected else "no brain effect detected"
