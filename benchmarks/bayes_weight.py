@@ -20,12 +20,11 @@ this test: what the frames' length and position alone give).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
 from _common import host_info, print_table, write_json
-from dataclasses import replace
-
 from brainllm.decoding.bayes import (encoding_scores, load_scorer, posterior_losses, reference_scores,
                                      score_candidates)
 from brainllm.decoding.sentences import teacher_forced_losses
@@ -53,9 +52,6 @@ def main() -> None:
     permuted = permute_frames(valid, cfg.seed)
     true = score_candidates(run, valid, "brain", cfg, scorer, desc="valid/true")
     perm = score_candidates(run, permuted, "brain", cfg, scorer, desc="valid/permuted")
-    nuisance = load_scorer(run, "nuisance")  # the same candidates, scored by length and position alone
-    nuisance_scored = {id(c): replace(c, encoding=encoding_scores(run, nuisance, v, c.texts))
-                       for v, c in ((valid, true), (permuted, perm))}
     rows = []
     for n in args.candidates:
         for w in args.weights:
@@ -65,11 +61,14 @@ def main() -> None:
                          "bleu1_permuted": round(float(b.mean()), 4), "diff": round(float((a - b).mean()), 4),
                          "p_signflip_passages": round(sign_flip_test(a - b, stimuli, 10000, 0), 4)})
     print_table(rows, ["candidates", "weight", "bleu1_true", "bleu1_permuted", "diff", "p_signflip_passages"])
-    lm = {id(v): teacher_forced_losses(run, v, "brain", cfg.batch_size) for v in (valid, permuted)}
+    conditions = [(valid, true), (permuted, perm)]
+    lm = [teacher_forced_losses(run, v, "brain", cfg.batch_size) for v, _ in conditions]
+    nuisance = load_scorer(run, "nuisance")  # the same candidates, scored by length and position alone
     loss_rows = []
     for name, model in (("encoding", scorer), ("length+position", nuisance)):
-        scored = [(lm[id(v)], *reference_scores(run, model, v), c if model is scorer else nuisance_scored[id(c)])
-                  for v, c in ((valid, true), (permuted, perm))]
+        scored = [(loss, *reference_scores(run, model, v),
+                   c if model is scorer else replace(c, encoding=encoding_scores(run, model, v, c.texts)))
+                  for loss, (v, c) in zip(lm, conditions)]
         for w in args.weights:
             a, b = (posterior_losses(*args_, w) for args_ in scored)
             loss_rows.append({"scorer": name, "weight": w, "loss_true": round(float(np.nanmean(a)), 4),

@@ -275,17 +275,12 @@ def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
 
 
 def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-                 desc: str = "bayes", scorer: str = "encoding") -> list[str]:
+                 lm_losses: np.ndarray | None = None, desc: str = "bayes", scorer: str = "encoding"
+                 ) -> tuple[list[str], np.ndarray | None]:
     """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`); `scorer`
-    "nuisance" swaps in the length/position-only encoding model (the nuisance control)."""
-    return bayes_decode_scored(run, samples, layout, cfg, None, desc, scorer)[0]
-
-
-def bayes_decode_scored(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-                        lm_losses: np.ndarray | None, desc: str = "bayes", scorer: str = "encoding"
-                        ) -> tuple[list[str], np.ndarray | None]:
-    """`bayes_decode`'s texts and, given the adapter-conditioned LM's teacher-forced losses of the reference
-    continuations `(n,)` (mean nats per token + EOS), the posterior loss of each (`posterior_losses`)."""
+    "nuisance" swaps in the length/position-only encoding model (the nuisance control). Given the adapter-
+    conditioned LM's teacher-forced losses of the reference continuations `lm_losses` `(n,)` (mean nats per token
+    + EOS), also the loss of each under the decoder's distribution (`posterior_losses`); else None."""
     model = load_scorer(run, scorer)
     cands = score_candidates(run, samples, layout, cfg, model, desc)
     texts = [texts[k] for texts, k in zip(cands.texts, cands.pick(cfg.encoding_weight))]
@@ -299,8 +294,13 @@ def reference_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[E
     """`(n,)` continuation tokens + EOS of each sample's reference, and `(n,)` log p(frames | prompt + reference)
     under `scorer` (the frames each sample is given)."""
     texts = reference_texts(run, samples)
-    n_tokens = np.array([len(s.continuation_ids) + 1 for s in samples])
-    return n_tokens, scorer.log_likelihood(texts, positions_of(run, samples), scorer.frames(samples))
+    return continuation_tokens(samples), scorer.log_likelihood(texts, positions_of(run, samples),
+                                                                scorer.frames(samples))
+
+
+def continuation_tokens(samples: Sequence[EncodedSample]) -> np.ndarray:
+    """`(n,)` the tokens a teacher-forced loss averages over: each reference continuation's, plus EOS."""
+    return np.array([len(s.continuation_ids) + 1 for s in samples])
 
 
 def posterior_losses(lm_losses: np.ndarray, n_tokens: np.ndarray, reference_ll: np.ndarray, cands: Candidates,
@@ -364,7 +364,7 @@ def decoder_crossscore(run: LoadedRun, split: str = "test", weight: float | None
     samples = run.encoder.encode_all(run.dataset, run.split.ids(split))
     arrays = {"ids": np.array([s.id for s in samples]), "stimuli": np.array([s.stimulus for s in samples]),
               "frame_keys": np.array([",".join(map(str, s.frame_rows)) for s in samples]),
-              "n_tokens": np.array([len(s.continuation_ids) + 1 for s in samples]),
+              "n_tokens": continuation_tokens(samples),
               "weight": np.array(run.config.generation.encoding_weight if weight is None else weight)}
     for name in ("encoding", "nuisance"):
         arrays[name] = pair_log_likelihoods(run, load_scorer(run, name), samples)

@@ -35,11 +35,11 @@ from ..io import write_json, write_jsonl
 from ..model import Collator, EncodedSample
 from ..model.collate import permute_frames
 from ..runs import LoadedRun, RunPaths
-from .bayes import bayes_decode, bayes_decode_scored
+from .bayes import bayes_decode
 from .sentences import (decode_ids, decoding_kwargs, generate_ids, input_layout, length_sorted_batches,
                         search_settings, teacher_forced_losses)
 
-__all__ = ["cross_losses", "decode", "decode_ids", "decoding_kwargs", "generate_ids", "generate_predictions",
+__all__ = ["cross_losses", "decode", "decode_ids", "decode_scored", "decoding_kwargs", "generate_ids", "generate_predictions",
            "input_layout", "length_sorted_batches", "pick_samples", "search_settings", "teacher_forced_losses"]
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,19 @@ def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: G
     """Generated continuation text of each sample (cut at EOS, special tokens removed), in the samples' order.
     With `cfg.rerank: encoding` the Bayesian decoder picks it, under the encoding model `scorer` (StdLLM, which
     has no brain input, keeps the plain search)."""
+    return decode_scored(run, samples, layout, cfg, None, desc, scorer)[0]
+
+
+def decode_scored(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+                  lm_losses: np.ndarray | None, desc: str = "generate", scorer: str = "encoding"
+                  ) -> tuple[list[str], np.ndarray | None]:
+    """`decode`'s texts and, where the Bayesian decoder picks them and `lm_losses` (the reference continuations'
+    teacher-forced losses) are given, their loss under its distribution (`bayes.posterior_losses`); else None."""
     if cfg.rerank == "encoding" and layout != "no_brain":
-        return bayes_decode(run, samples, layout, cfg, desc, scorer)
+        return bayes_decode(run, samples, layout, cfg, lm_losses, desc, scorer)
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
-    return [run.encoder.decode(ids) for ids in decode_ids(run.model, collate, samples, cfg, run.encoder, desc)]
+    return [run.encoder.decode(ids) for ids in decode_ids(run.model, collate, samples, cfg, run.encoder, desc)], None
 
 
 def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "brain",
@@ -77,12 +85,8 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     bare = run.model.bare_backbone if condition == "no_brain" else contextlib.nullcontext
     with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
         losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
-        scorer = "nuisance" if condition == "nuisance" else "encoding"
-        posterior = None
-        if cfg.rerank == "encoding" and layout != "no_brain":  # the Bayesian decoder's own distribution too
-            texts, posterior = bayes_decode_scored(run, samples, layout, cfg, losses, f"{split}/{name}", scorer)
-        else:
-            texts = decode(run, samples, layout, cfg, desc=f"{split}/{name}", scorer=scorer)
+        texts, posterior = decode_scored(run, samples, layout, cfg, losses, f"{split}/{name}",
+                                         "nuisance" if condition == "nuisance" else "encoding")
     for k, ((p, s), loss, text) in enumerate(zip(variants, losses, texts)):
         original = run.dataset.by_id(s.id)
         row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,

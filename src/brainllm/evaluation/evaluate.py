@@ -206,9 +206,8 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
             acc = S.pairwise_accuracy(brain_loss, cond.loss, cond.fixed_point)
             pairwise["vs_permuted"] = _accuracy_summary(acc, 0.5, run, boot, config)
             pairwise["vs_permuted"]["permutations"] = cond.n_permutations
-            brain_posterior = run.conditions["brain"].posterior_loss
-            if brain_posterior is not None and cond.posterior_loss is not None:
-                acc = S.pairwise_accuracy(brain_posterior[:, 0], cond.posterior_loss, cond.fixed_point)
+            if POSTERIOR_LOSS in per_sample["brain"] and cond.posterior_loss is not None:
+                acc = S.pairwise_accuracy(per_sample["brain"][POSTERIOR_LOSS], cond.posterior_loss, cond.fixed_point)
                 pairwise["posterior_vs_permuted"] = _accuracy_summary(acc, 0.5, run, boot, config)
                 pairwise["posterior_vs_permuted"]["permutations"] = cond.n_permutations
         if "no_brain" in run.conditions:
