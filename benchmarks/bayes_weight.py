@@ -4,8 +4,8 @@ candidates? Validation split only (never test).
 For a run with a tuned decoder: BrainLLM's candidates for every validation sample are proposed and scored once
 under the true frames and once under a derangement of them (other passages' frames: PerBrainLLM), then for each λ
 and number of candidates the picked texts' mean BLEU-1 (the evaluation's `bleu1_per_sample`) under both, their
-difference, and the sign-flip p over passages. `brainllm tune-decoder` picks λ by the true-frames BLEU-1 alone; this
-table shows what that choice leaves of the brain dependence.
+difference, and the sign-flip p over passages. `brainllm tune-decoder` reads the same contrast (its default
+`brain_gain` criterion, without the p); this table adds the p and any grid.
 
 A second table gives, per λ, the paper's loss test under the decoder's own distribution
 (`decoding.bayes.posterior_losses`, its normaliser from the nucleus samples of the largest `--candidates`): the mean

@@ -3,11 +3,13 @@
 For a run, the encoding model (`voxelwise.sentence_encoding`, ridge + shrunk Gaussian noise) is cross-validated
 over folds of whole training stimuli (5 folds, as `brainllm tune-decoder` does) with designs `tune-decoder` does
 not try: one layer's mean state (its own choice, for reference), two or three layers side by side, the MiniLM
-sentence embedding, and a layer beside MiniLM, each with the length + position features, to the first D frame
-components. Reported: held-out 2-way identification of texts for fixed frames (`identification.two_way`), across
-stimuli and within one. Validation and test are never read.
+sentence embedding, and a layer beside MiniLM, each with the length + position features (their own ridge band,
+scaled by each `--nuisance-weights`), to the first D frame components. Reported: held-out 2-way identification of
+texts for fixed frames (`identification.two_way`), across stimuli and within one. `--folds` changes how many
+training passages each fit sees (a learning curve). Validation and test are never read.
 
-    .venv/bin/python benchmarks/encoding_designs.py RUN [--dims 200 300] [--shrinkage 0.5]
+    .venv/bin/python benchmarks/encoding_designs.py RUN [--designs "layer 8"] [--dims 200 300] [--shrinkage 0.5]
+        [--nuisance-weights 1 3 6] [--folds 5]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from _common import host_info, print_table, write_json
 from brainllm.decoding.bayes import bare_states, positions_of, reference_texts, sample_frames, training_samples
 from brainllm.evaluation.semantic import MiniLMScorer
 from brainllm.identification import two_way
-from brainllm.model.text_features import nuisance_features
+from brainllm.model.text_features import NUISANCE_NAMES, nuisance_features
 from brainllm.ridge import stimulus_folds
 from brainllm.runs import load_run
 from brainllm.voxelwise.sentence_encoding import SentenceEncodingConfig, SentenceEncodingModel
@@ -37,34 +39,40 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--dims", type=int, nargs="+", default=[200, 300])
     parser.add_argument("--shrinkage", type=float, default=0.5)
+    parser.add_argument("--designs", nargs="+", choices=list(DESIGNS), default=list(DESIGNS))
+    parser.add_argument("--nuisance-weights", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
+    designs = {name: DESIGNS[name] for name in args.designs}
     run = load_run(args.run)
     samples = training_samples(run)
     texts, stimuli = reference_texts(run, samples), [s.stimulus for s in samples]
     keys = [s.frame_rows for s in samples]
-    layers = sorted({b for blocks in DESIGNS.values() for b in blocks if isinstance(b, int)})
+    layers = sorted({b for blocks in designs.values() for b in blocks if isinstance(b, int)})
     blocks: dict[int | str, np.ndarray] = dict(bare_states(run, texts, layers))
-    blocks["minilm"] = MiniLMScorer().sentence_vectors(texts)
+    if any("minilm" in parts for parts in designs.values()):
+        blocks["minilm"] = MiniLMScorer().sentence_vectors(texts)
     nuisance = nuisance_features(texts, positions_of(run, samples))
-    folds = stimulus_folds(stimuli, 5, 0)
+    folds = stimulus_folds(stimuli, args.folds, 0)
     rows = []
-    for name, parts in DESIGNS.items():
+    for name, parts in designs.items():
         x = np.hstack([blocks[b].astype(np.float64) for b in parts] + [nuisance])
-        for dims in args.dims:
+        for dims, weight in ((d, w) for d in args.dims for w in args.nuisance_weights):
             y = sample_frames(run, samples, dims)
+            cfg = SentenceEncodingConfig(noise_shrinkage=args.shrinkage, nuisance_columns=len(NUISANCE_NAMES),
+                                         nuisance_weight=weight)
             held_out = []
             for held in folds:
                 tr, te = np.flatnonzero(~held), np.flatnonzero(held)
-                model = SentenceEncodingModel(SentenceEncodingConfig(noise_shrinkage=args.shrinkage)).fit(
-                    x[tr], y[tr], [stimuli[i] for i in tr])
+                model = SentenceEncodingModel(cfg).fit(x[tr], y[tr], [stimuli[i] for i in tr])
                 ident = two_way(model.log_likelihood_matrix(x[te], y[te]), [stimuli[i] for i in te],
                                 [keys[i] for i in te])
                 held_out.append((ident["across"], ident["within"]))
             across, within = np.mean(held_out, axis=0)
-            rows.append({"design": name, "dims": dims, "across": round(float(across), 3),
-                         "within": round(float(within), 3)})
+            rows.append({"design": name, "dims": dims, "nuisance_weight": weight, "folds": args.folds,
+                         "across": round(float(across), 3), "within": round(float(within), 3)})
             print(rows[-1], flush=True)
-    print_table(rows, ["design", "dims", "across", "within"])
+    print_table(rows, ["design", "dims", "nuisance_weight", "folds", "across", "within"])
     print(f"wrote {write_json('encoding_designs', {'host': host_info(), 'run': args.run, 'rows': rows})}")
 
 

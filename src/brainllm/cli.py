@@ -98,7 +98,7 @@ def train(
     if PartialState().is_main_process:
         typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
-            tune_decoder(Path(cfg.output), [])
+            tune_decoder(Path(cfg.output), [], criterion="brain_gain", tolerance=0.05)
 
 
 @app.command()
@@ -138,20 +138,28 @@ def generate(
 def tune_decoder(
     run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),
     set_: list[str] = typer.Option([], "--set", help="Override a generation setting of the candidates' search."),
+    criterion: str = typer.Option("brain_gain", help="How validation chooses the picks' λ and number of "
+                                  "candidates: brain_gain (BLEU-1 over permuted frames, within --tolerance of "
+                                  "the best BLEU-1) or bleu (BLEU-1 alone)."),
+    tolerance: float = typer.Option(0.05, help="brain_gain: relative BLEU-1 below the best that is acceptable."),
 ) -> None:
     """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
-    states (layer, dimensions, shrinkage by CV over training stimuli) and its weight and number of candidates (on
-    validation). Writes RUN/decoder.json + RUN/decoder/; `brainllm generate RUN` then decodes this way."""
+    states (layer, dimensions, shrinkage, length/position band weight by CV over training stimuli), then on
+    validation the λ of its distribution (held-out likelihood) and the λ and number of candidates of its picks
+    (--criterion). Writes RUN/decoder.json + RUN/decoder/; `brainllm generate RUN` then decodes this way."""
     from .config import generation_config
-    from .experiments.decoder_tuning import tune
+    from .errors import check_choice
+    from .experiments.decoder_tuning import CRITERIA, tune
     from .runs import RunPaths, load_run, read_config
 
+    check_choice("--criterion", criterion, CRITERIA)
     gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
     run = load_run(run_dir)
-    result = tune(run, gen_cfg)
+    result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance)
     choice = result["encoding_model"]
     typer.echo(f"encoding model: layer {choice['layer']}, {choice['max_dims'] or 'all'} frame dimensions, shrinkage "
-               f"{choice['noise_shrinkage']}, CV identification {choice['cv_identification']:.3f} (training stimuli)")
+               f"{choice['noise_shrinkage']}, nuisance band weight {choice['nuisance_weight']}, CV identification "
+               f"{choice['cv_identification']:.3f} (training stimuli)")
     typer.echo(f"decoder: {result['generation']} -> {RunPaths(run_dir).decoder_file}")
 
 

@@ -188,6 +188,8 @@ class GenerationConfig:
     n_candidates: int = 16              # encoding: the search result + n_candidates - 1 nucleus samples
     candidate_top_p: float = 0.9        # encoding: nucleus of the sampled candidates
     encoding_weight: float = 1.0        # encoding: λ on the encoding model's log-likelihood
+    posterior_weight: float | None = None  # encoding: λ of the decoder's distribution in the posterior-loss test
+                                        # (held-out likelihood; None: encoding_weight, the picks' λ)
 
     def __post_init__(self) -> None:
         check_choice("generation.method", self.method, METHODS)
@@ -197,6 +199,13 @@ class GenerationConfig:
         for key in ("num_beams", "max_new_tokens", "batch_size", "permutations"):
             check_at_least(f"generation.{key}", getattr(self, key), 1)
         check_at_least("generation.min_new_tokens", self.min_new_tokens, 0)
+        check_at_least("generation.encoding_weight", self.encoding_weight, 0)
+        _check_optional_at_least("generation.posterior_weight", self.posterior_weight, 0)
+
+    @property
+    def distribution_weight(self) -> float:
+        """λ of the Bayesian decoder's distribution (`posterior_weight`, else the picks' `encoding_weight`)."""
+        return self.encoding_weight if self.posterior_weight is None else self.posterior_weight
 
 
 @dataclass

@@ -3,15 +3,17 @@ noise frames it does no better than the LM prior; tuning writes the run's defaul
 uses; the noise-trained control permutes only training frames."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from brainllm import backbones, config, training
 from brainllm.data.dataset import BrainTextDataset, Sample
+from brainllm.errors import ConfigError
 from brainllm.decoding.bayes import (Candidates, SentenceScorer, choose_encoding_model, encoding_scores, lm_scores,
                                     posterior_losses)
-from brainllm.experiments.decoder_tuning import tune
+from brainllm.experiments.decoder_tuning import choose_decoder, tune
 from brainllm.decoding.generation import generate_predictions
 from brainllm.io import read_jsonl
 from brainllm.model import TextEncoder
@@ -75,7 +77,10 @@ def pick_rate(run, scorer, weight: float, n_distractors: int = 4) -> float:
 
 def fitted_scorer(run):
     train = run.encoder.encode_all(run.dataset, run.split.train)
-    model, choice, _ = choose_encoding_model(run, train, [LAYER], [None], [0.5])
+    model, choice, rows = choose_encoding_model(run, train, [LAYER], [None], [0.5], nuisance_weights=[1.0, 3.0])
+    # both bands tried, and the refitted model is the chosen one
+    assert [r["nuisance_weight"] for r in rows] == [1.0, 3.0]
+    assert model.config.nuisance_weight == choice.nuisance_weight and model.config.nuisance_columns == 2
     return SentenceScorer(run, model, choice)
 
 
@@ -113,13 +118,37 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
     assert {r["layer"] for r in result["cv_table"]} == {1, LAYER} and len(result["valid_table"]) == 4
     saved = json.loads((tmp_path / "run" / "decoder.json").read_text())
     assert saved["generation"]["rerank"] == "encoding" and saved["nuisance_model"]["layer"] is None
+    # the distribution's λ is the one of the lowest held-out loss; the picks' by the brain-gain criterion
+    likeliest = min(saved["valid_table"], key=lambda r: r["valid_posterior_loss"])
+    assert saved["generation"]["posterior_weight"] == likeliest["encoding_weight"]
+    assert saved["criterion"] == "brain_gain" and all("valid_bleu1_permuted" in r for r in saved["valid_table"])
     reloaded = load_run(tmp_path / "run")
     assert reloaded.config.generation.rerank == "encoding"
+    assert reloaded.config.generation.posterior_weight == likeliest["encoding_weight"]
+    # λ = 0 for the distribution: the posterior loss is BrainLLM's own loss
+    at_zero = replace(reloaded.config.generation, posterior_weight=0.0)
+    rows = read_jsonl(generate_predictions(reloaded, "test", "brain", at_zero))
+    np.testing.assert_allclose([r["posterior_loss"] for r in rows], [r["loss"] for r in rows], rtol=1e-9)
     for condition in ("brain", "permuted", "no_brain"):
         rows = read_jsonl(generate_predictions(reloaded, "test", condition))
         assert len(rows) == len(reloaded.split.test) and all(isinstance(r["prediction"], str) for r in rows)
         header = json.loads((tmp_path / "run" / "predictions" / f"test_{condition}.json").read_text())
         assert header["decoding"]["rerank"] == "encoding"
+
+
+def test_choose_decoder_trades_bleu_for_brain_dependence_within_the_tolerance():
+    row = lambda n, w, own, perm: {"n_candidates": n, "encoding_weight": w, "valid_bleu1": own,
+                                   "valid_bleu1_permuted": perm}
+    table = [row(16, 1.0, 0.220, 0.219),   # best BLEU-1, no brain dependence
+             row(16, 10.0, 0.211, 0.180),  # 4 % below the best, +0.031 over permuted frames
+             row(16, 30.0, 0.180, 0.120),  # the largest gain, but 18 % below the best
+             row(4, 10.0, 0.211, 0.180)]   # the same as 16 candidates: fewer is cheaper
+    assert choose_decoder(table, "bleu") == table[0]
+    assert choose_decoder(table, "brain_gain", 0.05) == table[3]
+    assert choose_decoder(table, "brain_gain", 0.25) == table[2]
+    assert choose_decoder(table, "brain_gain", 0.0) == table[0]
+    with pytest.raises(ConfigError, match="criterion"):
+        choose_decoder(table, "meteor")
 
 
 def test_noise_trained_control_permutes_only_training_frames(tmp_path, tiny_llama_path, source_samples):

@@ -80,11 +80,28 @@ def test_column_correlation_and_precision():
     np.testing.assert_allclose(np.linalg.inv(shrunk_precision(r, 0.0)), s)
 
 
+def test_nuisance_band_weight_is_the_fit_with_copies_of_those_columns():
+    # ridge on w² copies of a column is ridge on that column scaled by w: the second band's penalty is α / w²
+    x, y, groups = planted()
+    weighted = SentenceEncodingModel(SentenceEncodingConfig(nuisance_columns=2, nuisance_weight=2.0)).fit(
+        x[:200], y[:200], groups[:200])
+    copies = np.hstack([x[:, :4]] + [x[:, 4:]] * 4)
+    copied = SentenceEncodingModel().fit(copies[:200], y[:200], groups[:200])
+    assert weighted.alpha_ == copied.alpha_
+    np.testing.assert_allclose(weighted.log_likelihood_matrix(x[200:], y[200:]),
+                               copied.log_likelihood_matrix(copies[200:], y[200:]), rtol=1e-6, atol=1e-8)
+    # and it is a different model from the one-band fit (the weight changes what is shrunk)
+    plain = SentenceEncodingModel().fit(x[:200], y[:200], groups[:200])
+    assert not np.allclose(plain.predict(x[200:]), weighted.predict(x[200:]))
+
+
 def test_save_load_round_trip_and_damage(tmp_path):
     x, y, groups = planted()
-    model = SentenceEncodingModel().fit(x[:200], y[:200], groups[:200])
+    model = SentenceEncodingModel(SentenceEncodingConfig(nuisance_columns=2, nuisance_weight=3.0)).fit(
+        x[:200], y[:200], groups[:200])
     model.save(tmp_path)
     back = SentenceEncodingModel.load(tmp_path)
+    assert back.config == model.config
     np.testing.assert_allclose(back.log_likelihood(x[200:], y[200:]), model.log_likelihood(x[200:], y[200:]))
     (tmp_path / "encoding.npz").write_bytes((tmp_path / "encoding.npz").read_bytes()[:100])
     with pytest.raises(DatasetError, match="truncated"):
@@ -101,6 +118,10 @@ def test_bad_input_is_a_clear_error():
         SentenceEncodingModel().predict(x)
     with pytest.raises(ConfigError, match="noise_shrinkage"):
         SentenceEncodingConfig(noise_shrinkage=1.5)
+    with pytest.raises(ConfigError, match="nuisance_weight"):
+        SentenceEncodingConfig(nuisance_columns=2, nuisance_weight=0.0)
+    with pytest.raises(DatasetError, match="7 nuisance columns"):
+        SentenceEncodingModel(SentenceEncodingConfig(nuisance_columns=7)).fit(x, y, groups)
     model = SentenceEncodingModel().fit(x, y, groups)
     with pytest.raises(DatasetError, match=r"shape \(m, 6\)"):
         model.predict(x[:, :3])

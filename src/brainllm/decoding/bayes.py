@@ -33,7 +33,7 @@ from ..config import GenerationConfig
 from ..errors import BrainLLMError
 from ..io import atomic_path, read_json, write_json
 from ..model import Collator, EncodedSample
-from ..model.text_features import full_text, mean_states, nuisance_features, stimulus_positions
+from ..model.text_features import NUISANCE_NAMES, full_text, mean_states, nuisance_features, stimulus_positions
 from ..identification import two_way
 from ..ridge import stimulus_folds
 from ..runs import LoadedRun, RunPaths
@@ -51,6 +51,13 @@ class EncodingChoice:
     max_dims: int | None       # first frame dimensions used (PCA components in order); None = all
     noise_shrinkage: float
     cv_identification: float  # mean out-of-fold 2-way identification across stimuli (candidate texts for frames)
+    nuisance_weight: float = 1.0  # the length/position band's scale (1 in decoder files written before it existed)
+
+    def model_config(self, seed: int = 0) -> SentenceEncodingConfig:
+        """The encoding model's hyper-parameters for this choice (the design's last columns are the nuisance)."""
+        return SentenceEncodingConfig(noise_shrinkage=self.noise_shrinkage, seed=seed,
+                                      nuisance_columns=len(NUISANCE_NAMES) if self.layer is not None else 0,
+                                      nuisance_weight=self.nuisance_weight)
 
 
 @dataclass
@@ -122,11 +129,12 @@ def training_samples(run: LoadedRun) -> list[EncodedSample]:
 
 
 def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], layers: Sequence[int],
-                          dims: Sequence[int | None], shrinkages: Sequence[float], n_folds: int = 5, seed: int = 0
+                          dims: Sequence[int | None], shrinkages: Sequence[float],
+                          nuisance_weights: Sequence[float] = (1.0,), n_folds: int = 5, seed: int = 0
                           ) -> tuple[SentenceEncodingModel, EncodingChoice, list[dict]]:
-    """Pick the layer, frame dimensions and shrinkage with the best out-of-fold identification (`two_way`, across
-    stimuli) over folds of whole training stimuli, then refit on all of `samples`. Returns (model, choice, one row
-    per configuration tried)."""
+    """Pick the layer, frame dimensions, shrinkage and nuisance band weight (layers only: a nuisance-only design
+    has one band) with the best out-of-fold identification (`two_way`, across stimuli) over folds of whole training
+    stimuli, then refit on all of `samples`. Returns (model, choice, one row per configuration tried)."""
     texts, positions = reference_texts(run, samples), positions_of(run, samples)
     stim = [s.stimulus for s in samples]
     keys = [s.frame_rows for s in samples]
@@ -139,21 +147,21 @@ def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], laye
         for max_dims in dims:
             y = sample_frames(run, samples, max_dims)
             for shrink in shrinkages:
-                cfg = SentenceEncodingConfig(noise_shrinkage=shrink, seed=seed)
-                scores = []
-                for held in folds:
-                    tr, te = np.flatnonzero(~held), np.flatnonzero(held)
-                    model = SentenceEncodingModel(cfg).fit(x[tr], y[tr], [stim[i] for i in tr])
-                    m = model.log_likelihood_matrix(x[te], y[te])
-                    scores.append(two_way(m, [stim[i] for i in te], [keys[i] for i in te])["across"])
-                row = {"layer": layer, "max_dims": max_dims, "noise_shrinkage": shrink,
-                       "cv_identification": float(np.mean(scores))}
-                rows.append(row)
-                log.info("encoding model %s: CV identification %.3f", row, row["cv_identification"])
-                if best is None or row["cv_identification"] > best["cv_identification"]:
-                    best = row
+                for weight in (nuisance_weights if layer is not None else (1.0,)):
+                    trial = EncodingChoice(layer, max_dims, shrink, float("nan"), weight)
+                    scores = []
+                    for held in folds:
+                        tr, te = np.flatnonzero(~held), np.flatnonzero(held)
+                        model = SentenceEncodingModel(trial.model_config(seed)).fit(x[tr], y[tr], [stim[i] for i in tr])
+                        m = model.log_likelihood_matrix(x[te], y[te])
+                        scores.append(two_way(m, [stim[i] for i in te], [keys[i] for i in te])["across"])
+                    row = asdict(replace(trial, cv_identification=float(np.mean(scores))))
+                    rows.append(row)
+                    log.info("encoding model %s: CV identification %.3f", row, row["cv_identification"])
+                    if best is None or row["cv_identification"] > best["cv_identification"]:
+                        best = row
     choice = EncodingChoice(**best)
-    model = SentenceEncodingModel(SentenceEncodingConfig(noise_shrinkage=choice.noise_shrinkage, seed=seed)).fit(
+    model = SentenceEncodingModel(choice.model_config(seed)).fit(
         _design(states, choice.layer, nuisance), sample_frames(run, samples, choice.max_dims), stim)
     return model, choice, rows
 
@@ -280,13 +288,15 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
     """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`); `scorer`
     "nuisance" swaps in the length/position-only encoding model (the nuisance control). Given the adapter-
     conditioned LM's teacher-forced losses of the reference continuations `lm_losses` `(n,)` (mean nats per token
-    + EOS), also the loss of each under the decoder's distribution (`posterior_losses`); else None."""
+    + EOS), also the loss of each under the decoder's distribution at λ `cfg.distribution_weight`
+    (`posterior_losses`); else None."""
     model = load_scorer(run, scorer)
     cands = score_candidates(run, samples, layout, cfg, model, desc)
     texts = [texts[k] for texts, k in zip(cands.texts, cands.pick(cfg.encoding_weight))]
     if lm_losses is None:
         return texts, None
-    return texts, posterior_losses(lm_losses, *reference_scores(run, model, samples), cands, cfg.encoding_weight)
+    return texts, posterior_losses(lm_losses, *reference_scores(run, model, samples), cands,
+                                   cfg.distribution_weight)
 
 
 def reference_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample]
