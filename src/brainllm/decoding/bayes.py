@@ -9,11 +9,12 @@ LM must read (DESIGN.md). Applied to sentences, with the trained BrainLLM as the
 over candidate continuations c: the run's own search result (beam or greedy) plus `n_candidates − 1` samples from
 BrainLLM (nucleus sampling). `log p_LM` is the summed token log-probability of c and EOS under the adapter-
 conditioned LM (teacher-forced); `log p(frames | text)` is a `voxelwise.sentence_encoding.SentenceEncodingModel`
-on the backbone's mean state of the text after one layer plus the nuisance features (length, position), fitted on
-training samples only. λ, the number of candidates, the layer, the number of frame dimensions and the noise
-shrinkage are chosen by `experiments.decoder_tuning.tune` (layer/dims/shrinkage by cross-validation over training
-stimuli, λ and N on the validation split) and stored in the run folder (`RUN/decoder/`), so that `brainllm
-generate RUN` decodes this way.
+on the backbone's mean state of the text after one layer plus the nuisance features (length, position; a second
+ridge band), fitted on training samples only. The layer, the number of frame dimensions, the noise shrinkage and
+the nuisance band's weight are chosen by cross-validation over training stimuli, and λ and the number of candidates
+on the validation split, by `experiments.decoder_tuning.tune`, which stores them in the run folder (`RUN/decoder/`),
+so that `brainllm generate RUN` decodes this way. The decoder's distribution (`posterior_losses`) may use its own λ
+(`generation.posterior_weight`, the held-out likelihood's choice) beside the picks' `encoding_weight`.
 
 A control decodes with the same frames it is given everywhere: PerBrainLLM's candidates come from the permuted
 frames and are scored against the permuted frames.
