@@ -57,6 +57,27 @@ def test_reference_mismatch_between_conditions_is_refused(fake_run):
         load_run_data(fake_run)
 
 
+@pytest.mark.parametrize("key, value", [("loss", "3.2 nats"), ("posterior_loss", "n/a"), ("posterior_loss", True)])
+def test_a_loss_that_is_not_a_number_is_refused(fake_run, key, value):
+    def damage(rows):
+        rows[1][key] = value
+        return rows
+
+    _rewrite(fake_run / "predictions/test_permuted.jsonl", damage)
+    with pytest.raises(EvaluationError, match=f"'{key}' of sample .* must be a number or null, got {value!r}"):
+        load_run_data(fake_run)
+
+
+def test_a_null_posterior_loss_is_no_posterior_loss(fake_run):
+    def add(rows):
+        for r in rows:
+            r["posterior_loss"] = None
+        return rows
+
+    _rewrite(fake_run / "predictions/test_brain.jsonl", add)
+    assert load_run_data(fake_run).conditions["brain"].posterior_loss is None
+
+
 def test_training_ids_in_predictions_are_refused(fake_run):
     split = json.loads((fake_run / "split.json").read_text())
     split["train"].append(split["test"][0])

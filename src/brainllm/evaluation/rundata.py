@@ -139,6 +139,18 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _number(row: dict, key: str, path: Path) -> float:
+    """`row[key]` as a float; NaN when the field is null or absent. Anything else is an EvaluationError naming the
+    file, the sample and the value (a damaged or hand-edited predictions file)."""
+    value = row.get(key)
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EvaluationError(f"{path}: '{key}' of sample '{row.get('id')}' must be a number or null, got {value!r}; "
+                              "re-run `brainllm generate` for this condition.")
+    return float(value)
+
+
 def _condition(run: Path, split: str, name: str, ids: list[str], references: dict[str, str]) -> Condition:
     path = RunPaths(run).predictions(split, name)
     rows = _read_rows(path)
@@ -174,9 +186,8 @@ def _condition(run: Path, split: str, name: str, ids: list[str], references: dic
         for sid, row in by_perm[perm].items():
             i = index[sid]
             preds[i][j] = str(row["prediction"] or "")
-            loss[i, j] = float(row["loss"]) if row["loss"] is not None else np.nan
-            if row.get("posterior_loss") is not None:
-                posterior[i, j] = float(row["posterior_loss"])
+            loss[i, j] = _number(row, "loss", path)
+            posterior[i, j] = _number(row, "posterior_loss", path)
             fixed[i, j] = name == "permuted" and str(row.get("frames_from", "")) == sid
     if fixed.any():
         log.warning("%s: %d (sample, permutation) pairs got their own frames; they are left out of the permuted "
