@@ -55,8 +55,7 @@ def main() -> None:
     rows = []
     for n in args.candidates:
         for w in args.weights:
-            a = bleu1([t[k] for t, k in zip(true.texts, true.pick(w, n))], refs)
-            b = bleu1([t[k] for t, k in zip(perm.texts, perm.pick(w, n))], refs)
+            a, b = bleu1(true.picks(w, n), refs), bleu1(perm.picks(w, n), refs)
             rows.append({"candidates": n, "weight": w, "bleu1_true": round(float(a.mean()), 4),
                          "bleu1_permuted": round(float(b.mean()), 4), "diff": round(float((a - b).mean()), 4),
                          "p_signflip_passages": round(sign_flip_test(a - b, stimuli, 10000, 0), 4)})
@@ -79,7 +78,8 @@ def main() -> None:
     print()
     print_table(loss_rows, ["scorer", "weight", "loss_true", "loss_permuted", "diff", "p_signflip_passages",
                             "pairwise"])
-    print(f"wrote {write_json('bayes_weight', {'host': host_info(), 'run': args.run, 'rows': rows, 'posterior': loss_rows})}")
+    result = {"host": host_info(), "run": args.run, "rows": rows, "posterior": loss_rows}
+    print(f"wrote {write_json('bayes_weight', result)}")
 
 
 if __name__ == "__main__":

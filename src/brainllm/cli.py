@@ -148,11 +148,10 @@ def tune_decoder(
     validation the λ of its distribution (held-out likelihood) and the λ and number of candidates of its picks
     (--criterion). Writes RUN/decoder.json + RUN/decoder/; `brainllm generate RUN` then decodes this way."""
     from .config import generation_config
-    from .errors import check_choice
-    from .experiments.decoder_tuning import CRITERIA, tune
+    from .experiments.decoder_tuning import check_selection, tune
     from .runs import RunPaths, load_run, read_config
 
-    check_choice("--criterion", criterion, CRITERIA)
+    check_selection(criterion, tolerance, prefix="--")
     gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
     run = load_run(run_dir)
     result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance)

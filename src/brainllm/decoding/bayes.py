@@ -211,6 +211,10 @@ class Candidates:
             out.append(int(np.argmax(lm[:k] + weight * enc[:k])))
         return out
 
+    def picks(self, weight: float, n_candidates: int | None = None) -> list[str]:
+        """The text `pick` chooses for each sample."""
+        return [texts[k] for texts, k in zip(self.texts, self.pick(weight, n_candidates))]
+
 
 def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
             desc: str = "propose") -> tuple[list[list[list[int]]], list[np.ndarray]]:
@@ -293,7 +297,7 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
     (`posterior_losses`); else None."""
     model = load_scorer(run, scorer)
     cands = score_candidates(run, samples, layout, cfg, model, desc)
-    texts = [texts[k] for texts, k in zip(cands.texts, cands.pick(cfg.encoding_weight))]
+    texts = cands.picks(cfg.encoding_weight)
     if lm_losses is None:
         return texts, None
     return texts, posterior_losses(lm_losses, *reference_scores(run, model, samples), cands,

@@ -8,12 +8,12 @@ Conditions (all from the same trained run where they use it):
 
 Each row also holds the teacher-forced loss (mean cross-entropy per continuation token + EOS, in nats) under that
 condition (and, with the Bayesian decoder, `posterior_loss`: the same under the decoder's own distribution,
-`bayes.posterior_losses`), computed with right padding, while decoding uses left-padded `inputs_embeds` and the KV cache: beam and
-greedy search run each prefix once and share its cache among the sample's beams (`prefix_beam`, the same tokens as
-HF `generate`, which `generation.decoder: hf` uses instead). Batches are formed by sequence length (longest first)
-and the outputs put back in the samples' order; the `permuted` condition decodes and scores all its derangements in
-one pass. Everything runs under `torch.inference_mode()`. `crossloss` writes the loss of every (text, frames)
-pairing of a subset of samples, for identification accuracy.
+`bayes.posterior_losses`), computed with right padding, while decoding uses left-padded `inputs_embeds` and the KV
+cache: beam and greedy search run each prefix once and share its cache among the sample's beams (`prefix_beam`,
+the same tokens as HF `generate`, which `generation.decoder: hf` uses instead). Batches are formed by sequence
+length (longest first) and the outputs put back in the samples' order; the `permuted` condition decodes and
+scores all its derangements in one pass. Everything runs under `torch.inference_mode()`. `crossloss` writes the
+loss of every (text, frames) pairing of a subset of samples, for identification accuracy.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from .bayes import bayes_decode
 from .sentences import (decode_ids, decoding_kwargs, generate_ids, input_layout, length_sorted_batches,
                         search_settings, teacher_forced_losses)
 
-__all__ = ["cross_losses", "decode", "decode_ids", "decode_scored", "decoding_kwargs", "generate_ids", "generate_predictions",
-           "input_layout", "length_sorted_batches", "pick_samples", "search_settings", "teacher_forced_losses"]
+__all__ = ["cross_losses", "decode", "decode_ids", "decode_scored", "decoding_kwargs", "generate_ids",
+           "generate_predictions", "input_layout", "length_sorted_batches", "pick_samples", "search_settings",
+           "teacher_forced_losses"]
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ that sentence length and position explain much of Pereira decoding) is answered 
 * `verdicts(summary)`: per control present, whether BrainLLM beats it, by which test and at which p:
   PerBrainLLM (permuted frames) and StdLLM (no brain input) by the teacher-forced loss (sign-flip over stimuli on
   the per-sample Δ loss) and by BLEU-1 of the generated text; the length/position decoder (`nuisance`) by BLEU-1
-  and by the loss under its distribution (it decodes with the same LM, so its plain losses are BrainLLM's). Beating StdLLM alone is not a brain effect (a
-  learned prompt does it), and the verdict says so.
+  and by the loss under its distribution (it decodes with the same LM, so its plain losses are BrainLLM's).
+  Beating StdLLM alone is not a brain effect (a learned prompt does it), and the verdict says so.
 * with the Bayesian decoder, the same loss test and pairwise accuracy under the decoder's own distribution
   (`posterior_loss_nats`: the adapter-conditioned LM re-weighted by λ·log p(frames | text), normalised over its
   samples), where the encoding model's reading of the frames enters the paper's scoring;
@@ -25,12 +25,11 @@ from typing import Any, Optional
 import numpy as np
 
 from ..identification import two_way
+from .metrics import LOSS, POSTERIOR_LOSS
 from .rundata import DISPLAY
 
 ALPHA = 0.05
 BLEU = "bleu1_per_sample"
-LOSS = "loss_nats"
-POSTERIOR_LOSS = "posterior_loss_nats"
 
 
 def decoder_identification(scores: Optional[dict[str, np.ndarray]],

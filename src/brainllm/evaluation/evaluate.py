@@ -31,8 +31,7 @@ from .text import tokenize
 
 log = logging.getLogger(__name__)
 
-LOSS = "loss_nats"
-POSTERIOR_LOSS = "posterior_loss_nats"  # the Bayesian decoder's own distribution (decoding.bayes.posterior_losses)
+LOSS, POSTERIOR_LOSS = M.LOSS, M.POSTERIOR_LOSS
 
 
 @dataclass(frozen=True)
@@ -203,13 +202,14 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
         brain_loss = per_sample["brain"][LOSS]
         if "permuted" in run.conditions:
             cond = run.conditions["permuted"]
-            acc = S.pairwise_accuracy(brain_loss, cond.loss, cond.fixed_point)
-            pairwise["vs_permuted"] = _accuracy_summary(acc, 0.5, run, boot, config)
-            pairwise["vs_permuted"]["permutations"] = cond.n_permutations
-            if POSTERIOR_LOSS in per_sample["brain"] and cond.posterior_loss is not None:
-                acc = S.pairwise_accuracy(per_sample["brain"][POSTERIOR_LOSS], cond.posterior_loss, cond.fixed_point)
-                pairwise["posterior_vs_permuted"] = _accuracy_summary(acc, 0.5, run, boot, config)
-                pairwise["posterior_vs_permuted"]["permutations"] = cond.n_permutations
+            for key, mine, theirs in (("vs_permuted", brain_loss, cond.loss),
+                                      ("posterior_vs_permuted", per_sample["brain"].get(POSTERIOR_LOSS),
+                                       cond.posterior_loss)):
+                if mine is None or theirs is None:  # the posterior loss: only where the Bayesian decoder decoded
+                    continue
+                acc = S.pairwise_accuracy(mine, theirs, cond.fixed_point)
+                pairwise[key] = _accuracy_summary(acc, 0.5, run, boot, config)
+                pairwise[key]["permutations"] = cond.n_permutations
         if "no_brain" in run.conditions:
             acc = S.pairwise_accuracy(brain_loss, run.conditions["no_brain"].loss)
             pairwise["vs_no_brain"] = _accuracy_summary(acc, 0.5, run, boot, config)

@@ -130,8 +130,11 @@ _register("meteor_nltk_wordnet", True, "METEOR (nltk; reference, hypothesis; exa
 _register("meteor_nltk_exact_stem", True, "METEOR (nltk; reference, hypothesis; exact+stem only: WordNet absent)")
 _register("semsim_minilm_cosine", True, "cosine of MiniLM sentence embeddings")
 _register("bertscore_minilm_f1", True, "BERTScore-style greedy-matching F1 on MiniLM layer-6 token embeddings")
-_register("loss_nats", False, "teacher-forced mean cross-entropy per continuation token (nats), LOWER is better")
-_register("posterior_loss_nats", False, "the same loss under the Bayesian decoder's own distribution, the frames "
+#: the teacher-forced loss, and the same under the Bayesian decoder's own distribution (`decoding.bayes`)
+LOSS = "loss_nats"
+POSTERIOR_LOSS = "posterior_loss_nats"
+_register(LOSS, False, "teacher-forced mean cross-entropy per continuation token (nats), LOWER is better")
+_register(POSTERIOR_LOSS, False, "the same loss under the Bayesian decoder's own distribution, the frames "
           "weighing in by λ·log p(frames | text) (nats per token), LOWER is better")
 
 

@@ -25,7 +25,7 @@ from ..config import GenerationConfig
 from ..decoding.bayes import (SentenceScorer, choose_encoding_model, posterior_losses, reference_scores, save_scorer,
                               score_candidates, training_samples)
 from ..decoding.sentences import teacher_forced_losses
-from ..errors import check_choice
+from ..errors import ConfigError, check_choice
 from ..evaluation import metrics as M
 from ..io import write_json
 from ..model.collate import permute_frames
@@ -59,15 +59,21 @@ def default_layers(n_blocks: int) -> list[int]:
     return sorted({max(1, min(n_blocks, round(f * n_blocks))) for f in DEFAULT_LAYER_FRACTIONS})
 
 
+def check_selection(criterion: str, tolerance: float, prefix: str = "") -> None:
+    """A `ConfigError` unless `criterion` is one of `CRITERIA` and `tolerance` lies in [0, 1) (checked before any
+    fitting, so a typo costs nothing); `prefix` goes before the names in the message (`--` for the CLI)."""
+    check_choice(f"{prefix}criterion", criterion, CRITERIA)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0.0 <= tolerance < 1.0:
+        raise ConfigError(f"{prefix}tolerance must be a number in [0, 1), got {tolerance!r}.")
+
+
 def choose_decoder(table: Sequence[dict], criterion: str = "brain_gain", tolerance: float = DEFAULT_TOLERANCE
                    ) -> dict:
     """The validation row (`n_candidates`, `encoding_weight`, `valid_bleu1`, `valid_bleu1_permuted`) whose
     setting decodes: `bleu`, the highest `valid_bleu1`; `brain_gain`, the highest `valid_bleu1 −
     valid_bleu1_permuted` among rows with `valid_bleu1 >= (1 − tolerance) · max valid_bleu1`. Ties go to the
     higher BLEU-1, then to fewer candidates (cheaper)."""
-    check_choice("criterion", criterion, CRITERIA)
-    if not 0.0 <= tolerance < 1.0:
-        raise ValueError(f"tolerance must lie in [0, 1), got {tolerance}.")
+    check_selection(criterion, tolerance)
     if criterion == "bleu":
         return max(table, key=lambda r: (r["valid_bleu1"], -r["n_candidates"]))
     floor = (1 - tolerance) * max(r["valid_bleu1"] for r in table)
@@ -91,7 +97,7 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     3. `posterior_weight`: the λ of the lowest such loss; `encoding_weight` and `n_candidates`: `choose_decoder`.
     Writes `RUN/decoder/` (the models) and `RUN/decoder.json` (the chosen generation settings, which `load_run`
     applies as the run's defaults, and the tables behind the choice). Returns what decoder.json holds."""
-    check_choice("criterion", criterion, CRITERIA)
+    check_selection(criterion, tolerance)
     cfg = replace(cfg or run.config.generation, n_candidates=max(n_candidates), rerank="encoding")
     if layers is None:
         layers = default_layers(run.model.backbone.config.num_hidden_layers)
@@ -112,7 +118,7 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     table = []
     for n in n_candidates:
         for w in weights:
-            bleu = [float(bleu1([t[k] for t, k in zip(c.texts, c.pick(w, n))], refs).mean()) for c in (cands, permuted)]
+            bleu = [float(bleu1(c.picks(w, n), refs).mean()) for c in (cands, permuted)]
             table.append({"n_candidates": n, "encoding_weight": w, "valid_bleu1": bleu[0],
                           "valid_bleu1_permuted": bleu[1],
                           "valid_posterior_loss": float(np.nanmean(posterior_losses(*references, cands, w)))})
