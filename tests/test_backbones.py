@@ -76,6 +76,22 @@ def test_gguf_conversion_is_crash_safe(tmp_path, monkeypatch, tiny_llama_path):
     assert [p.name for p in (tmp_path / "cache" / "backbones").iterdir()][0].startswith("tiny-")
 
 
+def test_gguf_cache_is_shared_by_copies_of_one_file(tmp_path, monkeypatch):
+    """Every virtual environment installs its own copy of the GGUF file: the same bytes share one converted folder
+    (no second conversion, no second 0.5 GB copy); other bytes, or a file rewritten in place, get another."""
+    monkeypatch.setenv("BRAINLLM_CACHE", str(tmp_path / "cache"))
+    folders = []
+    for venv, content in (("venv1", b"GGUF same"), ("venv2", b"GGUF same"), ("venv3", b"GGUF other")):
+        path = tmp_path / venv / "model.gguf"
+        path.parent.mkdir()
+        path.write_bytes(content)
+        folders.append(backbones._gguf_cache_folder(backbones.ResolvedBackbone("model", "gguf", path)))
+    assert folders[0] == folders[1] != folders[2]
+    rewritten = tmp_path / "venv1" / "model.gguf"
+    rewritten.write_bytes(b"GGUF new bytes")
+    assert backbones._gguf_cache_folder(backbones.ResolvedBackbone("model", "gguf", rewritten)) not in folders
+
+
 @pytest.fixture(scope="module")
 def smollm2():
     if backbones.smollm2_gguf_path() is None:

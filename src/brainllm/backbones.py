@@ -16,6 +16,7 @@ User mappings come from, in order: the environment variable `BRAINLLM_BACKBONE_<
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -122,9 +123,22 @@ def resolve(spec: str = DEFAULT_BACKBONE) -> ResolvedBackbone:
 
 
 def _gguf_cache_folder(resolved: ResolvedBackbone) -> Path:
-    stat = resolved.path.stat()
-    key = hashlib.sha1(f"{resolved.path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:10]
-    return cache_dir() / "backbones" / f"{resolved.name}-{key}"
+    """The converted copy's folder, keyed by the GGUF file's *content*: every virtual environment installs its own
+    copy of the same file (another path, another mtime), and a key on those made each one convert again and leave
+    another dense copy (~0.5 GB) in the cache."""
+    path = resolved.path.resolve()
+    stat = path.stat()
+    return cache_dir() / "backbones" / f"{resolved.name}-{_content_key(str(path), stat.st_size, stat.st_mtime_ns)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _content_key(path: str, size: int, mtime_ns: int) -> str:
+    """First 10 hex digits of the file's SHA-1 (size and mtime only make the memo notice a rewritten file)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:10]
 
 
 def dense_folder(resolved: ResolvedBackbone) -> Path:
