@@ -98,7 +98,9 @@ def train(
     if PartialState().is_main_process:
         typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
-            tune_decoder(Path(cfg.output), [], criterion="brain_gain", tolerance=0.05)
+            from .experiments.decoder_tuning import DEFAULT_CRITERION, DEFAULT_TOLERANCE
+
+            tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE)
 
 
 @app.command()
@@ -138,10 +140,12 @@ def generate(
 def tune_decoder(
     run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),
     set_: list[str] = typer.Option([], "--set", help="Override a generation setting of the candidates' search."),
-    criterion: str = typer.Option("brain_gain", help="How validation chooses the picks' λ and number of "
-                                  "candidates: brain_gain (BLEU-1 over permuted frames, within --tolerance of "
-                                  "the best BLEU-1) or bleu (BLEU-1 alone)."),
-    tolerance: float = typer.Option(0.05, help="brain_gain: relative BLEU-1 below the best that is acceptable."),
+    criterion: str = typer.Option("content_gain", help="How validation chooses the picks' λ and number of "
+                                  "candidates: content_gain (BLEU-1 over the length/position decoder's picks, "
+                                  "within --tolerance of the best BLEU-1), brain_gain (the same over permuted "
+                                  "frames) or bleu (BLEU-1 alone)."),
+    tolerance: float = typer.Option(0.05, help="content_gain, brain_gain: relative BLEU-1 below the best that is "
+                                               "acceptable."),
 ) -> None:
     """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
     states (layer, dimensions, shrinkage, length/position band weight by CV over training stimuli), then on

@@ -118,15 +118,22 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
     assert {r["layer"] for r in result["cv_table"]} == {1, LAYER} and len(result["valid_table"]) == 4
     saved = json.loads((tmp_path / "run" / "decoder.json").read_text())
     assert saved["generation"]["rerank"] == "encoding" and saved["nuisance_model"]["layer"] is None
-    # the distribution's λ is the one of the lowest held-out loss; the picks' by the brain-gain criterion
+    # the distribution's λ is the one of the lowest held-out loss; the picks' by the content-gain criterion
     likeliest = min(saved["valid_table"], key=lambda r: r["valid_posterior_loss"])
     assert saved["generation"]["posterior_weight"] == likeliest["encoding_weight"]
-    assert saved["criterion"] == "brain_gain" and all("valid_bleu1_permuted" in r for r in saved["valid_table"])
+    assert saved["criterion"] == "content_gain" and all("valid_bleu1_permuted" in r for r in saved["valid_table"])
+    assert choose_decoder(saved["valid_table"], "content_gain") == next(
+        r for r in saved["valid_table"] if r["n_candidates"] == saved["generation"]["n_candidates"]
+        and r["encoding_weight"] == saved["generation"]["encoding_weight"])
+    # the length/position decoder picks among the same candidates: at λ = 0 (the LM alone) its picks are BrainLLM's
+    for r in saved["valid_table"]:
+        if r["encoding_weight"] == 0.0 or r["n_candidates"] == 1:
+            assert r["valid_bleu1_nuisance"] == r["valid_bleu1"]
     reloaded = load_run(tmp_path / "run")
     assert reloaded.config.generation.rerank == "encoding"
     assert reloaded.config.generation.posterior_weight == likeliest["encoding_weight"]
-    # λ = 0 for the distribution: the posterior loss is BrainLLM's own loss
-    at_zero = replace(reloaded.config.generation, posterior_weight=0.0)
+    # λ = 0 for the distribution: the posterior loss is BrainLLM's own loss (its normaliser needs sampled candidates)
+    at_zero = replace(reloaded.config.generation, posterior_weight=0.0, n_candidates=3)
     rows = read_jsonl(generate_predictions(reloaded, "test", "brain", at_zero))
     np.testing.assert_allclose([r["posterior_loss"] for r in rows], [r["loss"] for r in rows], rtol=1e-9)
     for condition in ("brain", "permuted", "no_brain"):
@@ -137,16 +144,20 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
 
 
 def test_choose_decoder_trades_bleu_for_brain_dependence_within_the_tolerance():
-    row = lambda n, w, own, perm: {"n_candidates": n, "encoding_weight": w, "valid_bleu1": own,
-                                   "valid_bleu1_permuted": perm}
-    table = [row(16, 1.0, 0.220, 0.219),   # best BLEU-1, no brain dependence
-             row(16, 10.0, 0.211, 0.180),  # 4 % below the best, +0.031 over permuted frames
-             row(16, 30.0, 0.180, 0.120),  # the largest gain, but 18 % below the best
-             row(4, 10.0, 0.211, 0.180)]   # the same as 16 candidates: fewer is cheaper
+    row = lambda n, w, own, perm, nuis: {"n_candidates": n, "encoding_weight": w, "valid_bleu1": own,
+                                         "valid_bleu1_permuted": perm, "valid_bleu1_nuisance": nuis}
+    table = [row(16, 1.0, 0.220, 0.219, 0.214),   # best BLEU-1, no brain dependence, +0.006 over length/position
+             row(16, 10.0, 0.211, 0.180, 0.215),  # 4 % below the best, +0.031 over permuted frames, all nuisance
+             row(16, 30.0, 0.180, 0.120, 0.150),  # the largest gains, but 18 % below the best
+             row(4, 10.0, 0.211, 0.180, 0.215),   # the same as 16 candidates: fewer is cheaper
+             row(8, 3.0, 0.212, 0.200, 0.200)]    # +0.012 over permuted, +0.012 over length/position
     assert choose_decoder(table, "bleu") == table[0]
     assert choose_decoder(table, "brain_gain", 0.05) == table[3]
     assert choose_decoder(table, "brain_gain", 0.25) == table[2]
     assert choose_decoder(table, "brain_gain", 0.0) == table[0]
+    assert choose_decoder(table, "content_gain", 0.05) == table[4] == choose_decoder(table)
+    assert choose_decoder(table, "content_gain", 0.25) == table[2]
+    assert choose_decoder(table, "content_gain", 0.0) == table[0]
     with pytest.raises(ConfigError, match="criterion"):
         choose_decoder(table, "meteor")
 

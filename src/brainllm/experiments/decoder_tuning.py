@@ -4,11 +4,13 @@ cross-validation over training stimuli, then, on the validation split, two λs.
 - The distribution's λ (`posterior_weight`): the one under which the reference continuations are most likely
   (the held-out loss `decoding.bayes.posterior_losses` gives; it does not depend on the number of candidates).
 - The picks' λ and the number of candidates (`encoding_weight`, `n_candidates`), by a `criterion`:
-  `bleu` maximises the validation BLEU-1 of the picks under the true frames; `brain_gain` (the default) maximises
-  how much that BLEU-1 beats the picks under permuted frames (PerBrainLLM's decode: other passages' frames, their
-  own candidates), among the settings whose true-frames BLEU-1 is within `tolerance` (relative) of the best.
-  On the real development data the BLEU-1 choice left the text independent of the frames (own 0.219 vs permuted
-  0.220 on validation); λ = 10 cost 4 % of BLEU-1 and gave +0.038 over permuted frames (docs/calibration.md).
+  `bleu` maximises the validation BLEU-1 of the picks under the true frames. The two others maximise how much that
+  BLEU-1 beats a control's picks, among the settings whose true-frames BLEU-1 is within `tolerance` (relative) of
+  the best: `content_gain` (the default) the length/position decoder's (the same candidates, picked with the
+  encoding model that reads only the frames' length and position: what the frames say beyond that nuisance);
+  `brain_gain` PerBrainLLM's (other passages' frames, their own candidates). On the real development data the
+  BLEU-1 choice left the text independent of the frames (own 0.219 vs permuted 0.220 on validation); `brain_gain`
+  chose λ = 10, whose gain over permuted frames came from length and position alone (docs/calibration.md).
 
 The decoder itself is `decoding.bayes`; this module scores what it decodes, so it sits above decoding and scoring.
 """
@@ -22,8 +24,8 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from ..config import GenerationConfig
-from ..decoding.bayes import (SentenceScorer, choose_encoding_model, posterior_losses, reference_scores, save_scorer,
-                              score_candidates, training_samples)
+from ..decoding.bayes import (SentenceScorer, choose_encoding_model, encoding_scores, posterior_losses,
+                              reference_scores, save_scorer, score_candidates, training_samples)
 from ..decoding.sentences import teacher_forced_losses
 from ..errors import ConfigError, check_choice
 from ..evaluation import metrics as M
@@ -42,8 +44,11 @@ DEFAULT_SHRINKAGES = (0.5,)
 DEFAULT_NUISANCE_WEIGHTS = (1.0, 3.0, 6.0)
 DEFAULT_WEIGHTS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 DEFAULT_CANDIDATES = (1, 4, 8, 16)
-#: how the picks' λ and number of candidates are chosen on validation (module docstring)
-CRITERIA = ("brain_gain", "bleu")
+#: how the picks' λ and number of candidates are chosen on validation (module docstring), and the control
+#: column each gain criterion subtracts
+CRITERIA = ("content_gain", "brain_gain", "bleu")
+DEFAULT_CRITERION = "content_gain"
+CONTROL_COLUMNS = {"content_gain": "valid_bleu1_nuisance", "brain_gain": "valid_bleu1_permuted"}
 DEFAULT_TOLERANCE = 0.05
 
 
@@ -67,33 +72,35 @@ def check_selection(criterion: str, tolerance: float, prefix: str = "") -> None:
         raise ConfigError(f"{prefix}tolerance must be a number in [0, 1), got {tolerance!r}.")
 
 
-def choose_decoder(table: Sequence[dict], criterion: str = "brain_gain", tolerance: float = DEFAULT_TOLERANCE
-                   ) -> dict:
-    """The validation row (`n_candidates`, `encoding_weight`, `valid_bleu1`, `valid_bleu1_permuted`) whose
-    setting decodes: `bleu`, the highest `valid_bleu1`; `brain_gain`, the highest `valid_bleu1 −
-    valid_bleu1_permuted` among rows with `valid_bleu1 >= (1 − tolerance) · max valid_bleu1`. Ties go to the
-    higher BLEU-1, then to fewer candidates (cheaper)."""
+def choose_decoder(table: Sequence[dict], criterion: str = DEFAULT_CRITERION,
+                   tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """The validation row (`n_candidates`, `encoding_weight`, `valid_bleu1`, and the control columns
+    `valid_bleu1_nuisance`, `valid_bleu1_permuted`) whose setting decodes: `bleu`, the highest `valid_bleu1`; a
+    gain criterion, the highest `valid_bleu1` minus its control column (`CONTROL_COLUMNS`) among rows with
+    `valid_bleu1 >= (1 − tolerance) · max valid_bleu1`. Ties go to the higher BLEU-1, then to fewer candidates
+    (cheaper)."""
     check_selection(criterion, tolerance)
     if criterion == "bleu":
         return max(table, key=lambda r: (r["valid_bleu1"], -r["n_candidates"]))
+    control = CONTROL_COLUMNS[criterion]
     floor = (1 - tolerance) * max(r["valid_bleu1"] for r in table)
     eligible = [r for r in table if r["valid_bleu1"] >= floor]
-    return max(eligible, key=lambda r: (r["valid_bleu1"] - r["valid_bleu1_permuted"], r["valid_bleu1"],
-                                        -r["n_candidates"]))
+    return max(eligible, key=lambda r: (r["valid_bleu1"] - r[control], r["valid_bleu1"], -r["n_candidates"]))
 
 
 def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[int | None] | None = None,
          dims: Sequence[int | None] = DEFAULT_DIMS, shrinkages: Sequence[float] = DEFAULT_SHRINKAGES,
          weights: Sequence[float] = DEFAULT_WEIGHTS, n_candidates: Sequence[int] = DEFAULT_CANDIDATES,
-         nuisance_weights: Sequence[float] = DEFAULT_NUISANCE_WEIGHTS, criterion: str = "brain_gain",
+         nuisance_weights: Sequence[float] = DEFAULT_NUISANCE_WEIGHTS, criterion: str = DEFAULT_CRITERION,
          tolerance: float = DEFAULT_TOLERANCE) -> dict:
     """Fit and choose the Bayesian decoder of a trained run, never reading test samples:
     1. the encoding model (layer, frame dimensions, shrinkage, nuisance band weight) by CV identification over
        training stimuli, refitted on all training samples (with the frames the run was trained on), plus a
        nuisance-only model (length and position) for the nuisance control;
     2. on the validation split, BrainLLM's candidates under the true frames and under a derangement of them
-       (PerBrainLLM); per λ and number of candidates, the picks' mean BLEU-1 under both and the reference's loss
-       under the decoder's distribution (true frames);
+       (PerBrainLLM); per λ and number of candidates, the picks' mean BLEU-1 under both, that of the
+       length/position decoder (the true frames' candidates, picked with the nuisance-only model) and the
+       reference's loss under the decoder's distribution (true frames);
     3. `posterior_weight`: the λ of the lowest such loss; `encoding_weight` and `n_candidates`: `choose_decoder`.
     Writes `RUN/decoder/` (the models) and `RUN/decoder.json` (the chosen generation settings, which `load_run`
     applies as the run's defaults, and the tables behind the choice). Returns what decoder.json holds."""
@@ -107,20 +114,23 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     scorer = SentenceScorer(run, model, choice)
     save_scorer(run, scorer)
     nuisance, nchoice, nuisance_rows = choose_encoding_model(run, train, [None], dims, shrinkages, seed=cfg.seed)
-    save_scorer(run, SentenceScorer(run, nuisance, nchoice), "nuisance")
+    nuisance_scorer = SentenceScorer(run, nuisance, nchoice)
+    save_scorer(run, nuisance_scorer, "nuisance")
 
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
     cands = score_candidates(run, valid, "brain", cfg, scorer, desc="valid/tune")
     permuted = score_candidates(run, permute_frames(valid, cfg.seed), "brain", cfg, scorer, desc="valid/permuted")
+    # the nuisance control decodes the true frames' candidates with the length/position model (as `generate` does)
+    by_nuisance = replace(cands, encoding=encoding_scores(run, nuisance_scorer, valid, cands.texts))
     refs = [run.dataset.by_id(s.id).continuation for s in valid]
     # the decoder's own distribution, normalised over all the candidates' draws: its held-out loss per λ
     references = (teacher_forced_losses(run, valid, "brain", cfg.batch_size), *reference_scores(run, scorer, valid))
     table = []
     for n in n_candidates:
         for w in weights:
-            bleu = [float(bleu1(c.picks(w, n), refs).mean()) for c in (cands, permuted)]
+            bleu = [float(bleu1(c.picks(w, n), refs).mean()) for c in (cands, permuted, by_nuisance)]
             table.append({"n_candidates": n, "encoding_weight": w, "valid_bleu1": bleu[0],
-                          "valid_bleu1_permuted": bleu[1],
+                          "valid_bleu1_permuted": bleu[1], "valid_bleu1_nuisance": bleu[2],
                           "valid_posterior_loss": float(np.nanmean(posterior_losses(*references, cands, w)))})
     best = choose_decoder(table, criterion, tolerance)
     likeliest = min(table, key=lambda r: r["valid_posterior_loss"])
@@ -131,6 +141,7 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
               "valid_table": table, "criterion": criterion, "tolerance": tolerance,
               "note": "encoding model chosen by CV over training stimuli; λs and candidates on validation"}
     write_json(RunPaths(run.path).decoder_file, result)
-    log.info("Bayesian decoder of %s: %s (validation BLEU-1 %.4f, permuted frames %.4f)", run.path, settings,
-             best["valid_bleu1"], best["valid_bleu1_permuted"])
+    log.info("Bayesian decoder of %s: %s (validation BLEU-1 %.4f, permuted frames %.4f, length/position decoder "
+             "%.4f)", run.path, settings, best["valid_bleu1"], best["valid_bleu1_permuted"],
+             best["valid_bleu1_nuisance"])
     return result
