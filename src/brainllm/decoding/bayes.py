@@ -94,11 +94,14 @@ def text_design(run: LoadedRun, texts: Sequence[str], positions: Sequence[int], 
     return _design(states, layer, nuisance_features(texts, positions))
 
 
-def bare_states(run: LoadedRun, texts: Sequence[str], layers: Sequence[int]) -> dict[int, np.ndarray]:
-    """`{layer: (n, H)}` the pretrained LM's mean state of each text after each layer (`{}` for no layer)."""
+def bare_states(run: LoadedRun, texts: Sequence[str], layers: Sequence[int], contexts: Sequence[str] | None = None
+                ) -> dict[int, np.ndarray]:
+    """`{layer: (n, H)}` the pretrained LM's mean state of each text after each layer (`{}` for no layer), each
+    text read after its context if `contexts` are given (`mean_states`)."""
     if not layers:
         return {}
-    return mean_states(run.model.backbone, run.encoder, texts, layers, bare=run.model.bare_backbone())
+    return mean_states(run.model.backbone, run.encoder, texts, layers, bare=run.model.bare_backbone(),
+                       contexts=contexts)
 
 
 def _design(states: dict[int, np.ndarray], layer: int | None, nuisance: np.ndarray) -> np.ndarray:
