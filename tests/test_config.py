@@ -164,7 +164,8 @@ def test_generate_settings_go_through_the_loader(tmp_path, nothing_loads):
         res = CliRunner().invoke(app, ["generate", str(tmp_path), *argv])
         assert isinstance(res.exception, ConfigError) and key in str(res.exception), res.output
     for argv, key in ((["--criterion", "meteor"], "--criterion"), (["--tolerance", "1.5"], "--tolerance"),
-                      (["--set", "posterior_weight=-1"], "posterior_weight")):
+                      (["--set", "posterior_weight=-1"], "posterior_weight"),
+                      (["--context-sentences", "-1"], "--context-sentences")):
         res = CliRunner().invoke(app, ["tune-decoder", str(tmp_path), *argv])
         assert isinstance(res.exception, ConfigError) and key in str(res.exception), res.output
 

@@ -98,9 +98,10 @@ def train(
     if PartialState().is_main_process:
         typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
-            from .experiments.decoder_tuning import DEFAULT_CRITERION, DEFAULT_TOLERANCE
+            from .experiments.decoder_tuning import DEFAULT_CONTEXT_SENTENCES, DEFAULT_CRITERION, DEFAULT_TOLERANCE
 
-            tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE)
+            tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE,
+                         context_sentences=list(DEFAULT_CONTEXT_SENTENCES))
 
 
 @app.command()
@@ -146,22 +147,27 @@ def tune_decoder(
                                   "frames) or bleu (BLEU-1 alone)."),
     tolerance: float = typer.Option(0.05, help="content_gain, brain_gain: relative BLEU-1 below the best that is "
                                                "acceptable."),
+    context_sentences: list[int] = typer.Option([0], help="How many of the passage's previous sentences the "
+                                                "encoding model may read a text after (repeatable; CV chooses; "
+                                                "0 = alone)."),
 ) -> None:
     """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
-    states (layer, dimensions, shrinkage, length/position band weight by CV over training stimuli), then on
+    states (layer, dimensions, shrinkage, length/position band weight and passage context by CV over training
+    stimuli), then on
     validation the λ of its distribution (held-out likelihood) and the λ and number of candidates of its picks
     (--criterion). Writes RUN/decoder.json + RUN/decoder/; `brainllm generate RUN` then decodes this way."""
     from .config import generation_config
     from .experiments.decoder_tuning import check_selection, tune
     from .runs import RunPaths, load_run, read_config
 
-    check_selection(criterion, tolerance, prefix="--")
+    check_selection(criterion, tolerance, prefix="--", context_sentences=context_sentences)
     gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
     run = load_run(run_dir)
-    result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance)
+    result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance, context_sentences=context_sentences)
     choice = result["encoding_model"]
     typer.echo(f"encoding model: layer {choice['layer']}, {choice['max_dims'] or 'all'} frame dimensions, shrinkage "
-               f"{choice['noise_shrinkage']}, nuisance band weight {choice['nuisance_weight']}, CV identification "
+               f"{choice['noise_shrinkage']}, nuisance band weight {choice['nuisance_weight']}, read after "
+               f"{choice['context_sentences']} previous sentences, CV identification "
                f"{choice['cv_identification']:.3f} (training stimuli)")
     typer.echo(f"decoder: {result['generation']} -> {RunPaths(run_dir).decoder_file}")
 

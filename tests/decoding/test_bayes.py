@@ -11,13 +11,14 @@ import pytest
 from brainllm import backbones, config, training
 from brainllm.data.dataset import BrainTextDataset, Sample
 from brainllm.errors import ConfigError
-from brainllm.decoding.bayes import (Candidates, SentenceScorer, choose_encoding_model, encoding_scores, lm_scores,
-                                    posterior_losses)
+from brainllm.decoding.bayes import (Candidates, EncodingChoice, SentenceScorer, choose_encoding_model,
+                                    encoding_scores, lm_scores, positions_of, posterior_losses, sample_frames)
 from brainllm.experiments.decoder_tuning import choose_decoder, tune
 from brainllm.decoding.generation import generate_predictions
 from brainllm.io import read_jsonl
 from brainllm.model import TextEncoder
-from brainllm.model.text_features import full_text, mean_states, nuisance_features, stimulus_positions
+from brainllm.model.text_features import (full_text, mean_states, nuisance_features, passage_contexts,
+                                          stimulus_positions)
 from brainllm.runs import load_run
 
 LAYER = 2
@@ -93,6 +94,35 @@ def test_planted_frames_pick_the_true_text_and_noise_does_not(tmp_path, tiny_lla
     noise = train_run(tmp_path / "noise", tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, None))
     scorer = fitted_scorer(noise)
     assert pick_rate(noise, scorer, 10.0) <= pick_rate(noise, scorer, 0.0) + 0.1
+
+
+def test_a_scorer_in_context_reads_each_candidate_after_its_passage(tmp_path, tiny_llama_path, source_samples):
+    run = train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
+    train = run.encoder.encode_all(run.dataset, run.split.train)
+    model, choice, rows = choose_encoding_model(run, train, [LAYER, None], [None], [0.5], context_sentences=[0, 1])
+    # the layer is tried alone and in context; the nuisance-only design has no text to read in context
+    assert sorted((r["layer"], r["context_sentences"]) for r in rows if r["layer"] is not None) == \
+        [(LAYER, 0), (LAYER, 1)]
+    assert [r["context_sentences"] for r in rows if r["layer"] is None] == [0]
+    scorer = SentenceScorer(run, model, replace(choice, layer=LAYER, context_sentences=1))
+    samples = run.encoder.encode_all(run.dataset, run.split.test)[:6]
+    conts = [[run.dataset.by_id(s.id).continuation, "and then it rained"] for s in samples]
+    got = encoding_scores(run, scorer, samples, conts)
+    # by hand: prompt + candidate read after the sample's previous sentence, its own positions and frames
+    contexts = passage_contexts(run.dataset, [run.dataset.by_id(s.id) for s in samples], 1)
+    assert any(contexts) and contexts == scorer.contexts(samples)
+    full = [full_text(run.dataset.by_id(s.id).prompt, c) for s, cs in zip(samples, conts) for c in cs]
+    ctx = [contexts[i] for i, cs in enumerate(conts) for _ in cs]
+    states = mean_states(run.model.backbone, run.encoder, full, [LAYER], contexts=ctx)[LAYER]
+    x = np.hstack([states, nuisance_features(full, np.repeat(positions_of(run, samples), 2))])
+    expected = model.log_likelihood(x, np.repeat(sample_frames(run, samples), 2, axis=0))
+    np.testing.assert_allclose(np.concatenate(got), expected, rtol=1e-6)
+    alone = encoding_scores(run, SentenceScorer(run, model, replace(choice, layer=LAYER, context_sentences=0)),
+                            samples, conts)
+    assert not np.allclose(np.concatenate(got), np.concatenate(alone))
+    # decoder files written before the option read texts alone
+    old = {k: v for k, v in vars(choice).items() if k != "context_sentences"}
+    assert EncodingChoice(**old).context_sentences == 0
 
 
 def test_posterior_loss_matches_a_hand_computed_normaliser():

@@ -10,8 +10,9 @@ over candidate continuations c: the run's own search result (beam or greedy) plu
 BrainLLM (nucleus sampling). `log p_LM` is the summed token log-probability of c and EOS under the adapter-
 conditioned LM (teacher-forced); `log p(frames | text)` is a `voxelwise.sentence_encoding.SentenceEncodingModel`
 on the backbone's mean state of the text after one layer plus the nuisance features (length, position; a second
-ridge band), fitted on training samples only. The layer, the number of frame dimensions, the noise shrinkage and
-the nuisance band's weight are chosen by cross-validation over training stimuli, and λ and the number of candidates
+ridge band), fitted on training samples only; the text may be read after the passage's previous sentences (an
+option, `context_sentences`). The layer, the number of frame dimensions, the noise shrinkage, the nuisance band's
+weight and the context are chosen by cross-validation over training stimuli, and λ and the number of candidates
 on the validation split, by `experiments.decoder_tuning.tune`, which stores them in the run folder (`RUN/decoder/`),
 so that `brainllm generate RUN` decodes this way. The decoder's distribution (`posterior_losses`) may use its own λ
 (`generation.posterior_weight`, the held-out likelihood's choice) beside the picks' `encoding_weight`.
@@ -34,7 +35,8 @@ from ..config import GenerationConfig
 from ..errors import BrainLLMError
 from ..io import atomic_path, read_json, write_json
 from ..model import Collator, EncodedSample
-from ..model.text_features import NUISANCE_NAMES, full_text, mean_states, nuisance_features, stimulus_positions
+from ..model.text_features import (NUISANCE_NAMES, full_text, mean_states, nuisance_features, passage_contexts,
+                                   stimulus_positions)
 from ..identification import two_way
 from ..ridge import stimulus_folds
 from ..runs import LoadedRun, RunPaths
@@ -53,6 +55,7 @@ class EncodingChoice:
     noise_shrinkage: float
     cv_identification: float  # mean out-of-fold 2-way identification across stimuli (candidate texts for frames)
     nuisance_weight: float = 1.0  # the length/position band's scale (1 in decoder files written before it existed)
+    context_sentences: int = 0    # previous sentences of the passage each text is read after (0: alone, as before)
 
     def model_config(self, seed: int = 0) -> SentenceEncodingConfig:
         """The encoding model's hyper-parameters for this choice (the design's last columns are the nuisance)."""
@@ -69,16 +72,26 @@ class SentenceScorer:
     model: SentenceEncodingModel
     choice: EncodingChoice
 
-    def features(self, texts: Sequence[str], positions: Sequence[int]) -> np.ndarray:
-        """`(n, F)`: mean state after `choice.layer` (if any) and the nuisance features of each text."""
-        return text_design(self.run, texts, positions, self.choice.layer)
+    def contexts(self, samples: Sequence[EncodedSample]) -> list[str] | None:
+        """Per sample, the passage text its candidates are read after (`choice.context_sentences` previous
+        sentences), or None when texts are read alone."""
+        if not self.choice.context_sentences or self.choice.layer is None:
+            return None
+        return sample_contexts(self.run, samples, self.choice.context_sentences)
+
+    def features(self, texts: Sequence[str], positions: Sequence[int], contexts: Sequence[str] | None = None
+                 ) -> np.ndarray:
+        """`(n, F)`: mean state after `choice.layer` (if any; each text read after its context, if given) and the
+        nuisance features of each text."""
+        return text_design(self.run, texts, positions, self.choice.layer, contexts)
 
     def frames(self, samples: Sequence[EncodedSample]) -> np.ndarray:
         return sample_frames(self.run, samples, self.choice.max_dims)
 
-    def log_likelihood(self, texts: Sequence[str], positions: Sequence[int], frames: np.ndarray) -> np.ndarray:
+    def log_likelihood(self, texts: Sequence[str], positions: Sequence[int], frames: np.ndarray,
+                       contexts: Sequence[str] | None = None) -> np.ndarray:
         """`(n,)` log p(frames_i | text_i) (up to a constant per frames)."""
-        return self.model.log_likelihood(self.features(texts, positions), frames)
+        return self.model.log_likelihood(self.features(texts, positions, contexts), frames)
 
 
 def sample_frames(run: LoadedRun, samples: Sequence[EncodedSample], max_dims: int | None = None) -> np.ndarray:
@@ -88,10 +101,18 @@ def sample_frames(run: LoadedRun, samples: Sequence[EncodedSample], max_dims: in
     return out if max_dims is None else out[:, :max_dims]
 
 
-def text_design(run: LoadedRun, texts: Sequence[str], positions: Sequence[int], layer: int | None) -> np.ndarray:
-    """`(n, H + 2)` or `(n, 2)`: the bare backbone's mean state after `layer`, then the nuisance features."""
-    states = {} if layer is None else bare_states(run, texts, [layer])
+def text_design(run: LoadedRun, texts: Sequence[str], positions: Sequence[int], layer: int | None,
+                contexts: Sequence[str] | None = None) -> np.ndarray:
+    """`(n, H + 2)` or `(n, 2)`: the bare backbone's mean state after `layer` (each text read after its context, if
+    given), then the nuisance features."""
+    states = {} if layer is None else bare_states(run, texts, [layer], contexts)
     return _design(states, layer, nuisance_features(texts, positions))
+
+
+def sample_contexts(run: LoadedRun, samples: Sequence[EncodedSample], n_sentences: int) -> list[str]:
+    """The `n_sentences` sentences before each sample's own in its passage (`passage_contexts`): what the reader
+    had read, whichever frames a control is given."""
+    return passage_contexts(run.dataset, [run.dataset.by_id(s.id) for s in samples], n_sentences)
 
 
 def bare_states(run: LoadedRun, texts: Sequence[str], layers: Sequence[int], contexts: Sequence[str] | None = None
@@ -134,25 +155,31 @@ def training_samples(run: LoadedRun) -> list[EncodedSample]:
 
 def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], layers: Sequence[int],
                           dims: Sequence[int | None], shrinkages: Sequence[float],
-                          nuisance_weights: Sequence[float] = (1.0,), n_folds: int = 5, seed: int = 0
+                          nuisance_weights: Sequence[float] = (1.0,), n_folds: int = 5, seed: int = 0,
+                          context_sentences: Sequence[int] = (0,)
                           ) -> tuple[SentenceEncodingModel, EncodingChoice, list[dict]]:
-    """Pick the layer, frame dimensions, shrinkage and nuisance band weight (layers only: a nuisance-only design
-    has one band) with the best out-of-fold identification (`two_way`, across stimuli) over folds of whole training
-    stimuli, then refit on all of `samples`. Returns (model, choice, one row per configuration tried)."""
+    """Pick the layer, frame dimensions, shrinkage, nuisance band weight and passage context (layers only: a
+    nuisance-only design has one band and no text states) with the best out-of-fold identification (`two_way`,
+    across stimuli) over folds of whole training stimuli, then refit on all of `samples`. Returns (model, choice,
+    one row per configuration tried)."""
     texts, positions = reference_texts(run, samples), positions_of(run, samples)
     stim = [s.stimulus for s in samples]
     keys = [s.frame_rows for s in samples]
     folds = stimulus_folds(stim, n_folds, seed)
-    states = bare_states(run, texts, [x for x in layers if x is not None])
+    text_layers = [x for x in layers if x is not None]
+    states = {n: bare_states(run, texts, text_layers, sample_contexts(run, samples, n) if n else None)
+              for n in context_sentences}
     nuisance = nuisance_features(texts, positions)
     rows, best = [], None
-    for layer in layers:
-        x = _design(states, layer, nuisance)
+    for context, layer in ((n, layer) for n in context_sentences for layer in layers):
+        if layer is None and context:
+            continue
+        x = _design(states[context], layer, nuisance)
         for max_dims in dims:
             y = sample_frames(run, samples, max_dims)
             for shrink in shrinkages:
                 for weight in (nuisance_weights if layer is not None else (1.0,)):
-                    trial = EncodingChoice(layer, max_dims, shrink, float("nan"), weight)
+                    trial = EncodingChoice(layer, max_dims, shrink, float("nan"), weight, context)
                     scores = []
                     for held in folds:
                         tr, te = np.flatnonzero(~held), np.flatnonzero(held)
@@ -166,7 +193,8 @@ def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], laye
                         best = row
     choice = EncodingChoice(**best)
     model = SentenceEncodingModel(choice.model_config(seed)).fit(
-        _design(states, choice.layer, nuisance), sample_frames(run, samples, choice.max_dims), stim)
+        _design(states[choice.context_sentences], choice.layer, nuisance), sample_frames(run, samples, choice.max_dims),
+        stim)
     return model, choice, rows
 
 
@@ -274,9 +302,11 @@ def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[En
     prompts = [run.dataset.by_id(s.id).prompt for s in samples]
     positions = positions_of(run, samples)
     frames = scorer.frames(samples)
+    contexts = scorer.contexts(samples)
     flat = [(i, full_text(prompts[i], t)) for i, cands in enumerate(texts) for t in cands]
+    flat_contexts = None if contexts is None else [contexts[i] for i, _ in flat]
     ll = scorer.log_likelihood([t for _, t in flat], [positions[i] for i, _ in flat],
-                               frames[[i for i, _ in flat]])
+                               frames[[i for i, _ in flat]], flat_contexts)
     return _regroup(ll, texts)
 
 
@@ -313,7 +343,7 @@ def reference_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[E
     under `scorer` (the frames each sample is given)."""
     texts = reference_texts(run, samples)
     return continuation_tokens(samples), scorer.log_likelihood(texts, positions_of(run, samples),
-                                                                scorer.frames(samples))
+                                                                scorer.frames(samples), scorer.contexts(samples))
 
 
 def continuation_tokens(samples: Sequence[EncodedSample]) -> np.ndarray:
@@ -358,14 +388,15 @@ def posterior_losses(lm_losses: np.ndarray, n_tokens: np.ndarray, reference_ll: 
 
 def pair_log_likelihoods(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample]) -> np.ndarray:
     """`(n, n)`: [i, j] = log p(frames of sample j | text of sample i), the nuisance position being that of
-    frames j (what the experimenter knows about them); sample i's text is its prompt + reference continuation."""
+    frames j (what the experimenter knows about them); sample i's text is its prompt + reference continuation
+    (read after its own passage context when the scorer reads texts in context)."""
     texts = reference_texts(run, samples)
     positions = positions_of(run, samples)
     n = len(samples)
     frames = scorer.frames(samples)
     words = nuisance_features(texts, positions)[:, 0]
     layer = scorer.choice.layer
-    states = bare_states(run, texts, [] if layer is None else [layer])
+    states = bare_states(run, texts, [] if layer is None else [layer], scorer.contexts(samples))
     out = np.empty((n, n))
     for j in range(n):  # frames j: every text, with frames j's position
         design = _design(states, layer, np.column_stack([words, np.full(n, float(positions[j]))]))

@@ -42,6 +42,9 @@ DEFAULT_DIMS: tuple[int | None, ...] = (200, 300, None)
 DEFAULT_SHRINKAGES = (0.5,)
 #: scales of the length/position band; on the real development data 3-6 beat 1 (docs/calibration.md)
 DEFAULT_NUISANCE_WEIGHTS = (1.0, 3.0, 6.0)
+#: how many of the passage's previous sentences a text may be read after; reading in context raised CV
+#: identification on the real development data (docs/calibration.md), but its decoder is not yet measured on test
+DEFAULT_CONTEXT_SENTENCES = (0,)
 DEFAULT_WEIGHTS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 DEFAULT_CANDIDATES = (1, 4, 8, 16)
 #: how the picks' λ and number of candidates are chosen on validation (module docstring), and the control
@@ -64,12 +67,16 @@ def default_layers(n_blocks: int) -> list[int]:
     return sorted({max(1, min(n_blocks, round(f * n_blocks))) for f in DEFAULT_LAYER_FRACTIONS})
 
 
-def check_selection(criterion: str, tolerance: float, prefix: str = "") -> None:
-    """A `ConfigError` unless `criterion` is one of `CRITERIA` and `tolerance` lies in [0, 1) (checked before any
-    fitting, so a typo costs nothing); `prefix` goes before the names in the message (`--` for the CLI)."""
+def check_selection(criterion: str, tolerance: float, prefix: str = "",
+                    context_sentences: Sequence[int] = DEFAULT_CONTEXT_SENTENCES) -> None:
+    """A `ConfigError` unless `criterion` is one of `CRITERIA`, `tolerance` lies in [0, 1) and `context_sentences`
+    are whole numbers >= 0 (checked before any fitting, so a typo costs nothing); `prefix` goes before the names in
+    the message (`--` for the CLI)."""
     check_choice(f"{prefix}criterion", criterion, CRITERIA)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0.0 <= tolerance < 1.0:
         raise ConfigError(f"{prefix}tolerance must be a number in [0, 1), got {tolerance!r}.")
+    if not context_sentences or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in context_sentences):
+        raise ConfigError(f"{prefix}context-sentences must be whole numbers >= 0, got {list(context_sentences)!r}.")
 
 
 def choose_decoder(table: Sequence[dict], criterion: str = DEFAULT_CRITERION,
@@ -92,10 +99,11 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
          dims: Sequence[int | None] = DEFAULT_DIMS, shrinkages: Sequence[float] = DEFAULT_SHRINKAGES,
          weights: Sequence[float] = DEFAULT_WEIGHTS, n_candidates: Sequence[int] = DEFAULT_CANDIDATES,
          nuisance_weights: Sequence[float] = DEFAULT_NUISANCE_WEIGHTS, criterion: str = DEFAULT_CRITERION,
-         tolerance: float = DEFAULT_TOLERANCE) -> dict:
+         tolerance: float = DEFAULT_TOLERANCE, context_sentences: Sequence[int] = DEFAULT_CONTEXT_SENTENCES) -> dict:
     """Fit and choose the Bayesian decoder of a trained run, never reading test samples:
-    1. the encoding model (layer, frame dimensions, shrinkage, nuisance band weight) by CV identification over
-       training stimuli, refitted on all training samples (with the frames the run was trained on), plus a
+    1. the encoding model (layer, frame dimensions, shrinkage, nuisance band weight, and how many of the passage's
+       previous sentences a text is read after, among `context_sentences`) by CV identification over training
+       stimuli, refitted on all training samples (with the frames the run was trained on), plus a
        nuisance-only model (length and position) for the nuisance control;
     2. on the validation split, BrainLLM's candidates under the true frames and under a derangement of them
        (PerBrainLLM); per λ and number of candidates, the picks' mean BLEU-1 under both, that of the
@@ -104,13 +112,13 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     3. `posterior_weight`: the λ of the lowest such loss; `encoding_weight` and `n_candidates`: `choose_decoder`.
     Writes `RUN/decoder/` (the models) and `RUN/decoder.json` (the chosen generation settings, which `load_run`
     applies as the run's defaults, and the tables behind the choice). Returns what decoder.json holds."""
-    check_selection(criterion, tolerance)
+    check_selection(criterion, tolerance, context_sentences=context_sentences)
     cfg = replace(cfg or run.config.generation, n_candidates=max(n_candidates), rerank="encoding")
     if layers is None:
         layers = default_layers(run.model.backbone.config.num_hidden_layers)
     train = training_samples(run)
     model, choice, cv_rows = choose_encoding_model(run, train, layers, dims, shrinkages, nuisance_weights,
-                                                   seed=cfg.seed)
+                                                   seed=cfg.seed, context_sentences=context_sentences)
     scorer = SentenceScorer(run, model, choice)
     save_scorer(run, scorer)
     nuisance, nchoice, nuisance_rows = choose_encoding_model(run, train, [None], dims, shrinkages, seed=cfg.seed)
