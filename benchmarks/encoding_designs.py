@@ -21,10 +21,11 @@ import argparse
 import numpy as np
 
 from _common import host_info, print_table, write_json
-from brainllm.decoding.bayes import bare_states, positions_of, reference_texts, sample_frames, training_samples
+from brainllm.decoding.bayes import (bare_states, positions_of, reference_texts, sample_contexts, sample_frames,
+                                    training_samples)
 from brainllm.evaluation.semantic import MiniLMScorer
 from brainllm.identification import two_way
-from brainllm.model.text_features import NUISANCE_NAMES, nuisance_features, passage_contexts
+from brainllm.model.text_features import NUISANCE_NAMES, nuisance_features
 from brainllm.ridge import stimulus_folds
 from brainllm.runs import load_run
 from brainllm.voxelwise.sentence_encoding import SentenceEncodingConfig, SentenceEncodingModel
@@ -58,7 +59,7 @@ def main() -> None:
     folds = stimulus_folds(stimuli, args.folds, 0)
     rows = []
     for context in args.context_sentences:
-        contexts = passage_contexts(run.dataset, [run.dataset.by_id(s.id) for s in samples], context)
+        contexts = sample_contexts(run, samples, context)
         blocks: dict[int | str, np.ndarray] = dict(bare_states(run, texts, layers, contexts))
         blocks["minilm"] = minilm
         for name, parts in designs.items():

@@ -77,6 +77,7 @@ def test_passage_contexts_are_the_previous_whole_sentences_in_order():
     assert got["b1"] == got["b2"] == "First sentence was cut twice."
     assert got["c1"] == "First sentence was cut twice. Second one is longer here."
     assert dict(zip([s.id for s in samples], passage_contexts(ds, samples, 1)))["c1"] == "Second one is longer here."
+    assert passage_contexts(ds, samples, 5) == passage_contexts(ds, samples, 2)  # fewer before it than asked
     assert set(passage_contexts(ds, samples, 0)) == {""}
     with pytest.raises(ValueError, match="n_sentences"):
         passage_contexts(ds, samples, -1)

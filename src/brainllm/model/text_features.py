@@ -49,11 +49,11 @@ def passage_contexts(dataset: BrainTextDataset, samples: Sequence[Sample], n_sen
         text = full_text(s.prompt, s.continuation)
         if len(text) > len(units.setdefault(s.stimulus, {}).get(min(s.frames), "")):
             units[s.stimulus][min(s.frames)] = text
+    rows = {stim: sorted(u) for stim, u in units.items()}  # sorted once per stimulus, not once per sample
     out = []
     for s in samples:
-        rows = sorted(units[s.stimulus])
-        here = rows.index(min(s.frames))
-        out.append(" ".join(units[s.stimulus][r] for r in rows[max(0, here - n_sentences):here]))
+        before = rows[s.stimulus][:rows[s.stimulus].index(min(s.frames))]
+        out.append(" ".join(units[s.stimulus][r] for r in before[max(0, len(before) - n_sentences):]))
     return out
 
 
