@@ -376,7 +376,9 @@ def ceiling_cmd(
     tokens: bool = typer.Option(True, help="Also the token oracles: the true continuation tokens, and the tokens a "
                                            "ridge decoder trained on the training samples reads from the frames."),
     layer: list[int] = typer.Option([], help="Also the state oracles at this layer (repeatable): the brain "
-                                             "positions' hidden state after it replaced by the continuation's."),
+                                             "positions' hidden state after it replaced by the continuation's, by a "
+                                             "ridge prediction of it, and (with a tuned decoder) by the training "
+                                             "states its encoding model retrieves for the frames."),
 ) -> None:
     """Information ceiling: the loss gain if the adapter delivered the true continuation (its mean embedding;
     its tokens), and what a ridge decoder of tokens from the frames achieves."""

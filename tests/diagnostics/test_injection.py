@@ -13,6 +13,7 @@ from brainllm.decoding.generation import input_layout, teacher_forced_losses
 from brainllm.model import Collator
 from brainllm.model.collate import BRAIN
 from tests.decoding.test_generation import trained_run  # noqa: F401  (a tiny trained run, sentence design)
+from tests.decoding.test_bayes import LAYER, planted_dataset, source_samples, train_run  # noqa: F401
 
 
 def test_continuation_states_are_the_lms_hidden_states_after_that_many_layers(trained_run):  # noqa: F811
@@ -75,3 +76,48 @@ def test_the_ceiling_refuses_an_injecting_run(trained_run, monkeypatch):  # noqa
     monkeypatch.setattr(trained_run.model, "inject_layer", 1)
     with pytest.raises(BrainLLMError, match="injects its adapter outputs after layer 1"):
         ceiling(trained_run, "valid", scales=[0.1], max_samples=5, tokens=False)
+
+
+def test_frames_that_encode_their_text_retrieve_its_state(tmp_path, tiny_llama_path, source_samples):
+    """Retrieval by the encoding model, held out: the scorer is fitted on training samples, the bank holds the test
+    samples' texts with one-hot "states" (so a retrieved vector's argmax names the text weighted most). Planted
+    frames retrieve their own sentence; noise frames do not."""
+    from brainllm.decoding.bayes import (SentenceScorer, choose_encoding_model, cross_log_likelihoods,
+                                        positions_of, reference_texts)
+    from brainllm.diagnostics.injection import retrieved_states
+
+    def own_sentence_rate(snr, path):
+        run = train_run(path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, snr))
+        train = run.encoder.encode_all(run.dataset, run.split.train)
+        scorer = SentenceScorer(run, *choose_encoding_model(run, train, [LAYER], [None], [0.5])[:2])
+        test = run.encoder.encode_all(run.dataset, run.split.test)
+        scores = cross_log_likelihoods(run, scorer, test, test)
+        positions = positions_of(run, test)
+        texts = reference_texts(run, test)
+        for i, j in ((0, 1), (3, 2), (4, 4)):  # [i, j]: text i scored against frames j at frames j's position
+            assert scores[i, j] == pytest.approx(scorer.log_likelihood([texts[i]], [positions[j]],
+                                                                       scorer.frames([test[j]]))[0])
+        retrieved, neighbours = retrieved_states(run, scorer, test, np.eye(len(test)), test, sharpness=10.0)
+        assert 1.0 <= neighbours < len(test)
+        best = retrieved.argmax(1)  # the two samples of a sentence share its frames: either is its own sentence
+        return np.mean([test[b].frame_rows == s.frame_rows for b, s in zip(best, test)]), 2 / len(test)
+
+    planted, chance = own_sentence_rate(4.0, tmp_path / "planted")
+    assert planted > 0.8
+    noise, chance = own_sentence_rate(None, tmp_path / "noise")
+    assert noise < chance + 0.2
+
+
+def test_the_ceiling_adds_the_retrieved_state_when_the_run_has_an_encoding_model(trained_run, monkeypatch):  # noqa: F811
+    from brainllm.decoding.bayes import SentenceScorer, choose_encoding_model
+    from brainllm.diagnostics import ceiling as ceiling_module
+
+    train = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.train)
+    scorer = SentenceScorer(trained_run, *choose_encoding_model(trained_run, train, [1], [None], [0.5])[:2])
+    monkeypatch.setattr(ceiling_module, "has_scorer", lambda run: True)
+    monkeypatch.setattr(ceiling_module, "load_scorer", lambda run: scorer)
+    report = ceiling_module.ceiling(trained_run, "valid", scales=[], max_samples=5, tokens=False, layers=[1])
+    assert [r.oracle for r in report.state_rows] == ["true mean state", "ridge-decoded state", "retrieved state"]
+    retrieved = report.state_rows[2]
+    assert retrieved.neighbours >= 1 and retrieved.ridge_alpha is None and -1 <= retrieved.correlation <= 1
+    assert np.isfinite(retrieved.delta) and "neighbours" in report.table()

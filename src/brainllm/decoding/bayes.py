@@ -205,9 +205,14 @@ def save_scorer(run: LoadedRun, scorer: SentenceScorer, name: str = "encoding") 
     return folder
 
 
+def has_scorer(run: LoadedRun, name: str = "encoding") -> bool:
+    """Whether `tune-decoder` has fitted the encoding model `name` in the run folder."""
+    return (RunPaths(run.path).decoder_dir / f"{name}_choice.json").exists()
+
+
 def load_scorer(run: LoadedRun, name: str = "encoding") -> SentenceScorer:
     folder = RunPaths(run.path).decoder_dir
-    if not (folder / f"{name}_choice.json").exists():
+    if not has_scorer(run, name):
         raise BrainLLMError(f"{run.path} has no fitted encoding model ({folder}/{name}.*): run `brainllm "
                             f"tune-decoder {run.path}` first, or decode with --set rerank=none.")
     choice = EncodingChoice(**read_json(folder / f"{name}_choice.json"))
@@ -387,20 +392,27 @@ def posterior_losses(lm_losses: np.ndarray, n_tokens: np.ndarray, reference_ll: 
 # ---------------------------------------------------------------------------------------------- identification
 
 def pair_log_likelihoods(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample]) -> np.ndarray:
-    """`(n, n)`: [i, j] = log p(frames of sample j | text of sample i), the nuisance position being that of
-    frames j (what the experimenter knows about them); sample i's text is its prompt + reference continuation
-    (read after its own passage context when the scorer reads texts in context)."""
-    texts = reference_texts(run, samples)
-    positions = positions_of(run, samples)
-    n = len(samples)
-    frames = scorer.frames(samples)
-    words = nuisance_features(texts, positions)[:, 0]
+    """`(n, n)`: [i, j] = log p(frames of sample j | text of sample i) (`cross_log_likelihoods` of the samples with
+    themselves)."""
+    return cross_log_likelihoods(run, scorer, samples, samples)
+
+
+def cross_log_likelihoods(run: LoadedRun, scorer: SentenceScorer, texts_of: Sequence[EncodedSample],
+                          frames_of: Sequence[EncodedSample]) -> np.ndarray:
+    """`(m, n)`: [i, j] = log p(frames of `frames_of[j]` | text of `texts_of[i]`), the nuisance position being
+    that of frames j (what the experimenter knows about them); text i is its sample's prompt + reference
+    continuation (read after its own passage context when the scorer reads texts in context)."""
+    texts = reference_texts(run, texts_of)
+    positions = positions_of(run, frames_of)
+    m, n = len(texts_of), len(frames_of)
+    frames = scorer.frames(frames_of)
+    words = nuisance_features(texts, np.zeros(m, dtype=np.int64))[:, 0]
     layer = scorer.choice.layer
-    states = bare_states(run, texts, [] if layer is None else [layer], scorer.contexts(samples))
-    out = np.empty((n, n))
+    states = bare_states(run, texts, [] if layer is None else [layer], scorer.contexts(texts_of))
+    out = np.empty((m, n))
     for j in range(n):  # frames j: every text, with frames j's position
-        design = _design(states, layer, np.column_stack([words, np.full(n, float(positions[j]))]))
-        out[:, j] = scorer.model.log_likelihood(design, np.repeat(frames[j:j + 1], n, axis=0))
+        design = _design(states, layer, np.column_stack([words, np.full(m, float(positions[j]))]))
+        out[:, j] = scorer.model.log_likelihood(design, np.repeat(frames[j:j + 1], m, axis=0))
     return out
 
 

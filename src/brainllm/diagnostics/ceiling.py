@@ -35,7 +35,10 @@ training set is too small to learn it from the frames.
 The *state oracles* (`layers`, `diagnostics.injection`) deliver the information deeper: the brain positions' hidden
 state after layer L is replaced by the bare LM's layer-L state averaged over the continuation tokens (`true mean
 state`), or by a ridge prediction of it from the frames (`ridge-decoded state`, trained on the training samples,
-rescaled to the training states' spread), again in the cross design. A semantic state is a target a linear decoder
+rescaled to the training states' spread), or, when the run has a fitted encoding model (`brainllm tune-decoder`), by
+the training states weighted by how well their texts predict the sample's frames under it (`retrieved state`,
+`injection.retrieved_states`: the Bayesian decoder's likelihood used to retrieve instead of to rerank), again in the
+cross design. A semantic state is a target a linear decoder
 can generalise to words it never saw in training, which a bag of tokens is not. The default split is `valid`: a diagnostic informs design
 choices, so it must not touch test data.
 """
@@ -50,6 +53,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..decoding.bayes import has_scorer, load_scorer
 from ..decoding.generation import input_layout, pick_samples, teacher_forced_losses
 from ..errors import BrainLLMError
 from ..io import write_json
@@ -58,7 +62,7 @@ from ..ridge import centred_correlation, cv_ridge
 from ..runs import LoadedRun
 from ..evaluation import stats as S
 from ..evaluation.tables import render_text
-from .injection import continuation_states, injected_losses
+from .injection import continuation_states, injected_losses, retrieved_states, to_training_spread
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,7 @@ class StateRow:
     correlation: float         # mean per-sample correlation with the true state (centred on the training mean)
     ridge_alpha: float | None  # penalty chosen by cross-validation on the training samples (None for the truth)
     cv_correlation: float | None  # its cross-validated correlation on the training samples (None for the truth)
+    neighbours: float | None = None  # retrieval: mean effective number of training states averaged (1 / Σ w²)
 
 
 @dataclass
@@ -145,11 +150,13 @@ class CeilingReport:
                                     for r in self.token_rows], right_align=True))
         if self.state_rows:
             text += ("\n\nState oracles (the brain positions' hidden state after layer L replaced)\n"
-                     + render_text(["layer", "oracle"] + common + ["correlation", "ridge alpha", "cv correlation"],
+                     + render_text(["layer", "oracle"] + common + ["correlation", "ridge alpha", "cv correlation",
+                                                                     "neighbours"],
                                    [[str(r.layer), r.oracle] + stats(r) + [f"{r.correlation:.3f}"]
                                     + (["-", "-"] if r.ridge_alpha is None else
-                                       [f"{r.ridge_alpha:.3g}", f"{r.cv_correlation:.3f}"]) for r in self.state_rows],
-                                   right_align=True))
+                                       [f"{r.ridge_alpha:.3g}", f"{r.cv_correlation:.3f}"])
+                                    + ["-" if r.neighbours is None else f"{r.neighbours:.1f}"]
+                                    for r in self.state_rows], right_align=True))
         return text
 
 
@@ -247,16 +254,11 @@ def ridge_decoded_states(run: LoadedRun, train: Sequence[EncodedSample], train_s
     rescaled about the training mean so that its mean norm is that of the training states (ridge shrinks).
     Returns (predictions, alpha, cross-validated correlation)."""
     x_train, x = _standardised_frames(run, train, samples)
-    centre = train_states.mean(0)
-
     def correlation(pred: np.ndarray, truth: np.ndarray, held: np.ndarray) -> float:
         return centred_correlation(pred, truth, train_states[~held].mean(0))
 
     coef, icpt, alpha, cv = cv_ridge(x_train, train_states, [s.stimulus for s in train], correlation, seed)
-    pred = x @ coef + icpt - centre
-    spread = np.linalg.norm(train_states - centre, axis=1).mean()
-    pred *= spread / max(float(np.linalg.norm(pred, axis=1).mean()), 1e-12)
-    return (centre + pred).astype(np.float32), alpha, cv
+    return to_training_spread(x @ coef + icpt, train_states), alpha, cv
 
 
 def _token_slots(run: LoadedRun, samples: Sequence[EncodedSample], tokens: Sequence[Sequence[int]]
@@ -283,9 +285,11 @@ def _compare(matrix: np.ndarray, clusters: Sequence[str], seed: int) -> dict[str
 
 def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFAULT_SCALES,
             max_samples: int = 48, seed: int = 0, batch_size: int = 16, tokens: bool = True,
-            layers: Sequence[int] = ()) -> CeilingReport:
+            layers: Sequence[int] = (), retrieval_sharpness: float = 3.0) -> CeilingReport:
     """The oracle cross-loss for each scale on up to `max_samples` samples of `split` (one per stimulus first),
-    with `tokens` the two token oracles, and the two state oracles at each of `layers` (module docstring)."""
+    with `tokens` the two token oracles, and the state oracles at each of `layers` (module docstring; the retrieved
+    state with `retrieval_sharpness`, chosen on the real development data's validation split, when the run has a
+    fitted encoding model)."""
     if run.model.inject_layer is not None:
         raise BrainLLMError(f"{run.path} injects its adapter outputs after layer {run.model.inject_layer}; the "
                             "ceiling's oracles replace input-embedding slots, so they probe runs of the paper's "
@@ -330,14 +334,22 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
                      token_rows[-1].identification)
     state_rows = []
     train_states, true_states = continuation_states(run, train, layers), continuation_states(run, samples, layers)
+    scorer = load_scorer(run) if layers and has_scorer(run) else None
     for layer in layers:
+        centre = train_states[layer].mean(0)
         decoded, alpha, cv = ridge_decoded_states(run, train, train_states[layer], samples, seed)
-        correlation = centred_correlation(decoded, true_states[layer], train_states[layer].mean(0))
-        for name, vectors, fit in (("true mean state", true_states[layer], (1.0, None, None)),
-                                   ("ridge-decoded state", decoded, (correlation, alpha, cv))):
+        oracles = [("true mean state", true_states[layer], (1.0, None, None, None)),
+                   ("ridge-decoded state", decoded, (centred_correlation(decoded, true_states[layer], centre), alpha,
+                                                     cv, None))]
+        if scorer is not None:
+            retrieved, neighbours = retrieved_states(run, scorer, train, train_states[layer], samples,
+                                                     retrieval_sharpness)
+            oracles.append(("retrieved state", retrieved,
+                            (centred_correlation(retrieved, true_states[layer], centre), None, None, neighbours)))
+        for name, vectors, fit in oracles:
             matrix = injected_losses(run, pairs, layer, np.tile(vectors, (n, 1)), batch_size).reshape(n, n)
             state_rows.append(StateRow(layer, name, **_compare(matrix, clusters, seed), correlation=fit[0],
-                                       ridge_alpha=fit[1], cv_correlation=fit[2]))
+                                       ridge_alpha=fit[1], cv_correlation=fit[2], neighbours=fit[3]))
             log.info("layer %d %s: delta %+.4f, identification %.3f", layer, name, state_rows[-1].delta,
                      state_rows[-1].identification)
     return CeilingReport(str(run.path), split, n, len(set(stimuli)), baseline, adapter_norm, rows, token_rows, ridge,

@@ -5,8 +5,10 @@ An input embedding that is the mean of several tokens is off the manifold a froz
 may read it badly however much it knows; a deeper layer's state averaged over a few words of text is a
 representation the later layers do read. These functions give the target (`continuation_states`: the bare LM's
 layer-L state, averaged over the continuation tokens, when it reads prompt + continuation), a ridge decoder of it
-from the frames trained on the training samples only (`ridge_decoded_states`), and the injection itself
-(`injected_losses`: teacher-forced losses with the brain positions' layer-L output replaced, one vector per sample).
+from the frames trained on the training samples only (`ceiling.ridge_decoded_states`), a retrieval of it
+(`retrieved_states`: the training samples' states weighted by how well the run's encoding model says their texts
+predict the frames), and the injection itself (`injected_losses`: teacher-forced losses with the brain positions'
+layer-L output replaced, one vector per sample).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..decoding.bayes import SentenceScorer, cross_log_likelihoods
 from ..decoding.generation import input_layout
 from ..model import Collator, EncodedSample
 from ..model.collate import BRAIN
@@ -36,6 +39,34 @@ def continuation_states(run: LoadedRun, samples: Sequence[EncodedSample], layers
         return mean_continuation_states(model._decoder(), {layer: model.decoder_layer(layer) for layer in layers},
                                         bos, [(s.prompt_ids, s.continuation_ids) for s in samples],
                                         model.boundary.device)
+
+
+def to_training_spread(pred: np.ndarray, train_states: np.ndarray) -> np.ndarray:
+    """`pred` `(n, H)` rescaled about the training states' mean so that its mean distance from it is theirs
+    (`train_states` `(n_train, H)`): a ridge prediction or a weighted mean of states is shrunk towards the mean,
+    and the frozen LM reads a state's norm too."""
+    centre = train_states.mean(0)
+    spread = np.linalg.norm(train_states - centre, axis=1).mean()
+    offset = pred - centre
+    return (centre + offset * spread / max(float(np.linalg.norm(offset, axis=1).mean()), 1e-12)).astype(np.float32)
+
+
+def retrieved_states(run: LoadedRun, scorer: SentenceScorer, train: Sequence[EncodedSample],
+                     train_states: np.ndarray, samples: Sequence[EncodedSample], sharpness: float = 3.0
+                     ) -> tuple[np.ndarray, float]:
+    """The encoding model's guess of each sample's state `(n, H)`: the training samples' states `train_states`
+    `(n_train, H)` weighted by softmax(sharpness · z), z = log p(the sample's frames | training text b)
+    (`cross_log_likelihoods`, nuisance position of the sample's frames) standardised over b, rescaled to the
+    training states' spread (`to_training_spread`). A posterior mean over real states stays on the manifold the LM
+    reads, where a ridge prediction of the state from the frames is a faint average (DESIGN.md). `scorer` must be
+    fitted on `train` only (the run's decoder is). Returns (states, mean effective number of training samples
+    weighted, 1 / Σ w²)."""
+    scores = cross_log_likelihoods(run, scorer, train, samples).T  # (n, n_train)
+    spread = scores.std(1, keepdims=True)
+    z = (scores - scores.max(1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+    weights = np.exp(sharpness * z)
+    weights /= weights.sum(1, keepdims=True)
+    return to_training_spread(weights @ train_states, train_states), float(np.mean(1 / (weights ** 2).sum(1)))
 
 
 @torch.inference_mode()
