@@ -16,6 +16,8 @@ from brainllm.decoding.bayes import (Candidates, EncodingChoice, SentenceScorer,
 from brainllm.experiments.decoder_tuning import choose_decoder, tune
 from brainllm.decoding.generation import generate_predictions
 from brainllm.io import read_jsonl
+from brainllm.decoding.sentences import teacher_forced_losses
+from brainllm.model.collate import permute_frames
 from brainllm.model import TextEncoder
 from brainllm.model.text_features import (full_text, mean_states, nuisance_features, passage_contexts,
                                           stimulus_positions)
@@ -155,6 +157,15 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
     assert choose_decoder(saved["valid_table"], "content_gain") == next(
         r for r in saved["valid_table"] if r["n_candidates"] == saved["generation"]["n_candidates"]
         and r["encoding_weight"] == saved["generation"]["encoding_weight"])
+    # the distribution under permuted frames: at λ = 0 it is PerBrainLLM's own loss; with the planted frames and
+    # λ = 1 the reference is likelier under its own frames than under another passage's (the paper's pairwise test)
+    permuted = permute_frames(run.encoder.encode_all(run.dataset, run.split.valid), run.config.generation.seed)
+    perbrain = teacher_forced_losses(run, permuted, "brain", 16).mean()
+    by_weight = {r["encoding_weight"]: r for r in saved["valid_table"] if r["n_candidates"] == 3}
+    assert by_weight[0.0]["valid_posterior_loss_permuted"] == pytest.approx(perbrain, rel=1e-6)
+    at_one = by_weight[1.0]  # here 3.69 against 4.31 nats, pairwise 0.68 against 0.64 at λ = 0
+    assert at_one["valid_posterior_loss"] < at_one["valid_posterior_loss_permuted"] - 0.3
+    assert at_one["valid_posterior_pairwise"] > by_weight[0.0]["valid_posterior_pairwise"]
     # the length/position decoder picks among the same candidates: at λ = 0 (the LM alone) its picks are BrainLLM's
     for r in saved["valid_table"]:
         if r["encoding_weight"] == 0.0 or r["n_candidates"] == 1:

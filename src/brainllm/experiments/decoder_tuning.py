@@ -29,6 +29,7 @@ from ..decoding.bayes import (SentenceScorer, choose_encoding_model, encoding_sc
 from ..decoding.sentences import teacher_forced_losses
 from ..errors import ConfigError, check_choice
 from ..evaluation import metrics as M
+from ..evaluation.stats import pairwise_accuracy
 from ..io import write_json
 from ..model.collate import permute_frames
 from ..runs import LoadedRun, RunPaths
@@ -108,7 +109,8 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     2. on the validation split, BrainLLM's candidates under the true frames and under a derangement of them
        (PerBrainLLM); per λ and number of candidates, the picks' mean BLEU-1 under both, that of the
        length/position decoder (the true frames' candidates, picked with the nuisance-only model) and the
-       reference's loss under the decoder's distribution (true frames);
+       reference's loss under the decoder's distribution (true frames; beside it, under the permuted frames and
+       their candidates, and the pairwise accuracy of the two, which are reported, not chosen on);
     3. `posterior_weight`: the λ of the lowest such loss; `encoding_weight` and `n_candidates`: `choose_decoder`.
     Writes `RUN/decoder/` (the models) and `RUN/decoder.json` (the chosen generation settings, which `load_run`
     applies as the run's defaults, and the tables behind the choice). Returns what decoder.json holds."""
@@ -127,19 +129,27 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
 
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
     cands = score_candidates(run, valid, "brain", cfg, scorer, desc="valid/tune")
-    permuted = score_candidates(run, permute_frames(valid, cfg.seed), "brain", cfg, scorer, desc="valid/permuted")
+    valid_permuted = permute_frames(valid, cfg.seed)
+    permuted = score_candidates(run, valid_permuted, "brain", cfg, scorer, desc="valid/permuted")
     # the nuisance control decodes the true frames' candidates with the length/position model (as `generate` does)
     by_nuisance = replace(cands, encoding=encoding_scores(run, nuisance_scorer, valid, cands.texts))
     refs = [run.dataset.by_id(s.id).continuation for s in valid]
     # the decoder's own distribution, normalised over all the candidates' draws: its held-out loss per λ
-    references = (teacher_forced_losses(run, valid, "brain", cfg.batch_size), *reference_scores(run, scorer, valid))
+    # (and under PerBrainLLM's frames and candidates: the paper's pairwise test of that distribution, reported only)
+    references = [(teacher_forced_losses(run, ss, "brain", cfg.batch_size), *reference_scores(run, scorer, ss))
+                  for ss in (valid, valid_permuted)]
+    posterior = {w: (posterior_losses(*references[0], cands, w), posterior_losses(*references[1], permuted, w))
+                 for w in weights}
     table = []
     for n in n_candidates:
         for w in weights:
             bleu = [float(bleu1(c.picks(w, n), refs).mean()) for c in (cands, permuted, by_nuisance)]
+            own, other = posterior[w]
             table.append({"n_candidates": n, "encoding_weight": w, "valid_bleu1": bleu[0],
                           "valid_bleu1_permuted": bleu[1], "valid_bleu1_nuisance": bleu[2],
-                          "valid_posterior_loss": float(np.nanmean(posterior_losses(*references, cands, w)))})
+                          "valid_posterior_loss": float(np.nanmean(own)),
+                          "valid_posterior_loss_permuted": float(np.nanmean(other)),
+                          "valid_posterior_pairwise": float(np.nanmean(pairwise_accuracy(own, other)))})
     best = choose_decoder(table, criterion, tolerance)
     likeliest = min(table, key=lambda r: r["valid_posterior_loss"])
     settings = {"rerank": "encoding", "n_candidates": best["n_candidates"], "encoding_weight": best["encoding_weight"],
