@@ -170,6 +170,18 @@ def test_generate_settings_go_through_the_loader(tmp_path, nothing_loads):
         assert isinstance(res.exception, ConfigError) and key in str(res.exception), res.output
 
 
+def test_tune_decoder_cli_defaults_are_the_librarys():
+    """`brainllm tune-decoder` and `brainllm train` (which tunes with the module's defaults) choose alike."""
+    import typer
+
+    from brainllm.cli import app
+    from brainllm.experiments import decoder_tuning as T
+
+    params = {p.name: p.default for p in typer.main.get_command(app).commands["tune-decoder"].params}
+    assert params["criterion"] == T.DEFAULT_CRITERION and params["tolerance"] == T.DEFAULT_TOLERANCE
+    assert tuple(params["context_sentences"]) == T.DEFAULT_CONTEXT_SENTENCES
+
+
 def test_the_brain_recipe_is_the_papers_training_with_the_bayesian_decoder():
     cfg = config.from_dict({"data": {"path": "x"}, "training": {"recipe": "brain"}})
     paper = config.from_dict({"data": {"path": "x"}})

@@ -147,9 +147,9 @@ def tune_decoder(
                                   "frames) or bleu (BLEU-1 alone)."),
     tolerance: float = typer.Option(0.05, help="content_gain, brain_gain: relative BLEU-1 below the best that is "
                                                "acceptable."),
-    context_sentences: list[int] = typer.Option([0], help="How many of the passage's previous sentences the "
-                                                "encoding model may read a text after (repeatable; CV chooses; "
-                                                "0 = alone)."),
+    context_sentences: list[int] = typer.Option([0, 1], help="How many of the passage's previous sentences the "
+                                                   "encoding model may read a text after (repeatable; CV chooses; "
+                                                   "0 = alone; default 0 and 1)."),
 ) -> None:
     """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
     states (layer, dimensions, shrinkage, length/position band weight and passage context by CV over training
