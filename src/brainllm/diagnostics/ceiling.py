@@ -38,9 +38,9 @@ state`), or by a ridge prediction of it from the frames (`ridge-decoded state`, 
 rescaled to the training states' spread), or, when the run has a fitted encoding model (`brainllm tune-decoder`), by
 the training states weighted by how well their texts predict the sample's frames under it (`retrieved state`,
 `injection.retrieved_states`: the Bayesian decoder's likelihood used to retrieve instead of to rerank), again in the
-cross design. A semantic state is a target a linear decoder
-can generalise to words it never saw in training, which a bag of tokens is not. The default split is `valid`: a diagnostic informs design
-choices, so it must not touch test data.
+cross design. A semantic state is a target a linear decoder can generalise to words it never saw in training, which
+a bag of tokens is not. The default split is `valid`: a diagnostic informs design choices, so it must not touch test
+data.
 """
 
 from __future__ import annotations
@@ -254,6 +254,7 @@ def ridge_decoded_states(run: LoadedRun, train: Sequence[EncodedSample], train_s
     rescaled about the training mean so that its mean norm is that of the training states (ridge shrinks).
     Returns (predictions, alpha, cross-validated correlation)."""
     x_train, x = _standardised_frames(run, train, samples)
+
     def correlation(pred: np.ndarray, truth: np.ndarray, held: np.ndarray) -> float:
         return centred_correlation(pred, truth, train_states[~held].mean(0))
 
