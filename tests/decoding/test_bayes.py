@@ -243,6 +243,11 @@ def test_nuisance_condition_and_decoder_identification(tmp_path, tiny_llama_path
     assert posterior["mean"] > POSTERIOR_PAIRWISE_FLOOR, posterior  # 0.74 here; the adapter's own loss: 0.54
     assert summary["comparisons"]["brain_vs_permuted"]["posterior_loss_nats"]["diff"] < 0
     assert any("Bayesian decoder's own distribution" in line for line in summary["verdicts"])
+    # the length/position decoder's distribution against the same PerBrainLLM, by hand from the predictions files
+    rows = {c: {r["id"]: r["posterior_loss"] for r in read_jsonl(tmp_path / "run" / "predictions" / f"test_{c}.jsonl")}
+            for c in ("nuisance", "permuted")}
+    by_hand = np.mean([rows["nuisance"][i] < rows["permuted"][i] for i in rows["nuisance"]])
+    assert summary["pairwise_accuracy"]["nuisance_posterior_vs_permuted"]["mean"] == pytest.approx(by_hand)
 
 
 def test_default_layers_follow_the_backbones_depth():

@@ -32,6 +32,10 @@ def test_verdict_for_the_decoders_own_distribution():
         "pairwise_accuracy": {"posterior_vs_permuted": {"mean": 0.68, "p_signflip_stimuli": 0.0002}}}
     line = next(v for v in verdicts(summary) if "Bayesian decoder's own distribution" in v)
     assert "brain effect DETECTED" in line and "p=0.0004" in line and "0.680" in line
+    assert "length/position decoder's distribution" not in line  # no nuisance decode: no such clause
+    summary["pairwise_accuracy"]["nuisance_posterior_vs_permuted"] = {"mean": 0.66, "p_signflip_stimuli": 0.001}
+    line = next(v for v in verdicts(summary) if "Bayesian decoder's own distribution" in v)
+    assert "the length/position decoder's distribution alone 0.660, sign-flip p=0.001" in line
     summary["comparisons"]["brain_vs_permuted"]["posterior_loss_nats"] = comparison(-0.03, 0.2)
     line = next(v for v in verdicts(summary) if "Bayesian decoder's own distribution" in v)
     assert "no brain effect detected" in line

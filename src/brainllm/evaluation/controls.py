@@ -10,7 +10,9 @@ that sentence length and position explain much of Pereira decoding) is answered 
   Beating StdLLM alone is not a brain effect (a learned prompt does it), and the verdict says so.
 * with the Bayesian decoder, the same loss test and pairwise accuracy under the decoder's own distribution
   (`posterior_loss_nats`: the adapter-conditioned LM re-weighted by λ·log p(frames | text), normalised over its
-  samples), where the encoding model's reading of the frames enters the paper's scoring;
+  samples), where the encoding model's reading of the frames enters the paper's scoring, beside the pairwise
+  accuracy the length/position decoder's distribution reaches against the same PerBrainLLM (on the real development
+  data most of the decoder's);
 * `decoder_identification(scores)`: from `predictions/<split>_decoderscore.npz` (`decoding.bayes`), 2-way
   identification of texts for fixed frames, across stimuli and within a stimulus, by the encoding model, by the
   length/position model alone, and by the decoder's whole score (log p_LM + λ log p(frames | text), each text's
@@ -104,10 +106,12 @@ def verdicts(summary: dict) -> list[str]:
         hit, text = _clause(posterior, POSTERIOR_LOSS, False, "posterior loss")
         line = (f"vs PerBrainLLM under the Bayesian decoder's own distribution: "
                 f"{'brain effect DETECTED' if hit else 'no brain effect detected'} ({text}")
-        pairwise = summary.get("pairwise_accuracy", {}).get("posterior_vs_permuted")
-        if pairwise and pairwise.get("mean") is not None:
-            line += (f"; pairwise accuracy {pairwise['mean']:.3f}, sign-flip p="
-                     f"{pairwise.get('p_signflip_stimuli', float('nan')):.3g}")
+        pairwise = summary.get("pairwise_accuracy", {})
+        for key, label in (("posterior_vs_permuted", "pairwise accuracy"),
+                           ("nuisance_posterior_vs_permuted", "the length/position decoder's distribution alone")):
+            if (pairwise.get(key) or {}).get("mean") is not None:
+                line += (f"; {label} {pairwise[key]['mean']:.3f}, sign-flip p="
+                         f"{pairwise[key].get('p_signflip_stimuli', float('nan')):.3g}")
         lines.append(line + f"; α {ALPHA})")
     ident = summary.get("decoder_identification") or {}
     if ident.get("available"):

@@ -5,7 +5,8 @@ Per condition a metric is averaged per sample first (for `permuted`: over its N 
 permutation that gave a sample its own frames), then over samples; CIs resample stimuli. `loss_nats` is the
 teacher-forced loss from the predictions files; `posterior_loss_nats` (runs decoded by the Bayesian decoder) the
 same loss under the decoder's own distribution (`decoding.bayes.posterior_losses`), with its own pairwise accuracy
-(`posterior_vs_permuted`); StdLLM has no frames, so no posterior loss.
+(`posterior_vs_permuted`; and the length/position decoder's, `nuisance_posterior_vs_permuted`, against the same
+PerBrainLLM); StdLLM has no frames, so no posterior loss.
 """
 
 from __future__ import annotations
@@ -202,9 +203,13 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
         brain_loss = per_sample["brain"][LOSS]
         if "permuted" in run.conditions:
             cond = run.conditions["permuted"]
+            # the length/position decoder's distribution against the same PerBrainLLM: how much of the decoder's
+            # own pairwise accuracy length and position alone give
+            nuisance = per_sample.get("nuisance", {}).get(POSTERIOR_LOSS)
             for key, mine, theirs in (("vs_permuted", brain_loss, cond.loss),
                                       ("posterior_vs_permuted", per_sample["brain"].get(POSTERIOR_LOSS),
-                                       cond.posterior_loss)):
+                                       cond.posterior_loss),
+                                      ("nuisance_posterior_vs_permuted", nuisance, cond.posterior_loss)):
                 if mine is None or theirs is None:  # the posterior loss: only where the Bayesian decoder decoded
                     continue
                 acc = S.pairwise_accuracy(mine, theirs, cond.fixed_point)

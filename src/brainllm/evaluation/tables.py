@@ -78,13 +78,24 @@ def corpus_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     return header, [[f"{m} {arrow(summary, m)}"] + [fmt(summary["corpus"][c].get(m)) for c in present] for m in names]
 
 
+#: pairwise tests under a Bayesian decoder's distribution (`evaluate`): whose distribution, against PerBrainLLM's
+PAIRWISE_LABELS = {
+    "posterior_vs_permuted": "the decoder's distribution, loss(true frames) < loss(PerBrainLLM)",
+    "nuisance_posterior_vs_permuted": "the length/position decoder's distribution, loss(its frames) < "
+                                      "loss(PerBrainLLM)",
+}
+
+
 def accuracy_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     """(header, rows): pairwise accuracy and identification accuracy with chance levels."""
     header = ["measure", "value [95% CI]", "chance", "p vs chance (sign-flip, stimuli)", "n"]
     rows = []
     for key, entry in summary.get("pairwise_accuracy", {}).items():
-        control = key.removeprefix("vs_")
-        rows.append([f"pairwise accuracy: loss(true frames) < loss({DISPLAY.get(control, control)})",
+        label = PAIRWISE_LABELS.get(key)
+        if label is None:
+            control = key.removeprefix("vs_")
+            label = f"loss(true frames) < loss({DISPLAY.get(control, control)})"
+        rows.append([f"pairwise accuracy: {label}",
                      fmt_ci(entry), fmt(entry["chance"], 2), fmt_p(entry.get("p_signflip_stimuli")), str(entry["n"])])
     ident = summary.get("identification", {})
     if ident.get("available"):
