@@ -180,6 +180,7 @@ def test_tune_decoder_cli_defaults_are_the_librarys():
     params = {p.name: p.default for p in typer.main.get_command(app).commands["tune-decoder"].params}
     assert params["criterion"] == T.DEFAULT_CRITERION and params["tolerance"] == T.DEFAULT_TOLERANCE
     assert tuple(params["context_sentences"]) == T.DEFAULT_CONTEXT_SENTENCES
+    assert params["refit_with_valid"] == T.DEFAULT_REFIT_WITH_VALID
 
 
 def test_the_brain_recipe_is_the_papers_training_with_the_bayesian_decoder():

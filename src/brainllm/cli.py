@@ -98,10 +98,11 @@ def train(
     if PartialState().is_main_process:
         typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
-            from .experiments.decoder_tuning import DEFAULT_CONTEXT_SENTENCES, DEFAULT_CRITERION, DEFAULT_TOLERANCE
+            from .experiments.decoder_tuning import (DEFAULT_CONTEXT_SENTENCES, DEFAULT_CRITERION,
+                                                     DEFAULT_REFIT_WITH_VALID, DEFAULT_TOLERANCE)
 
             tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE,
-                         context_sentences=list(DEFAULT_CONTEXT_SENTENCES))
+                         context_sentences=list(DEFAULT_CONTEXT_SENTENCES), refit_with_valid=DEFAULT_REFIT_WITH_VALID)
 
 
 @app.command()
@@ -150,6 +151,9 @@ def tune_decoder(
     context_sentences: list[int] = typer.Option([0, 1], help="How many of the passage's previous sentences the "
                                                    "encoding model may read a text after (repeatable; CV chooses; "
                                                    "0 = alone; default 0 and 1)."),
+    refit_with_valid: bool = typer.Option(True, help="Once everything is chosen, refit the encoding models on the "
+                                                     "training and validation samples (identification still grows "
+                                                     "with training passages)."),
 ) -> None:
     """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
     states (layer, dimensions, shrinkage, length/position band weight and passage context by CV over training
@@ -163,7 +167,8 @@ def tune_decoder(
     check_selection(criterion, tolerance, prefix="--", context_sentences=context_sentences)
     gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
     run = load_run(run_dir)
-    result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance, context_sentences=context_sentences)
+    result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance, context_sentences=context_sentences,
+                  refit_with_valid=refit_with_valid)
     choice = result["encoding_model"]
     typer.echo(f"encoding model: layer {choice['layer']}, {choice['max_dims'] or 'all'} frame dimensions, shrinkage "
                f"{choice['noise_shrinkage']}, nuisance band weight {choice['nuisance_weight']}, read after "

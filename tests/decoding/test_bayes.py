@@ -184,6 +184,30 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
         assert header["decoding"]["rerank"] == "encoding"
 
 
+def test_refit_with_valid_changes_the_models_not_the_choices(tmp_path, tiny_llama_path, source_samples):
+    from brainllm.decoding.bayes import fit_encoding_model, load_scorer, training_samples
+
+    run = train_run(tmp_path / "planted", tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
+    grid = dict(layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[0.0, 1.0], n_candidates=[3],
+                context_sentences=[0, 1])
+    alone = tune(run, **grid, refit_with_valid=False)
+    train_only = load_scorer(run).model.coef_
+    refit = tune(run, **grid)  # the default
+    assert refit["valid_table"] == alone["valid_table"] and refit["generation"] == alone["generation"]
+    assert refit["refit_with_valid"] and not alone["refit_with_valid"]
+    scorer = load_scorer(run)
+    both = training_samples(run, with_valid=True)
+    assert len(both) == len(run.split.train) + len(run.split.valid)
+    np.testing.assert_allclose(scorer.model.coef_, fit_encoding_model(run, both, scorer.choice).coef_)
+    assert not np.allclose(scorer.model.coef_, train_only)
+    # a noise-trained control refits on frames permuted across training and validation samples: never a true pair
+    noise = train_run(tmp_path / "noise", tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0),
+                      permute_frames=True)
+    samples = training_samples(noise, with_valid=True)
+    stimulus = {s.id: s.stimulus for s in samples}
+    assert all(s.frames_from is not None and stimulus[s.frames_from] != s.stimulus for s in samples)
+
+
 def test_choose_decoder_trades_bleu_for_brain_dependence_within_the_tolerance():
     row = lambda n, w, own, perm, nuis: {"n_candidates": n, "encoding_weight": w, "valid_bleu1": own,
                                          "valid_bleu1_permuted": perm, "valid_bleu1_nuisance": nuis}

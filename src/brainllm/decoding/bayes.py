@@ -75,9 +75,7 @@ class SentenceScorer:
     def contexts(self, samples: Sequence[EncodedSample]) -> list[str] | None:
         """Per sample, the passage text its candidates are read after (`choice.context_sentences` previous
         sentences), or None when texts are read alone."""
-        if not self.choice.context_sentences or self.choice.layer is None:
-            return None
-        return sample_contexts(self.run, samples, self.choice.context_sentences)
+        return choice_contexts(self.run, samples, self.choice)
 
     def features(self, texts: Sequence[str], positions: Sequence[int], contexts: Sequence[str] | None = None
                  ) -> np.ndarray:
@@ -107,6 +105,13 @@ def text_design(run: LoadedRun, texts: Sequence[str], positions: Sequence[int], 
     given), then the nuisance features."""
     states = {} if layer is None else bare_states(run, texts, [layer], contexts)
     return _design(states, layer, nuisance_features(texts, positions))
+
+
+def choice_contexts(run: LoadedRun, samples: Sequence[EncodedSample], choice: EncodingChoice) -> list[str] | None:
+    """Per sample, the passage text an encoding model of `choice` reads its texts after, or None (texts alone)."""
+    if not choice.context_sentences or choice.layer is None:
+        return None
+    return sample_contexts(run, samples, choice.context_sentences)
 
 
 def sample_contexts(run: LoadedRun, samples: Sequence[EncodedSample], n_sentences: int) -> list[str]:
@@ -146,11 +151,24 @@ def positions_of(run: LoadedRun, samples: Sequence[EncodedSample]) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------- fitting
-def training_samples(run: LoadedRun) -> list[EncodedSample]:
-    """The run's training samples with the frames it was trained on (a noise-trained control's permuted ones)."""
+def training_samples(run: LoadedRun, with_valid: bool = False) -> list[EncodedSample]:
+    """The run's training samples (and with `with_valid` its validation samples: the refit after every choice is
+    made) with the frames a fit may learn from: their own, or for a noise-trained control frames permuted across
+    all of them, so its encoding model never sees a true pair either."""
     from ..training import training_frames  # the trainer owns the training-frame assignment
 
-    return training_frames(run.config, run.encoder.encode_all(run.dataset, run.split.train))
+    ids = list(run.split.train) + (list(run.split.valid) if with_valid else [])
+    return training_frames(run.config, run.encoder.encode_all(run.dataset, ids))
+
+
+def fit_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], choice: EncodingChoice, seed: int = 0
+                       ) -> SentenceEncodingModel:
+    """The encoding model of `choice` fitted on `samples` (their reference texts, read after their passage context
+    if the choice says so, positions and frames)."""
+    design = text_design(run, reference_texts(run, samples), positions_of(run, samples), choice.layer,
+                         choice_contexts(run, samples, choice))
+    return SentenceEncodingModel(choice.model_config(seed)).fit(design, sample_frames(run, samples, choice.max_dims),
+                                                                 [s.stimulus for s in samples])
 
 
 def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], layers: Sequence[int],
