@@ -185,16 +185,18 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
 
 
 def test_refit_with_valid_changes_the_models_not_the_choices(tmp_path, tiny_llama_path, source_samples):
-    from brainllm.decoding.bayes import fit_encoding_model, load_scorer, training_samples
+    from brainllm.decoding.bayes import fit_encoding_model, load_scorer, scorer_splits, training_samples
 
     run = train_run(tmp_path / "planted", tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
     grid = dict(layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[0.0, 1.0], n_candidates=[3],
                 context_sentences=[0, 1])
     alone = tune(run, **grid, refit_with_valid=False)
     train_only = load_scorer(run).model.coef_
+    assert scorer_splits(run) == ("train",)
     refit = tune(run, **grid)  # the default
     assert refit["valid_table"] == alone["valid_table"] and refit["generation"] == alone["generation"]
     assert refit["refit_with_valid"] and not alone["refit_with_valid"]
+    assert scorer_splits(run) == ("train", "valid")  # what diagnostics must not probe in-sample
     scorer = load_scorer(run)
     both = training_samples(run, with_valid=True)
     assert len(both) == len(run.split.train) + len(run.split.valid)

@@ -84,7 +84,7 @@ def test_frames_that_encode_their_text_retrieve_its_state(tmp_path, tiny_llama_p
     frames retrieve their own sentence; noise frames do not."""
     from brainllm.decoding.bayes import (SentenceScorer, choose_encoding_model, cross_log_likelihoods,
                                         positions_of, reference_texts)
-    from brainllm.diagnostics.injection import retrieved_states
+    from brainllm.diagnostics.injection import retrieval_weights, retrieved_states
 
     def own_sentence_rate(snr, path):
         run = train_run(path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, snr))
@@ -97,7 +97,8 @@ def test_frames_that_encode_their_text_retrieve_its_state(tmp_path, tiny_llama_p
         for i, j in ((0, 1), (3, 2), (4, 4)):  # [i, j]: text i scored against frames j at frames j's position
             assert scores[i, j] == pytest.approx(scorer.log_likelihood([texts[i]], [positions[j]],
                                                                        scorer.frames([test[j]]))[0])
-        retrieved, neighbours = retrieved_states(run, scorer, test, np.eye(len(test)), test, sharpness=10.0)
+        weights, neighbours = retrieval_weights(run, scorer, test, test, sharpness=10.0)
+        retrieved = retrieved_states(weights, np.eye(len(test)))
         assert 1.0 <= neighbours < len(test)
         best = retrieved.argmax(1)  # the two samples of a sentence share its frames: either is its own sentence
         return np.mean([test[b].frame_rows == s.frame_rows for b, s in zip(best, test)]), 2 / len(test)
@@ -121,3 +122,7 @@ def test_the_ceiling_adds_the_retrieved_state_when_the_run_has_an_encoding_model
     retrieved = report.state_rows[2]
     assert retrieved.neighbours >= 1 and retrieved.ridge_alpha is None and -1 <= retrieved.correlation <= 1
     assert np.isfinite(retrieved.delta) and "neighbours" in report.table()
+    # an encoding model refitted on the validation samples would retrieve them in-sample: no row then
+    monkeypatch.setattr(ceiling_module, "scorer_splits", lambda run: ("train", "valid"))
+    report = ceiling_module.ceiling(trained_run, "valid", scales=[], max_samples=5, tokens=False, layers=[1])
+    assert [r.oracle for r in report.state_rows] == ["true mean state", "ridge-decoded state"]

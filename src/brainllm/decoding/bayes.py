@@ -228,6 +228,13 @@ def has_scorer(run: LoadedRun, name: str = "encoding") -> bool:
     return (RunPaths(run.path).decoder_dir / f"{name}_choice.json").exists()
 
 
+def scorer_splits(run: LoadedRun) -> tuple[str, ...]:
+    """The splits whose samples the run's encoding models were fitted on: training, and validation too when
+    `tune-decoder` refitted them (`decoder.json`'s `refit_with_valid`; files written before it: training only)."""
+    path = RunPaths(run.path).decoder_file
+    return ("train", "valid") if path.exists() and read_json(path).get("refit_with_valid", False) else ("train",)
+
+
 def load_scorer(run: LoadedRun, name: str = "encoding") -> SentenceScorer:
     folder = RunPaths(run.path).decoder_dir
     if not has_scorer(run, name):

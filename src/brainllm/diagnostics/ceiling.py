@@ -37,7 +37,7 @@ state after layer L is replaced by the bare LM's layer-L state averaged over the
 state`), or by a ridge prediction of it from the frames (`ridge-decoded state`, trained on the training samples,
 rescaled to the training states' spread), or, when the run has a fitted encoding model (`brainllm tune-decoder`), by
 the training states weighted by how well their texts predict the sample's frames under it (`retrieved state`,
-`injection.retrieved_states`: the Bayesian decoder's likelihood used to retrieve instead of to rerank), again in the
+`injection.retrieval_weights`: the Bayesian decoder's likelihood used to retrieve instead of to rerank), again in the
 cross design. A semantic state is a target a linear decoder can generalise to words it never saw in training, which
 a bag of tokens is not. The default split is `valid`: a diagnostic informs design choices, so it must not touch test
 data.
@@ -53,7 +53,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..decoding.bayes import has_scorer, load_scorer
+from ..decoding.bayes import has_scorer, load_scorer, scorer_splits
 from ..decoding.generation import input_layout, pick_samples, teacher_forced_losses
 from ..errors import BrainLLMError
 from ..io import write_json
@@ -62,7 +62,8 @@ from ..ridge import centred_correlation, cv_ridge
 from ..runs import LoadedRun
 from ..evaluation import stats as S
 from ..evaluation.tables import render_text
-from .injection import continuation_states, injected_losses, retrieved_states, to_training_spread
+from .injection import (continuation_states, injected_losses, retrieval_weights, retrieved_states,
+                        to_training_spread)
 
 log = logging.getLogger(__name__)
 
@@ -289,8 +290,8 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
             layers: Sequence[int] = (), retrieval_sharpness: float = 3.0) -> CeilingReport:
     """The oracle cross-loss for each scale on up to `max_samples` samples of `split` (one per stimulus first),
     with `tokens` the two token oracles, and the state oracles at each of `layers` (module docstring; the retrieved
-    state with `retrieval_sharpness`, chosen on the real development data's validation split, when the run has a
-    fitted encoding model)."""
+    state with `retrieval_sharpness`, chosen on the real development data's validation split, when the run has an
+    encoding model fitted without the probed split's samples)."""
     if run.model.inject_layer is not None:
         raise BrainLLMError(f"{run.path} injects its adapter outputs after layer {run.model.inject_layer}; the "
                             "ceiling's oracles replace input-embedding slots, so they probe runs of the paper's "
@@ -335,16 +336,23 @@ def ceiling(run: LoadedRun, split: str = "valid", scales: Sequence[float] = DEFA
                      token_rows[-1].identification)
     state_rows = []
     train_states, true_states = continuation_states(run, train, layers), continuation_states(run, samples, layers)
-    scorer = load_scorer(run) if layers and has_scorer(run) else None
+    # the retrieval's weights come from the encoding model's layer, not the injected one: computed once; an
+    # encoding model fitted on the probed split's own samples would retrieve them in-sample, so then no row
+    weights, neighbours = None, None
+    if layers and has_scorer(run):
+        if split in scorer_splits(run):
+            log.warning("%s's encoding model was fitted on the %s samples (tune-decoder --refit-with-valid): no "
+                        "retrieved-state oracle on them; tune with --no-refit-with-valid to probe it.", run.path, split)
+        else:
+            weights, neighbours = retrieval_weights(run, load_scorer(run), train, samples, retrieval_sharpness)
     for layer in layers:
         centre = train_states[layer].mean(0)
         decoded, alpha, cv = ridge_decoded_states(run, train, train_states[layer], samples, seed)
         oracles = [("true mean state", true_states[layer], (1.0, None, None, None)),
                    ("ridge-decoded state", decoded, (centred_correlation(decoded, true_states[layer], centre), alpha,
                                                      cv, None))]
-        if scorer is not None:
-            retrieved, neighbours = retrieved_states(run, scorer, train, train_states[layer], samples,
-                                                     retrieval_sharpness)
+        if weights is not None:
+            retrieved = retrieved_states(weights, train_states[layer])
             oracles.append(("retrieved state", retrieved,
                             (centred_correlation(retrieved, true_states[layer], centre), None, None, neighbours)))
         for name, vectors, fit in oracles:

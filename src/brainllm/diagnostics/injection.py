@@ -6,7 +6,7 @@ may read it badly however much it knows; a deeper layer's state averaged over a 
 representation the later layers do read. These functions give the target (`continuation_states`: the bare LM's
 layer-L state, averaged over the continuation tokens, when it reads prompt + continuation), a ridge decoder of it
 from the frames trained on the training samples only (`ceiling.ridge_decoded_states`), a retrieval of it
-(`retrieved_states`: the training samples' states weighted by how well the run's encoding model says their texts
+(`retrieval_weights`, `retrieved_states`: the training samples' states weighted by how well the run's encoding model says their texts
 predict the frames), and the injection itself (`injected_losses`: teacher-forced losses with the brain positions'
 layer-L output replaced, one vector per sample).
 """
@@ -51,22 +51,27 @@ def to_training_spread(pred: np.ndarray, train_states: np.ndarray) -> np.ndarray
     return (centre + offset * spread / max(float(np.linalg.norm(offset, axis=1).mean()), 1e-12)).astype(np.float32)
 
 
-def retrieved_states(run: LoadedRun, scorer: SentenceScorer, train: Sequence[EncodedSample],
-                     train_states: np.ndarray, samples: Sequence[EncodedSample], sharpness: float = 3.0
-                     ) -> tuple[np.ndarray, float]:
-    """The encoding model's guess of each sample's state `(n, H)`: the training samples' states `train_states`
-    `(n_train, H)` weighted by softmax(sharpness · z), z = log p(the sample's frames | training text b)
-    (`cross_log_likelihoods`, nuisance position of the sample's frames) standardised over b, rescaled to the
-    training states' spread (`to_training_spread`). A posterior mean over real states stays on the manifold the LM
-    reads, where a ridge prediction of the state from the frames is a faint average (DESIGN.md). `scorer` must be
-    fitted on `train` only (the run's decoder is). Returns (states, mean effective number of training samples
-    weighted, 1 / Σ w²)."""
+def retrieval_weights(run: LoadedRun, scorer: SentenceScorer, train: Sequence[EncodedSample],
+                      samples: Sequence[EncodedSample], sharpness: float = 3.0) -> tuple[np.ndarray, float]:
+    """How much each training sample's text explains each sample's frames: `(n, n_train)` softmax(sharpness · z)
+    over b, z = log p(the sample's frames | training text b) (`cross_log_likelihoods`, nuisance position of the
+    sample's frames) standardised over b. `scorer` must not have been fitted on `samples` (`bayes.scorer_splits`
+    says which splits a run's was). Returns (weights, mean effective number of training
+    samples weighted, 1 / Σ w²). The weights do not depend on the layer whose states they average."""
     scores = cross_log_likelihoods(run, scorer, train, samples).T  # (n, n_train)
     spread = scores.std(1, keepdims=True)
     z = (scores - scores.max(1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
     weights = np.exp(sharpness * z)
     weights /= weights.sum(1, keepdims=True)
-    return to_training_spread(weights @ train_states, train_states), float(np.mean(1 / (weights ** 2).sum(1)))
+    return weights, float(np.mean(1 / (weights ** 2).sum(1)))
+
+
+def retrieved_states(weights: np.ndarray, train_states: np.ndarray) -> np.ndarray:
+    """The encoding model's guess of each sample's state `(n, H)`: the training samples' states `train_states`
+    `(n_train, H)` averaged with `retrieval_weights` `(n, n_train)`, rescaled to the training states' spread
+    (`to_training_spread`). A posterior mean over real states stays on the manifold the LM reads, where a ridge
+    prediction of the state from the frames is a faint average (DESIGN.md)."""
+    return to_training_spread(weights @ train_states, train_states)
 
 
 @torch.inference_mode()
