@@ -26,7 +26,7 @@ import numpy as np
 
 from _common import host_info, print_table, write_json
 from brainllm.decoding.bayes import (encoding_scores, load_scorer, posterior_losses, reference_scores,
-                                     score_candidates)
+                                     score_candidates, scorer_splits)
 from brainllm.decoding.sentences import teacher_forced_losses
 from brainllm.evaluation.stats import pairwise_accuracy, sign_flip_test
 from brainllm.experiments.decoder_tuning import bleu1
@@ -44,6 +44,9 @@ def main() -> None:
     cfg = run.config.generation
     if cfg.rerank != "encoding":
         raise SystemExit(f"{args.run} has no tuned Bayesian decoder: run `brainllm tune-decoder {args.run}` first.")
+    if "valid" in scorer_splits(run):
+        raise SystemExit(f"{args.run}'s encoding model was refitted on the validation samples this probes: tune it "
+                         f"with `brainllm tune-decoder {args.run} --no-refit-with-valid` first.")
     scorer = load_scorer(run)
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
     refs = [run.dataset.by_id(s.id).continuation for s in valid]
