@@ -9,7 +9,7 @@ The layers, bottom to top (a module may import its own layer and any layer below
 a list of folders (packages) and top-level modules, never single files inside a folder: a folder is one layer.
 
 1. **base**: `errors`, `io`, `progress`, `ridge`, `config`, `adapter_options`, `runpaths` (the run folder's file
-   names, which scoring reads too), `identification` (2-way identification from a score matrix) and the package `__init__` (`__version__`; it owns only itself, not the modules
+   names, which scoring reads too), `identification` (2-way identification from a score matrix), `ties` (comparisons with a tie tolerance) and the package `__init__` (`__version__`; it owns only itself, not the modules
    below it);
 2. **data**: readers, the prepared dataset, splits, preprocessing, the simulated participant (`brainllm.data`);
 3. **voxelwise**: delays, Lanczos resampling, bootstrap ridge, model files (`brainllm.voxelwise`);
@@ -45,7 +45,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "brainllm"
 ROOT = "brainllm"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("brainllm", "brainllm.errors", "brainllm.io", "brainllm.progress", "brainllm.ridge",
-              "brainllm.config", "brainllm.adapter_options", "brainllm.runpaths", "brainllm.identification")),
+              "brainllm.config", "brainllm.adapter_options", "brainllm.runpaths", "brainllm.identification",
+              "brainllm.ties")),
     ("data", ("brainllm.data",)),
     ("voxelwise", ("brainllm.voxelwise",)),
     ("scoring", ("brainllm.evaluation",)),

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .ties import TIE_TOLERANCE, wins
 
-def two_way(matrix: np.ndarray, stimuli: Sequence[str], frame_keys: Sequence[object], symmetric: bool = False
-            ) -> dict[str, float]:
+
+def two_way(matrix: np.ndarray, stimuli: Sequence[str], frame_keys: Sequence[object], symmetric: bool = False,
+            tol: float = TIE_TOLERANCE) -> dict[str, float]:
     """2-way identification of texts for fixed frames.
 
     Args:
@@ -23,9 +25,10 @@ def two_way(matrix: np.ndarray, stimuli: Sequence[str], frame_keys: Sequence[obj
         symmetric: the 2-vs-2 test (Mitchell et al. 2008) instead: a pair wins when the right assignment scores
             above the swapped one, `m[i, i] + m[j, j] > m[i, j] + m[j, i]` (with minus squared distances as scores,
             the terms that depend on one side only cancel).
+        tol: scores closer than this tie (`ties.wins`).
     Returns:
         `across`: over ordered pairs (i, j) from different stimuli, the fraction where text j scores above text i
-        for frames j (ties count half); `within`: the same over pairs from one stimulus (NaN when there are
+        for frames j (scores within `tol` tie and count half); `within`: the same over pairs from one stimulus (NaN when there are
         none). Chance 0.5.
     """
     m = np.asarray(matrix, dtype=np.float64)
@@ -37,9 +40,9 @@ def two_way(matrix: np.ndarray, stimuli: Sequence[str], frame_keys: Sequence[obj
     own = m.diagonal()[None, :]
     if symmetric:
         m, own = m + m.T, own + own.T
-    wins = (own > m) + 0.5 * (own == m)  # [i, j]: text j beats text i for frames j (a tie counts half)
+    won = wins(own, m, lower_is_better=False, tol=tol)  # [i, j]: text j beats text i for frames j (a tie: half)
     usable = keys[:, None] != keys[None, :]
     same = stim[:, None] == stim[None, :]
     across, within = usable & ~same, usable & same
-    return {"across": float(wins[across].mean()) if across.any() else float("nan"),
-            "within": float(wins[within].mean()) if within.any() else float("nan")}
+    return {"across": float(won[across].mean()) if across.any() else float("nan"),
+            "within": float(won[within].mean()) if within.any() else float("nan")}

@@ -274,9 +274,9 @@ def _token_slots(run: LoadedRun, samples: Sequence[EncodedSample], tokens: Seque
 
 def _compare(matrix: np.ndarray, clusters: Sequence[str], seed: int) -> dict[str, float]:
     """Own vs others' loss of a cross matrix `(n, n)` (row i = text i, column j = sample j's information).
-    Losses equal to 1e-5 nats tie: the same loss computed in batches of other lengths differs in float32 rounding
-    (with two BLAS threads, by ~1e-7), which must not decide an identification."""
-    matrix = np.round(np.asarray(matrix, dtype=np.float64), 5)
+    Losses within `ties.TIE_TOLERANCE` (1e-5 nats) tie: the same loss computed in batches of other lengths
+    differs in float32 rounding (with two BLAS threads, by ~1e-7), which must not decide an identification."""
+    matrix = np.asarray(matrix, dtype=np.float64)
     n = len(matrix)
     own = np.diag(matrix)
     diff = own - (matrix.sum(1) - own) / (n - 1)

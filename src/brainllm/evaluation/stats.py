@@ -31,6 +31,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from scipy import stats as sps
 
+from ..ties import TIE_TOLERANCE, wins
+from ..ties import ties as ties_
+
 
 class StimulusBootstrap:
     """Percentile bootstrap CIs of sample-weighted means, resampling stimuli (clusters) with replacement.
@@ -181,8 +184,9 @@ def compare(model: np.ndarray, control: np.ndarray, clusters: Sequence[str], boo
 # -------------------------------------------------------------------------------------- pairwise / identification
 
 def pairwise_accuracy(loss_true: np.ndarray, loss_control: np.ndarray,
-                      exclude: Optional[np.ndarray] = None) -> np.ndarray:
-    """Per-sample pairwise accuracy `(N,)`: mean over the control's P columns of [true < control] + 0.5 [tie].
+                      exclude: Optional[np.ndarray] = None, tol: float = TIE_TOLERANCE) -> np.ndarray:
+    """Per-sample pairwise accuracy `(N,)`: mean over the control's P columns of [true < control] + 0.5 [tie],
+    two losses within `tol` nats tying (`ties.wins`).
 
     `loss_true` is `(N,)`, `loss_control` `(N,)` or `(N, P)`; `exclude` `(N, P)` marks pairs to leave out (a
     permutation that gave a sample its own frames). NaN where no valid pair is left.
@@ -190,30 +194,34 @@ def pairwise_accuracy(loss_true: np.ndarray, loss_control: np.ndarray,
     true = np.asarray(loss_true, dtype=np.float64).reshape(-1, 1)
     ctrl = np.asarray(loss_control, dtype=np.float64)
     ctrl = ctrl.reshape(len(true), -1)
-    wins = (true < ctrl) + 0.5 * (true == ctrl)
+    won = wins(true, ctrl, tol=tol)
     valid = np.isfinite(true) & np.isfinite(ctrl)
     if exclude is not None:
         valid &= ~np.asarray(exclude, dtype=bool).reshape(ctrl.shape)
     counts = valid.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, (wins * valid).sum(axis=1) / counts, np.nan)
+        return np.where(counts > 0, (won * valid).sum(axis=1) / counts, np.nan)
 
 
-def _rank_true(scores: np.ndarray) -> dict[str, np.ndarray]:
-    """Per row of `(N, N)` scores (lower = better) with the true candidate on the diagonal: two_way, top1, rank."""
+def _rank_true(scores: np.ndarray, tol: float = TIE_TOLERANCE) -> dict[str, np.ndarray]:
+    """Per row of `(N, N)` scores (lower = better) with the true candidate on the diagonal: two_way, top1, rank;
+    scores within `tol` of the true one tie with it."""
     n = scores.shape[0]
     true = np.diag(scores)[:, None]
     off = ~np.eye(n, dtype=bool)
-    lower = ((scores < true) & off).sum(axis=1)
-    ties = ((scores == true) & off).sum(axis=1)
-    higher = ((scores > true) & off).sum(axis=1)
+    tied = ties_(scores, true, tol) & off
+    lower = ((scores < true) & off & ~tied).sum(axis=1)
+    ties = tied.sum(axis=1)
+    higher = ((scores > true) & off & ~tied).sum(axis=1)
     return {"two_way": (higher + 0.5 * ties) / max(n - 1, 1),
             "top1": np.where(lower == 0, 1.0 / (1.0 + ties), 0.0),
             "rank": 1.0 + lower + 0.5 * ties}
 
 
-def identification(loss: np.ndarray, baseline: Optional[np.ndarray] = None) -> dict[str, dict[str, np.ndarray]]:
-    """Per-sample identification scores from the cross-loss matrix `(N, N)` (see the module docstring).
+def identification(loss: np.ndarray, baseline: Optional[np.ndarray] = None, tol: float = TIE_TOLERANCE
+                   ) -> dict[str, dict[str, np.ndarray]]:
+    """Per-sample identification scores from the cross-loss matrix `(N, N)` (see the module docstring); losses
+    within `tol` nats tie (`ties`).
 
     Returns {'frames_given_text': {...}, 'text_given_frames': {...}}, each with `(N,)` arrays `two_way`, `top1`,
     `rank`. `baseline` `(N,)` (e.g. each text's no-brain loss) replaces row-mean centring for text_given_frames.
@@ -221,10 +229,10 @@ def identification(loss: np.ndarray, baseline: Optional[np.ndarray] = None) -> d
     loss = np.asarray(loss, dtype=np.float64)
     if loss.ndim != 2 or loss.shape[0] != loss.shape[1] or loss.shape[0] < 2:
         raise ValueError(f"cross-loss must be a square matrix with N >= 2, got shape {loss.shape}.")
-    frames = _rank_true(loss)
+    frames = _rank_true(loss, tol)
     centre = np.asarray(baseline, dtype=np.float64)[:, None] if baseline is not None else loss.mean(axis=1,
                                                                                                      keepdims=True)
-    text = _rank_true((loss - centre).T)  # row j of the transpose = column j: all texts under frames j
+    text = _rank_true((loss - centre).T, tol)  # row j of the transpose = column j: all texts under frames j
     return {"frames_given_text": frames, "text_given_frames": text}
 
 
