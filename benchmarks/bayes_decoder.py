@@ -1,10 +1,13 @@
 """Throughput of the Bayesian decoder against the paper's greedy and beam-5 decodings, in one run on this host.
 
 On a trained run with a tuned decoder (`brainllm tune-decoder RUN`), decodes the first `--samples` validation
-samples (never test) three ways with the run's model: greedy and beam 5 (the paper's repetition penalty 2, 4-32
+samples (never test) four ways with the run's model: greedy and beam 5 (the paper's repetition penalty 2, 4-32
 new tokens; brainllm's prefix-cache search), and the Bayesian decoder with the run's tuned settings (its search
-result + n_candidates − 1 nucleus samples, each scored by the teacher-forced LM and the encoding model). Prints
-samples/s and each decoder's time relative to greedy.
+result + n_candidates − 1 nucleus samples, each scored by the LM and the encoding model) twice: with the reference
+sampler (`generation.sampler: hf`: HF `generate`, a teacher-forced pass for log p_LM, every candidate's states
+from scratch) and with the default one (`prefix`: each prefix run once, log p_LM kept while drawing, candidates'
+states continuing from their prompt's cache). Prints samples/s, each decoder's time relative to greedy and to beam
+5, and how many picks the two samplers share (they draw different random numbers, so not all).
 
     .venv/bin/python benchmarks/bayes_decoder.py RUN [--samples 64] [--repeats 1]
 """
@@ -34,17 +37,25 @@ def main() -> None:
     samples = run.encoder.encode_all(run.dataset, run.split.valid[: args.samples])
     paper = dataclasses.replace(tuned, rerank="none", method="beam", num_beams=5, repetition_penalty=2.0,
                                 min_new_tokens=4, max_new_tokens=32)
+    bayes = f"Bayesian ({tuned.n_candidates} candidates, λ {tuned.encoding_weight})"
     configs = {"greedy": dataclasses.replace(paper, method="greedy", num_beams=1, repetition_penalty=1.0),
                "beam 5": paper,
-               f"Bayesian ({tuned.n_candidates} candidates, λ {tuned.encoding_weight})": tuned}
-    rows = []
+               f"{bayes}, reference sampler (hf)": dataclasses.replace(tuned, sampler="hf"),
+               f"{bayes}, prefix sampler": dataclasses.replace(tuned, sampler="prefix")}
+    rows, texts = [], {}
     for name, cfg in configs.items():
-        seconds = timed(lambda: decode(run, samples, "brain", cfg, desc=name), args.repeats)
+        seconds = timed(lambda: texts.__setitem__(name, decode(run, samples, "brain", cfg, desc=name)), args.repeats)
         rows.append({"decoder": name, "seconds": round(seconds, 2), "samples_s": round(len(samples) / seconds, 2)})
     for row in rows:
         row["time_vs_greedy"] = round(row["seconds"] / rows[0]["seconds"], 2)
-    print_table(rows, ["decoder", "seconds", "samples_s", "time_vs_greedy"])
-    payload = {"host": info, "peak_gflops_fp32": peak, "run": args.run, "rows": rows}
+        row["time_vs_beam5"] = round(row["seconds"] / rows[1]["seconds"], 2)
+    reference, fast = (texts[name] for name in list(configs)[2:])
+    speedup = rows[2]["seconds"] / rows[3]["seconds"]
+    print_table(rows, ["decoder", "seconds", "samples_s", "time_vs_greedy", "time_vs_beam5"])
+    print(f"prefix sampler vs reference: {speedup:.2f}x faster; the same pick for "
+          f"{sum(a == b for a, b in zip(reference, fast))}/{len(fast)} samples")
+    payload = {"host": info, "peak_gflops_fp32": peak, "run": args.run, "rows": rows,
+               "prefix_vs_reference_speedup": round(speedup, 2)}
     print(f"wrote {write_json('bayes_decoder', payload)}")
 
 

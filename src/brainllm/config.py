@@ -60,6 +60,9 @@ METHODS = ("beam", "greedy", "sample")
 DECODERS = ("prefix", "hf")
 #: generation.rerank: the search result (paper), or candidates re-scored by an encoding model (`decoding.bayes`)
 RERANKS = ("none", "encoding")
+#: generation.sampler: how the Bayesian decoder draws its candidates: from each prefix's KV cache with log p_LM
+#: accumulated while drawing (`decoding.prefix_sample`), or HF generate + a teacher-forced pass (the reference)
+SAMPLERS = ("prefix", "hf")
 
 
 def _check_optional_at_least(key: str, value: Any, low: float) -> None:
@@ -187,6 +190,9 @@ class GenerationConfig:
                                         # log p_LM + encoding_weight * log p(frames | text)
     n_candidates: int = 16              # encoding: the search result + n_candidates - 1 nucleus samples
     candidate_top_p: float = 0.9        # encoding: nucleus of the sampled candidates
+    sampler: str = "prefix"             # encoding: prefix (the prefix run once per sample, its draws seeded per
+                                        # sample, log p_LM kept while drawing) or hf (HF generate + teacher-forced
+                                        # log p_LM + each candidate's states from scratch: the reference, slower)
     encoding_weight: float = 1.0        # encoding: λ on the encoding model's log-likelihood
     posterior_weight: float | None = None  # encoding: λ of the decoder's distribution in the posterior-loss test
                                         # (held-out likelihood; None: encoding_weight, the picks' λ)
@@ -195,6 +201,7 @@ class GenerationConfig:
         check_choice("generation.method", self.method, METHODS)
         check_choice("generation.decoder", self.decoder, DECODERS)
         check_choice("generation.rerank", self.rerank, RERANKS)
+        check_choice("generation.sampler", self.sampler, SAMPLERS)
         check_at_least("generation.n_candidates", self.n_candidates, 1)
         for key in ("num_beams", "max_new_tokens", "batch_size", "permutations"):
             check_at_least(f"generation.{key}", getattr(self, key), 1)

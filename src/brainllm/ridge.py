@@ -158,16 +158,34 @@ def cv_ridge(x: np.ndarray, y: np.ndarray, groups: Sequence[str],
     """Ridge from `x` `(n, F)` to `y` `(n, V)` with the penalty of `alphas` that maximises
     `score(prediction, truth, held-out mask)` averaged over folds of whole `groups` (stimuli; `stimulus_folds`),
     then refitted on all rows. Returns (coef `(F, V)`, intercept `(V,)`, alpha, its cross-validated score)."""
+    return cv_ridge_out_of_fold(x, y, groups, score, seed, alphas, n_folds)[:4]
+
+
+def cv_ridge_out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str],
+                         score: Callable[[np.ndarray, np.ndarray, np.ndarray], float], seed: int = 0,
+                         alphas: Sequence[float] = CV_ALPHAS, n_folds: int = 5
+                         ) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray]:
+    """`cv_ridge`, and the out-of-fold predictions `(n, V)` at the chosen penalty (each row predicted by the fit
+    on the folds that do not hold its group). Each fold's training rows are decomposed once and every penalty is
+    solved from that decomposition (`fit_ridge_fixed` per penalty and fold would decompose len(alphas) times as
+    often, for the same weights)."""
     folds = stimulus_folds(groups, n_folds, seed)
-    scores = []
-    for alpha in alphas:
-        per_fold = []
-        for held in folds:
-            coef, icpt = fit_ridge_fixed(x[~held], y[~held], alpha)
-            per_fold.append(score(x[held] @ coef + icpt, y[held], held))
-        scores.append(float(np.mean(per_fold)))
-    best = int(np.argmax(scores))
-    return (*fit_ridge_fixed(x, y, alphas[best]), float(alphas[best]), scores[best])
+    grid = _check_penalties(alphas)
+    predictions = np.empty((len(grid), *np.shape(y)))  # [k] out-of-fold predictions with penalty k
+    scores = np.zeros((len(grid), len(folds)))
+    for f, held in enumerate(folds):
+        x_tr, y_tr = x[~held], np.asarray(y[~held], dtype=np.float64)
+        dec = _Decomposition(x_tr)
+        y_mean = y_tr.mean(axis=0)
+        proj = dec.left().T @ (y_tr - y_mean)  # (k, V)
+        test = dec.test_map(x[held])          # (n_held, k)
+        for k, alpha in enumerate(grid):
+            # test @ basis-coefficients: (x_held - mean) · Q · diag(1 / (ev + α²)) · Lᵀ · Yc, plus the mean
+            predictions[k][held] = test @ (proj / (dec.ev[:, None] + alpha ** 2)) + y_mean
+            scores[k, f] = score(predictions[k][held], y[held], held)
+    best = int(np.argmax(scores.mean(1)))
+    return (*fit_ridge_fixed(x, y, float(grid[best])), float(grid[best]), float(scores[best].mean()),
+            predictions[best])
 
 
 def centred_correlation(pred: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> float:

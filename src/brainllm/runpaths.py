@@ -75,6 +75,11 @@ class RunPaths:
         """`predictions/<split>_<condition>.json`: the decoding settings of that predictions file."""
         return self.predictions_dir / f"{split}_{condition}.json"
 
+    def candidates(self, split: str) -> Path:
+        """`predictions/<split>_candidates.json`: the Bayesian decoder's candidates of every sample and frames
+        decoded on the split, with the settings they were proposed under (reused by later conditions and reruns)."""
+        return self.predictions_dir / f"{split}_candidates.json"
+
     def decoderscore(self, split: str) -> Path:
         """`predictions/<split>_decoderscore.npz`: the Bayesian decoder's identification matrices."""
         return self.predictions_dir / f"{split}_decoderscore.npz"

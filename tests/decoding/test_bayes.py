@@ -298,3 +298,50 @@ def test_train_with_the_brain_recipe_tunes_the_decoder(tmp_path, tiny_llama_path
     saved = json.loads((tmp_path / "run" / "decoder.json").read_text())
     assert saved["generation"]["rerank"] == "encoding" and {r["layer"] for r in saved["cv_table"]} == {1, 2}
     assert load_run(tmp_path / "run").config.generation.rerank == "encoding"
+
+
+def test_stored_candidates_resume_a_killed_decode_and_serve_the_nuisance_condition(tmp_path, tiny_llama_path,
+                                                                                   source_samples, monkeypatch):
+    import brainllm.decoding.bayes as bayes
+    from brainllm.runpaths import RunPaths
+
+    run = train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
+    tune(run, layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[1.0], n_candidates=[3])
+    run = load_run(tmp_path / "run")
+    samples = run.encoder.encode_all(run.dataset, run.split.test)
+    cfg = run.config.generation
+    whole = bayes.propose(run, samples, "brain", cfg)
+    real, proposed = bayes.propose, []
+
+    def counted(run_, part, *args, **kwargs):
+        proposed.append(len(part))
+        if len(proposed) == 2 and kill[0]:
+            raise KeyboardInterrupt  # killed while proposing the second chunk
+        return real(run_, part, *args, **kwargs)
+
+    kill = [True]
+    monkeypatch.setattr(bayes, "propose", counted)
+    store = tmp_path / "candidates.json"
+    with pytest.raises(KeyboardInterrupt):
+        bayes.propose_stored(run, samples, "brain", cfg, store, chunk=4)
+    kill[0], proposed[:] = False, []
+    resumed = bayes.propose_stored(run, samples, "brain", cfg, store, chunk=4)
+    # the first chunk was kept, and the result is an uninterrupted decode's
+    assert sum(proposed) == len(samples) - 4
+    assert resumed.ids == whole.ids and resumed.texts == whole.texts
+    for a, b in zip(resumed.lm, whole.lm):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.draws, whole.draws))
+    # other settings: nothing reused
+    proposed[:] = []
+    bayes.propose_stored(run, samples[:2], "brain", replace(cfg, seed=cfg.seed + 1), store)
+    assert proposed == [2]
+    # generate: the length/position decoder re-picks the brain condition's candidates, proposing nothing
+    generate_predictions(run, "test", "brain")
+    proposed[:] = []
+    path = generate_predictions(run, "test", "nuisance")
+    assert proposed == []
+    stored = json.loads(RunPaths(run.path).candidates("test").read_text())["samples"]
+    by_id = {s.id: f"{s.id}@{','.join(map(str, s.frame_rows))}" for s in samples}
+    for row in read_jsonl(path):
+        assert row["prediction"] in {run.encoder.decode(c) for c in stored[by_id[row["id"]]]["ids"]}

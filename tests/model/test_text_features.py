@@ -7,7 +7,8 @@ import torch
 
 from brainllm import backbones
 from brainllm.model import TextEncoder
-from brainllm.model.text_features import mean_states, nuisance_features, passage_contexts, stimulus_positions
+from brainllm.model.text_features import (full_text, mean_states, mean_states_after_prefix, nuisance_features,
+                                         passage_contexts, stimulus_positions)
 
 from ..conftest import make_dataset
 
@@ -81,3 +82,26 @@ def test_passage_contexts_are_the_previous_whole_sentences_in_order():
     assert set(passage_contexts(ds, samples, 0)) == {""}
     with pytest.raises(ValueError, match="n_sentences"):
         passage_contexts(ds, samples, -1)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_states_after_a_shared_prefix_equal_mean_states(arch, tiny_llama_path, tiny_gpt2_path):
+    model, tok = backbones.load(str(tiny_llama_path if arch == "llama" else tiny_gpt2_path))
+    enc = TextEncoder(tok)
+    heads = ["the bees", "honey is", "", "a"]
+    tails = [["fly home", "sleep", "make honey in the hive all day"], ["sweet", "made of nectar"], ["alone"],
+             ["short one", "b"]]
+    contexts = ["bees live in hives.", "", "x", "the queen lays eggs."]
+    for ctx in (None, contexts):
+        got = mean_states_after_prefix(model, enc, heads, tails, 1, contexts=ctx, batch_size=3)
+        for i, (head, group) in enumerate(zip(heads, tails)):
+            texts = [full_text(head, t) for t in group]
+            want = mean_states(model, enc, texts, [1], contexts=None if ctx is None else [ctx[i]] * len(texts))[1]
+            np.testing.assert_allclose(got[i], want, atol=1e-5)
+    # the early-stopping path (layer 1 of 2) equals HF's hidden_states[1]
+    ids = tok("honey is sweet", add_special_tokens=False).input_ids
+    bos = [enc.bos_id] if enc.bos_id is not None else []
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([bos + ids]), output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(mean_states(model, enc, ["honey is sweet"], [1])[1][0],
+                               hidden[1][0, len(bos):].mean(0).numpy(), atol=1e-5)

@@ -23,6 +23,7 @@ frames and are scored against the permuted frames.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,12 +36,14 @@ from ..config import GenerationConfig
 from ..errors import BrainLLMError
 from ..io import atomic_path, read_json, write_json
 from ..model import Collator, EncodedSample
-from ..model.text_features import (NUISANCE_NAMES, full_text, mean_states, nuisance_features, passage_contexts,
-                                   stimulus_positions)
+from ..model.text_features import (NUISANCE_NAMES, full_text, mean_states, mean_states_after_prefix,
+                                   nuisance_features, passage_contexts, stimulus_positions)
+from ..progress import progress
 from ..identification import two_way
 from ..ridge import stimulus_folds
 from ..runs import LoadedRun, RunPaths
 from ..voxelwise.sentence_encoding import SentenceEncodingConfig, SentenceEncodingModel
+from .prefix_sample import SampleSettings, draw_uniforms, sample_from_prefix
 from .sentences import decode_ids, decoding_kwargs, length_sorted_batches, teacher_forced_losses
 
 log = logging.getLogger(__name__)
@@ -188,27 +191,25 @@ def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], laye
     states = {n: bare_states(run, texts, text_layers, sample_contexts(run, samples, n) if n else None)
               for n in context_sentences}
     nuisance = nuisance_features(texts, positions)
+    trials = [EncodingChoice(layer, max_dims, shrink, float("nan"), weight, context)
+              for context in context_sentences for layer in layers if not (layer is None and context)
+              for max_dims in dims for shrink in shrinkages
+              for weight in (nuisance_weights if layer is not None else (1.0,))]
+    frames = {max_dims: sample_frames(run, samples, max_dims) for max_dims in dims}
     rows, best = [], None
-    for context, layer in ((n, layer) for n in context_sentences for layer in layers):
-        if layer is None and context:
-            continue
-        x = _design(states[context], layer, nuisance)
-        for max_dims in dims:
-            y = sample_frames(run, samples, max_dims)
-            for shrink in shrinkages:
-                for weight in (nuisance_weights if layer is not None else (1.0,)):
-                    trial = EncodingChoice(layer, max_dims, shrink, float("nan"), weight, context)
-                    scores = []
-                    for held in folds:
-                        tr, te = np.flatnonzero(~held), np.flatnonzero(held)
-                        model = SentenceEncodingModel(trial.model_config(seed)).fit(x[tr], y[tr], [stim[i] for i in tr])
-                        m = model.log_likelihood_matrix(x[te], y[te])
-                        scores.append(two_way(m, [stim[i] for i in te], [keys[i] for i in te])["across"])
-                    row = asdict(replace(trial, cv_identification=float(np.mean(scores))))
-                    rows.append(row)
-                    log.info("encoding model %s: CV identification %.3f", row, row["cv_identification"])
-                    if best is None or row["cv_identification"] > best["cv_identification"]:
-                        best = row
+    for trial in progress(trials, "encoding model CV", unit="cell"):
+        x, y = _design(states[trial.context_sentences], trial.layer, nuisance), frames[trial.max_dims]
+        scores = []
+        for held in folds:
+            tr, te = np.flatnonzero(~held), np.flatnonzero(held)
+            model = SentenceEncodingModel(trial.model_config(seed)).fit(x[tr], y[tr], [stim[i] for i in tr])
+            m = model.log_likelihood_matrix(x[te], y[te])
+            scores.append(two_way(m, [stim[i] for i in te], [keys[i] for i in te])["across"])
+        row = asdict(replace(trial, cv_identification=float(np.mean(scores))))
+        rows.append(row)
+        log.info("encoding model %s: CV identification %.3f", row, row["cv_identification"])
+        if best is None or row["cv_identification"] > best["cv_identification"]:
+            best = row
     choice = EncodingChoice(**best)
     model = SentenceEncodingModel(choice.model_config(seed)).fit(
         _design(states[choice.context_sentences], choice.layer, nuisance), sample_frames(run, samples, choice.max_dims),
@@ -278,37 +279,77 @@ class Candidates:
 
 
 def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-            desc: str = "propose") -> tuple[list[list[list[int]]], list[np.ndarray]]:
-    """Candidate token ids per sample: the search of `cfg` (beam/greedy) first, then `cfg.n_candidates − 1`
-    nucleus samples (top_p `cfg.candidate_top_p`, temperature `cfg.temperature`), duplicates removed; and per
-    sample `(n_c,)` how many samples gave each candidate (`Candidates.draws`)."""
+            desc: str = "propose") -> Candidates:
+    """Candidate continuations of each sample, without their encoding scores: the search of `cfg` (beam/greedy)
+    first, then `cfg.n_candidates − 1` nucleus draws (top_p `cfg.candidate_top_p`, temperature `cfg.temperature`),
+    duplicates merged into `draws`, and each one's log p_LM. `cfg.sampler` "prefix" draws from each prefix's KV cache
+    with its uniforms seeded by the sample id (`prefix_sample`), keeping log p_LM as it draws; "hf" is the
+    reference: HF `generate(num_return_sequences=…)` seeded per batch, then a teacher-forced pass."""
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
     search = replace(cfg, rerank="none")
     best = decode_ids(run.model, collate, samples, search, run.encoder, desc=f"{desc}/search")
-    out = [[_cut(ids, run.encoder.eos_id)] for ids in best]
-    draws = [[0] for _ in out]
+    ids = [[_cut(seq, run.encoder.eos_id)] for seq in best]
+    draws = [[0] for _ in ids]
+    if cfg.sampler == "hf" or cfg.n_candidates <= 1:
+        _sample_hf(run, samples, collate, cfg, ids, draws, desc)
+        lm = lm_scores(run, samples, ids, layout, cfg.batch_size)
+    else:
+        lm = [[float(x[0])] for x in lm_scores(run, samples, ids, layout, cfg.batch_size)]  # the search result's
+        _sample_prefix(run, samples, collate, cfg, ids, draws, lm, desc)
+        lm = [np.array(x) for x in lm]
+    texts = [[run.encoder.decode(c) for c in cands] for cands in ids]
+    return Candidates(ids, texts, lm, draws=[np.array(d) for d in draws])
+
+
+def _add_draw(ids: list[list[int]], draws: list[int], draw: list[int]) -> bool:
+    """Count `draw` among a sample's candidates `ids` (and their `draws`); True when it is new (appended)."""
+    if draw in ids:
+        draws[ids.index(draw)] += 1
+        return False
+    ids.append(draw)
+    draws.append(1)
+    return True
+
+
+def _sample_prefix(run: LoadedRun, samples: Sequence[EncodedSample], collate: Collator, cfg: GenerationConfig,
+                   ids: list[list[list[int]]], draws: list[list[int]], lm: list[list[float]], desc: str) -> None:
+    """`propose`'s draws from each prefix's KV cache, appended to `ids`, `draws` and `lm` in place."""
+    settings = SampleSettings(n=cfg.n_candidates - 1, max_new_tokens=cfg.max_new_tokens,
+                              min_new_tokens=cfg.min_new_tokens, eos_id=run.encoder.eos_id,
+                              top_p=cfg.candidate_top_p, temperature=cfg.temperature)
+    device = run.model.boundary.device
+    batches = length_sorted_batches([collate.length(s) for s in samples], cfg.batch_size)
+    for rows in progress(batches, f"{desc}/sample", unit="batch"):
+        batch = collate([samples[j] for j in rows]).to(device)
+        embeds, context = run.model.generation_inputs(batch)
+        uniforms = [draw_uniforms(cfg.seed, samples[j].id, settings) for j in rows]
+        for j, drawn in zip(rows, sample_from_prefix(run.model.backbone, embeds, batch.attention_mask, settings,
+                                                     uniforms, context)):
+            for draw, log_prob in zip(drawn.ids, drawn.log_probs):
+                if draw and _add_draw(ids[j], draws[j], draw):
+                    lm[j].append(float(log_prob))
+
+
+def _sample_hf(run: LoadedRun, samples: Sequence[EncodedSample], collate: Collator, cfg: GenerationConfig,
+               ids: list[list[list[int]]], draws: list[list[int]], desc: str) -> None:
+    """`propose`'s draws by HF `generate` (the reference sampler), appended to `ids` and `draws` in place."""
     n_sampled = cfg.n_candidates - 1
     if n_sampled <= 0:
-        return out, [np.array(d) for d in draws]
+        return
     # plain nucleus sampling: no repetition penalty, whatever the search uses
-    sampler = replace(search, method="sample", top_p=cfg.candidate_top_p, repetition_penalty=1.0)
+    sampler = replace(cfg, rerank="none", method="sample", top_p=cfg.candidate_top_p, repetition_penalty=1.0)
     kwargs = decoding_kwargs(sampler, run.encoder) | {"num_return_sequences": n_sampled}
     device = run.model.boundary.device
-    for b, rows in enumerate(length_sorted_batches([collate.length(s) for s in samples], cfg.batch_size)):
+    batches = length_sorted_batches([collate.length(s) for s in samples], cfg.batch_size)
+    for b, rows in enumerate(progress(batches, f"{desc}/sample", unit="batch")):
         torch.manual_seed(cfg.seed * 100003 + b)
         seqs = run.model.generate(collate([samples[j] for j in rows]).to(device), **kwargs)
         for k, j in enumerate(rows):
             for seq in seqs[k * n_sampled:(k + 1) * n_sampled]:
                 cut = _cut(seq, run.encoder.eos_id)
-                if not cut:
-                    continue
-                if cut in out[j]:
-                    draws[j][out[j].index(cut)] += 1
-                else:
-                    out[j].append(cut)
-                    draws[j].append(1)
-    return out, [np.array(d) for d in draws]
+                if cut:
+                    _add_draw(ids[j], draws[j], cut)
 
 
 def _cut(ids: Sequence[int], eos: int) -> list[int]:
@@ -326,45 +367,93 @@ def lm_scores(run: LoadedRun, samples: Sequence[EncodedSample], candidates: Sequ
 
 
 def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
-                    texts: Sequence[Sequence[str]]) -> list[np.ndarray]:
+                    texts: Sequence[Sequence[str]], shared_prefix: bool = True) -> list[np.ndarray]:
     """log p(frames of sample i | prompt_i + candidate) per candidate, the frames being the ones the sample is
-    given (a control's permuted frames)."""
+    given (a control's permuted frames). With `shared_prefix` each sample's context + prompt runs through the
+    backbone once and its candidates continue from that cache (`mean_states_after_prefix`); without, every
+    candidate's text runs whole (`mean_states`): the same states up to float rounding."""
     prompts = [run.dataset.by_id(s.id).prompt for s in samples]
     positions = positions_of(run, samples)
     frames = scorer.frames(samples)
     contexts = scorer.contexts(samples)
-    flat = [(i, full_text(prompts[i], t)) for i, cands in enumerate(texts) for t in cands]
-    flat_contexts = None if contexts is None else [contexts[i] for i, _ in flat]
-    ll = scorer.log_likelihood([t for _, t in flat], [positions[i] for i, _ in flat],
-                               frames[[i for i, _ in flat]], flat_contexts)
-    return _regroup(ll, texts)
+    layer = scorer.choice.layer
+    if not shared_prefix or layer is None:
+        flat = [(i, full_text(prompts[i], t)) for i, cands in enumerate(texts) for t in cands]
+        flat_contexts = None if contexts is None else [contexts[i] for i, _ in flat]
+        ll = scorer.log_likelihood([t for _, t in flat], [positions[i] for i, _ in flat],
+                                   frames[[i for i, _ in flat]], flat_contexts)
+        return _regroup(ll, texts)
+    states = mean_states_after_prefix(run.model.backbone, run.encoder, prompts, texts, layer, contexts,
+                                      bare=run.model.bare_backbone())
+    out = []
+    for i, (cands, own) in enumerate(zip(texts, states)):
+        full = [full_text(prompts[i], t) for t in cands]
+        design = _design({layer: own}, layer, nuisance_features(full, [positions[i]] * len(full)))
+        out.append(scorer.model.log_likelihood(design, np.repeat(frames[i:i + 1], len(full), axis=0)))
+    return out
 
 
 def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
                      scorer: SentenceScorer, desc: str = "bayes") -> Candidates:
     """Propose candidates for each sample and score them under the frames each sample is given."""
-    ids, draws = propose(run, samples, layout, cfg, desc)
-    texts = [[run.encoder.decode(c) for c in cands] for cands in ids]
-    cands = Candidates(ids, texts, lm_scores(run, samples, ids, layout, cfg.batch_size), draws=draws)
-    cands.encoding = encoding_scores(run, scorer, samples, texts)
+    cands = propose(run, samples, layout, cfg, desc)
+    cands.encoding = encoding_scores(run, scorer, samples, cands.texts, shared_prefix=cfg.sampler == "prefix")
     return cands
 
 
 def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-                 lm_losses: np.ndarray | None = None, desc: str = "bayes", scorer: str = "encoding"
-                 ) -> tuple[list[str], np.ndarray | None]:
+                 lm_losses: np.ndarray | None = None, desc: str = "bayes", scorer: str = "encoding",
+                 store: Path | None = None) -> tuple[list[str], np.ndarray | None]:
     """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`); `scorer`
     "nuisance" swaps in the length/position-only encoding model (the nuisance control). Given the adapter-
     conditioned LM's teacher-forced losses of the reference continuations `lm_losses` `(n,)` (mean nats per token
     + EOS), also the loss of each under the decoder's distribution at λ `cfg.distribution_weight`
-    (`posterior_losses`); else None."""
+    (`posterior_losses`); else None. With `store` (a JSON file), candidates are kept there as they are proposed
+    and read back instead of proposed again (`propose_stored`)."""
     model = load_scorer(run, scorer)
-    cands = score_candidates(run, samples, layout, cfg, model, desc)
+    cands = (propose(run, samples, layout, cfg, desc) if store is None
+             else propose_stored(run, samples, layout, cfg, store, desc))
+    cands.encoding = encoding_scores(run, model, samples, cands.texts, shared_prefix=cfg.sampler == "prefix")
     texts = cands.picks(cfg.encoding_weight)
     if lm_losses is None:
         return texts, None
     return texts, posterior_losses(lm_losses, *reference_scores(run, model, samples), cands,
                                    cfg.distribution_weight)
+
+
+def candidate_settings(run: LoadedRun, layout: str, cfg: GenerationConfig) -> dict:
+    """What a sample's candidates depend on besides its frames: the trained adapter (its file's SHA-1), the input
+    layout and the search and sampling settings. Stored candidates are reused only under the same."""
+    adapter = RunPaths(run.path).root / "adapter.safetensors"
+    digest = hashlib.sha1(adapter.read_bytes()).hexdigest() if adapter.exists() else None
+    keys = ("method", "num_beams", "repetition_penalty", "min_new_tokens", "max_new_tokens", "temperature",
+            "seed", "n_candidates", "candidate_top_p", "sampler", "decoder")
+    return {"adapter_sha1": digest, "layout": layout} | {k: getattr(cfg, k) for k in keys}
+
+
+def propose_stored(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+                   path: Path, desc: str = "propose", chunk: int | None = None) -> Candidates:
+    """`propose`, keeping the candidates in `path` (JSON, rewritten atomically after every `chunk` samples,
+    default 4 batches) under their sample's id and frames: a sample already there under the same
+    `candidate_settings` is read back, not proposed again. So a killed `generate` loses at most one chunk, and a
+    condition that decodes the same frames (the length/position decoder re-picks the brain condition's
+    candidates) proposes nothing."""
+    settings = candidate_settings(run, layout, cfg)
+    stored = read_json(path) if path.exists() else {}
+    entries: dict = stored.get("samples", {}) if stored.get("settings") == settings else {}
+    keys = [f"{s.id}@{','.join(map(str, s.frame_rows))}" for s in samples]
+    todo = sorted({k: i for i, k in reversed(list(enumerate(keys))) if k not in entries}.values())
+    chunk = chunk or 4 * cfg.batch_size
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        got = propose(run, [samples[i] for i in part], layout, cfg, desc)
+        for i, ids, lm, draws in zip(part, got.ids, got.lm, got.draws):
+            entries[keys[i]] = {"ids": ids, "lm": [float(x) for x in lm], "draws": [int(d) for d in draws]}
+        write_json(path, {"settings": settings, "samples": entries})
+        log.info("%s: candidates of %d/%d samples stored in %s", desc, start + len(part), len(todo), path)
+    ids = [entries[k]["ids"] for k in keys]
+    return Candidates(ids, [[run.encoder.decode(c) for c in cands] for cands in ids],
+                      [np.array(entries[k]["lm"]) for k in keys], draws=[np.array(entries[k]["draws"]) for k in keys])
 
 
 def reference_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample]

@@ -55,12 +55,13 @@ def decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: G
 
 
 def decode_scored(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-                  lm_losses: np.ndarray | None, desc: str = "generate", scorer: str = "encoding"
-                  ) -> tuple[list[str], np.ndarray | None]:
+                  lm_losses: np.ndarray | None, desc: str = "generate", scorer: str = "encoding",
+                  store: Path | None = None) -> tuple[list[str], np.ndarray | None]:
     """`decode`'s texts and, where the Bayesian decoder picks them and `lm_losses` (the reference continuations'
-    teacher-forced losses) are given, their loss under its distribution (`bayes.posterior_losses`); else None."""
+    teacher-forced losses) are given, their loss under its distribution (`bayes.posterior_losses`); else None.
+    `store`: where the Bayesian decoder keeps its candidates (`bayes.propose_stored`)."""
     if cfg.rerank == "encoding" and layout != "no_brain":
-        return bayes_decode(run, samples, layout, cfg, lm_losses, desc, scorer)
+        return bayes_decode(run, samples, layout, cfg, lm_losses, desc, scorer, store)
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
     return [run.encoder.decode(ids) for ids in decode_ids(run.model, collate, samples, cfg, run.encoder, desc)], None
@@ -87,7 +88,8 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
         losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
         texts, posterior = decode_scored(run, samples, layout, cfg, losses, f"{split}/{name}",
-                                         "nuisance" if condition == "nuisance" else "encoding")
+                                         "nuisance" if condition == "nuisance" else "encoding",
+                                         RunPaths(run.path).candidates(split))
     for k, ((p, s), loss, text) in enumerate(zip(variants, losses, texts)):
         original = run.dataset.by_id(s.id)
         row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,

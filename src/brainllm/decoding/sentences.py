@@ -73,7 +73,8 @@ def teacher_forced_losses(run: LoadedRun, samples: Sequence[EncodedSample], layo
     collate = Collator(run.dataset.frames, run.encoder, layout, tokens_per_frame=run.model.adapter.tokens_per_frame)
     device = run.model.boundary.device
     out = np.zeros(len(samples))
-    for rows in length_sorted_batches([collate.length(s) for s in samples], batch_size):
+    batches = length_sorted_batches([collate.length(s) for s in samples], batch_size)
+    for rows in progress(batches, "teacher-forced losses", unit="batch"):
         batch = collate([samples[i] for i in rows]).to(device)
         offset = (None if brain_offsets is None
                   else torch.as_tensor(brain_offsets[rows], dtype=torch.float32, device=device))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import BrainTextDataset, Sample
+from ..progress import progress
 from .collate import TextEncoder
 
 NUISANCE_NAMES = ("n_words", "position")
@@ -71,6 +72,43 @@ def full_text(prompt: str, continuation: str) -> str:
     return f"{prompt.strip()} {continuation.strip()}".strip()
 
 
+class _Stop(Exception):
+    """Raised by a block hook once the deepest state asked for is captured: the layers above it are not needed."""
+
+
+def _decoder_blocks(backbone: torch.nn.Module) -> tuple[torch.nn.Module, Sequence[torch.nn.Module]]:
+    """The LM's decoder stack without its output head (a peft wrapper's LoRA layers stay in place), and its blocks
+    (Llama-family `layers`, GPT-2 `h`)."""
+    target = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    decoder = target.base_model
+    return decoder, (decoder.layers if hasattr(decoder, "layers") else decoder.h)
+
+
+def _block_states(decoder: torch.nn.Module, blocks: Sequence[torch.nn.Module], layers: Sequence[int], **inputs
+                  ) -> tuple[dict[int, torch.Tensor], object]:
+    """Run `decoder(**inputs)` up to the deepest of `layers` (each in 1..len(blocks) - 1) and no further: the state
+    after each layer `{layer: (B, L, H)}` (HF's `hidden_states[layer]`), and the cache passed in `inputs` (filled
+    for the layers run)."""
+    from .injection import hidden_of, on_output  # the block hooks live with the injection
+
+    captured: dict[int, torch.Tensor] = {}
+    deepest = max(layers)
+
+    def keep(layer: int, output) -> None:
+        captured[layer] = hidden_of(output)
+        if layer == deepest:
+            raise _Stop
+
+    with contextlib.ExitStack() as hooks:
+        for layer in layers:
+            hooks.enter_context(on_output(blocks[layer - 1], lambda out, layer=layer: keep(layer, out)))
+        try:
+            decoder(**inputs)
+        except _Stop:
+            pass
+    return captured, inputs.get("cache")
+
+
 @torch.inference_mode()
 def mean_states(backbone: torch.nn.Module, encoder: TextEncoder, texts: Sequence[str], layers: Sequence[int],
                 batch_size: int = 64, bare: contextlib.AbstractContextManager | None = None,
@@ -105,8 +143,13 @@ def mean_states(backbone: torch.nn.Module, encoder: TextEncoder, texts: Sequence
         ids.append(lead[-1] + tokenize(f" {text}" if context else text))
     out = {layer: np.zeros((len(texts), backbone.config.hidden_size), dtype=np.float32) for layer in layers}
     order = np.argsort([-len(i) for i in ids], kind="stable")
+    decoder, blocks = _decoder_blocks(backbone)
+    # the blocks' own outputs are HF's hidden_states[1..n-1]: run no deeper than needed, and without the output
+    # head (6x a block's work per token for SmolLM2's vocabulary); 0 (embeddings) and n (after the final norm) take
+    # HF's hidden_states
+    early = all(0 < layer < len(blocks) for layer in layers)
     with bare or contextlib.nullcontext():
-        for start in range(0, len(order), batch_size):
+        for start in progress(range(0, len(order), batch_size), "text states", unit="batch"):
             rows = order[start:start + batch_size]
             width = max(len(ids[i]) for i in rows)
             tokens = torch.full((len(rows), width), encoder.pad_id, dtype=torch.long)
@@ -114,8 +157,9 @@ def mean_states(backbone: torch.nn.Module, encoder: TextEncoder, texts: Sequence
             for j, i in enumerate(rows):
                 tokens[j, :len(ids[i])] = torch.tensor(ids[i])
                 mask[j, :len(ids[i])] = 1
-            hidden = backbone(input_ids=tokens.to(device), attention_mask=mask.to(device),
-                              output_hidden_states=True).hidden_states
+            inputs = {"input_ids": tokens.to(device), "attention_mask": mask.to(device)}
+            hidden = (_block_states(decoder, blocks, layers, **inputs)[0] if early
+                      else backbone(**inputs, output_hidden_states=True).hidden_states)
             keep = mask.clone()
             for j, i in enumerate(rows):
                 keep[j, :len(lead[i])] = 0
@@ -123,4 +167,90 @@ def mean_states(backbone: torch.nn.Module, encoder: TextEncoder, texts: Sequence
             for layer in layers:
                 pooled = (hidden[layer].float() * keep).sum(1) / keep.sum(1).clamp(min=1)
                 out[layer][rows] = pooled.cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def mean_states_after_prefix(backbone: torch.nn.Module, encoder: TextEncoder, heads: Sequence[str],
+                             tails: Sequence[Sequence[str]], layer: int, contexts: Sequence[str] | None = None,
+                             bare: contextlib.AbstractContextManager | None = None, batch_size: int = 8
+                             ) -> list[np.ndarray]:
+    """Per group i, `(len(tails[i]), H)` float32: the mean state after `layer` of each text
+    `full_text(heads[i], tail)` for `tail` in `tails[i]`, read after `contexts[i]` if given: `mean_states` of
+    those texts, computed with `[BOS] context head` run once per group and each tail continuing from its KV cache
+    (the Bayesian decoder's candidates share their sample's context and prompt). A text whose tokens do not start
+    with its group's prefix tokens (a BPE merge across the boundary), a group with no prefix, and `layer` 0 or the
+    last (HF's embeddings / final-norm states) go through `mean_states` whole; `batch_size` groups run at once."""
+    from transformers import DynamicCache
+
+    decoder, blocks = _decoder_blocks(backbone)
+    if contexts is not None and len(contexts) != len(heads):
+        raise ValueError(f"{len(heads)} heads but {len(contexts)} contexts.")
+    if len(tails) != len(heads):
+        raise ValueError(f"{len(heads)} heads but {len(tails)} groups of tails.")
+    out = [np.zeros((len(t), backbone.config.hidden_size), dtype=np.float32) for t in tails]
+    bos = [encoder.bos_id] if encoder.bos_id is not None else []
+
+    def tokenize(text: str) -> list[int]:
+        return encoder.tokenizer(text, add_special_tokens=False).input_ids
+
+    whole: list[tuple[int, int]] = []  # (group, tail) computed by mean_states
+    groups: list[tuple[int, list[int], int, list[tuple[int, list[int]]]]] = []  # group, prefix, own head tokens, tails
+    for i, head in enumerate(heads):
+        context = contexts[i].strip() if contexts is not None else ""
+        lead = bos + (tokenize(context) if context else [])
+        own_head = tokenize(f" {head.strip()}" if context else head.strip()) if head.strip() else []
+        prefix = lead + own_head
+        split = []
+        for k, tail in enumerate(tails[i]):
+            text = full_text(head, tail)
+            ids = lead + tokenize(f" {text}" if context else text)
+            if own_head and 0 < layer < len(blocks) and ids[:len(prefix)] == prefix and len(ids) > len(prefix):
+                split.append((k, ids[len(prefix):]))
+            else:
+                whole.append((i, k))
+        if split:
+            groups.append((i, prefix, len(own_head), split))
+    device = next(backbone.parameters()).device
+    with bare or contextlib.nullcontext():
+        for start in progress(range(0, len(groups), batch_size), "candidate states", unit="batch"):
+            chunk = groups[start:start + batch_size]
+            # the prefixes, left-padded, once
+            width = max(len(p) for _, p, _, _ in chunk)
+            tokens = torch.full((len(chunk), width), encoder.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for g, (_, prefix, _, _) in enumerate(chunk):
+                tokens[g, width - len(prefix):] = torch.tensor(prefix)
+                mask[g, width - len(prefix):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache(config=decoder.config)
+            hidden, cache = _block_states(decoder, blocks, [layer], input_ids=tokens.to(device),
+                                          attention_mask=mask.to(device), position_ids=positions.to(device),
+                                          cache=cache, use_cache=True)
+            head_sums = torch.stack([hidden[layer][g, width - n_head:].float().sum(0)
+                                     for g, (_, _, n_head, _) in enumerate(chunk)])
+            # every tail continues its group's cache, right-padded
+            rows = [(g, k, ids) for g, (_, _, _, split) in enumerate(chunk) for k, ids in split]
+            length = max(len(ids) for _, _, ids in rows)
+            index = torch.tensor([g for g, _, _ in rows])
+            tail_tokens = torch.full((len(rows), length), encoder.pad_id, dtype=torch.long)
+            tail_mask = torch.zeros((len(rows), length), dtype=torch.long)
+            for r, (_, _, ids) in enumerate(rows):
+                tail_tokens[r, :len(ids)] = torch.tensor(ids)
+                tail_mask[r, :len(ids)] = 1
+            cache.reorder_cache(index.to(device))
+            tail_positions = mask.sum(-1)[index][:, None] + torch.arange(length)[None, :]
+            states = _block_states(decoder, blocks, [layer], input_ids=tail_tokens.to(device),
+                                   attention_mask=torch.cat([mask[index], tail_mask], 1).to(device),
+                                   position_ids=tail_positions.to(device), cache=cache, use_cache=True)[0][layer]
+            sums = (states.float() * tail_mask[..., None].to(device)).sum(1) + head_sums[index.to(device)]
+            counts = tail_mask.sum(1) + torch.tensor([chunk[g][2] for g, _, _ in rows])
+            means = (sums / counts[:, None].to(device)).cpu().numpy()
+            for r, (g, k, _) in enumerate(rows):
+                out[chunk[g][0]][k] = means[r]
+        if whole:  # inside the same `bare` context: a peft one cannot be entered twice
+            states = mean_states(backbone, encoder, [full_text(heads[i], tails[i][k]) for i, k in whole], [layer],
+                                 contexts=None if contexts is None else [contexts[i] for i, _ in whole])
+            for (i, k), row in zip(whole, states[layer]):
+                out[i][k] = row
     return out

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from ..ridge import CV_ALPHAS, _check_matrix, cv_ridge, fit_ridge_fixed, stimulus_folds
+from ..ridge import CV_ALPHAS, _check_matrix, cv_ridge_out_of_fold, fit_ridge_fixed, stimulus_folds
 from .modelfile import _load_model, _save_model
 
 FORMAT = "brainllm-sentence-encoding"
@@ -102,9 +102,9 @@ class SentenceEncodingModel:
         self.y_mean_, self.y_std_ = y.mean(0), _safe_std(y)
         xs, ys = self._x(x), (y - self.y_mean_) / self.y_std_
         cfg = self.config
-        self.coef_, self.intercept_, self.alpha_, self.cv_score_ = cv_ridge(
+        self.coef_, self.intercept_, self.alpha_, self.cv_score_, held_out = cv_ridge_out_of_fold(
             xs, ys, list(groups), column_correlation, seed=cfg.seed, alphas=cfg.alphas, n_folds=cfg.n_folds)
-        residuals = ys - out_of_fold(xs, ys, groups, self.alpha_, cfg.n_folds, cfg.seed)
+        residuals = ys - held_out  # the same folds as the penalty's
         self.precision_ = shrunk_precision(residuals, cfg.noise_shrinkage)
         return self
 
