@@ -424,7 +424,7 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
 def candidate_settings(run: LoadedRun, layout: str, cfg: GenerationConfig) -> dict:
     """What a sample's candidates depend on besides its frames: the trained adapter (its file's SHA-1), the input
     layout and the search and sampling settings. Stored candidates are reused only under the same."""
-    adapter = RunPaths(run.path).root / "adapter.safetensors"
+    adapter = RunPaths(run.path).adapter
     digest = hashlib.sha1(adapter.read_bytes()).hexdigest() if adapter.exists() else None
     keys = ("method", "num_beams", "repetition_penalty", "min_new_tokens", "max_new_tokens", "temperature",
             "seed", "n_candidates", "candidate_top_p", "sampler", "decoder")
