@@ -28,8 +28,8 @@ def two_way(matrix: np.ndarray, stimuli: Sequence[str], frame_keys: Sequence[obj
         tol: scores closer than this tie (`ties.wins`).
     Returns:
         `across`: over ordered pairs (i, j) from different stimuli, the fraction where text j scores above text i
-        for frames j (scores within `tol` tie and count half); `within`: the same over pairs from one stimulus (NaN when there are
-        none). Chance 0.5.
+        for frames j (scores within `tol` tie and count half); `within`: the same over pairs from one stimulus
+        (NaN when there are none). Chance 0.5.
     """
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or len(stimuli) != len(m) or len(frame_keys) != len(m):

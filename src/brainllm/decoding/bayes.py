@@ -377,26 +377,25 @@ def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[En
     frames = scorer.frames(samples)
     contexts = scorer.contexts(samples)
     layer = scorer.choice.layer
+    flat = [(i, full_text(prompts[i], t)) for i, cands in enumerate(texts) for t in cands]
+    flat_texts, flat_positions = [t for _, t in flat], [positions[i] for i, _ in flat]
+    flat_frames = frames[[i for i, _ in flat]]
     if not shared_prefix or layer is None:
-        flat = [(i, full_text(prompts[i], t)) for i, cands in enumerate(texts) for t in cands]
-        flat_contexts = None if contexts is None else [contexts[i] for i, _ in flat]
-        ll = scorer.log_likelihood([t for _, t in flat], [positions[i] for i, _ in flat],
-                                   frames[[i for i, _ in flat]], flat_contexts)
+        ll = scorer.log_likelihood(flat_texts, flat_positions, flat_frames,
+                                   None if contexts is None else [contexts[i] for i, _ in flat])
         return _regroup(ll, texts)
-    states = mean_states_after_prefix(run.model.backbone, run.encoder, prompts, texts, layer, contexts,
-                                      bare=run.model.bare_backbone())
-    out = []
-    for i, (cands, own) in enumerate(zip(texts, states)):
-        full = [full_text(prompts[i], t) for t in cands]
-        design = _design({layer: own}, layer, nuisance_features(full, [positions[i]] * len(full)))
-        out.append(scorer.model.log_likelihood(design, np.repeat(frames[i:i + 1], len(full), axis=0)))
-    return out
+    states = np.concatenate(mean_states_after_prefix(run.model.backbone, run.encoder, prompts, texts, layer,
+                                                     contexts, bare=run.model.bare_backbone()))
+    design = _design({layer: states}, layer, nuisance_features(flat_texts, flat_positions))
+    return _regroup(scorer.model.log_likelihood(design, flat_frames), texts)
 
 
 def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
-                     scorer: SentenceScorer, desc: str = "bayes") -> Candidates:
-    """Propose candidates for each sample and score them under the frames each sample is given."""
-    cands = propose(run, samples, layout, cfg, desc)
+                     scorer: SentenceScorer, desc: str = "bayes", store: Path | None = None) -> Candidates:
+    """Propose candidates for each sample (kept in and read back from `store`, when given: `propose_stored`) and
+    score them under the frames each sample is given."""
+    cands = (propose(run, samples, layout, cfg, desc) if store is None
+             else propose_stored(run, samples, layout, cfg, store, desc))
     cands.encoding = encoding_scores(run, scorer, samples, cands.texts, shared_prefix=cfg.sampler == "prefix")
     return cands
 
@@ -411,9 +410,7 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
     (`posterior_losses`); else None. With `store` (a JSON file), candidates are kept there as they are proposed
     and read back instead of proposed again (`propose_stored`)."""
     model = load_scorer(run, scorer)
-    cands = (propose(run, samples, layout, cfg, desc) if store is None
-             else propose_stored(run, samples, layout, cfg, store, desc))
-    cands.encoding = encoding_scores(run, model, samples, cands.texts, shared_prefix=cfg.sampler == "prefix")
+    cands = score_candidates(run, samples, layout, cfg, model, desc, store)
     texts = cands.picks(cfg.encoding_weight)
     if lm_losses is None:
         return texts, None
@@ -442,7 +439,10 @@ def propose_stored(run: LoadedRun, samples: Sequence[EncodedSample], layout: str
     stored = read_json(path) if path.exists() else {}
     entries: dict = stored.get("samples", {}) if stored.get("settings") == settings else {}
     keys = [f"{s.id}@{','.join(map(str, s.frame_rows))}" for s in samples]
-    todo = sorted({k: i for i, k in reversed(list(enumerate(keys))) if k not in entries}.values())
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)  # a sample decoded twice with the same frames (two derangements) is proposed once
+    todo = [i for key, i in first.items() if key not in entries]
     chunk = chunk or 4 * cfg.batch_size
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]

@@ -139,11 +139,10 @@ def sample_from_prefix(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, 
         lengths[live[ended].cpu()] = t
         if bool(ended.all()):
             break
-        keep = torch.nonzero(~ended).squeeze(1)
-        if not bool(ended.any()) and t + 1 < steps:
-            continue
-        rows.select(keep)
-        live = live[keep]
+        if bool(ended.any()):
+            keep = torch.nonzero(~ended).squeeze(1)
+            rows.select(keep)
+            live = live[keep]
         if t + 1 == steps:  # stopped by the length limit: the draw's total also counts EOS after its last token
             final = F.log_softmax(rows.step(tokens[live, t]), dim=-1)[:, eos]
             log_probs[live] += final.double()

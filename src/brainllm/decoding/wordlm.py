@@ -29,7 +29,7 @@ import torch
 from transformers import DynamicCache
 
 from ..errors import BrainLLMError
-from ..model.brainllm import unwrap_peft
+from ..model.injection import unwrap_peft
 from ..model.injection import PrefixInjection
 
 log = logging.getLogger(__name__)

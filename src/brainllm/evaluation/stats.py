@@ -31,8 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from ..ties import TIE_TOLERANCE, wins
-from ..ties import ties as ties_
+from ..ties import TIE_TOLERANCE, ties, wins
 
 
 class StimulusBootstrap:
@@ -209,13 +208,13 @@ def _rank_true(scores: np.ndarray, tol: float = TIE_TOLERANCE) -> dict[str, np.n
     n = scores.shape[0]
     true = np.diag(scores)[:, None]
     off = ~np.eye(n, dtype=bool)
-    tied = ties_(scores, true, tol) & off
+    tied = ties(scores, true, tol) & off
     lower = ((scores < true) & off & ~tied).sum(axis=1)
-    ties = tied.sum(axis=1)
+    n_tied = tied.sum(axis=1)
     higher = ((scores > true) & off & ~tied).sum(axis=1)
-    return {"two_way": (higher + 0.5 * ties) / max(n - 1, 1),
-            "top1": np.where(lower == 0, 1.0 / (1.0 + ties), 0.0),
-            "rank": 1.0 + lower + 0.5 * ties}
+    return {"two_way": (higher + 0.5 * n_tied) / max(n - 1, 1),
+            "top1": np.where(lower == 0, 1.0 / (1.0 + n_tied), 0.0),
+            "rank": 1.0 + lower + 0.5 * n_tied}
 
 
 def identification(loss: np.ndarray, baseline: Optional[np.ndarray] = None, tol: float = TIE_TOLERANCE

@@ -31,16 +31,11 @@ from ..errors import BrainLLMError, check_choice
 from .adapters import BrainAdapter
 from .aux_loss import AuxLoss, info_nce, margin_loss, mean_brain_vectors, partners
 from .collate import BRAIN, CLOSE, OPEN, TOKEN, Batch
-from .injection import BrainOverride, PrefixInjection, hidden_of, on_output
+from .injection import BrainOverride, PrefixInjection, decoder_blocks, hidden_of, on_output
 from .splice import splice_for
 
 log = logging.getLogger(__name__)
 
-
-
-def unwrap_peft(model: nn.Module) -> nn.Module:
-    """The causal LM itself: the model a peft wrapper (LoRA) holds, or `model` when it is not wrapped."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class BrainLLM(nn.Module):
@@ -121,14 +116,12 @@ class BrainLLM(nn.Module):
                             "(StdLLM, the brain-free null) is gone; score it from a frozen run of the same backbone.")
 
     def _decoder(self) -> nn.Module:
-        return unwrap_peft(self.backbone).base_model
+        return decoder_blocks(self.backbone)[0]
 
     def decoder_layer(self, layer: int) -> nn.Module:
-        """The decoder block whose output is the hidden state after `layer` blocks (1 = the first block's output).
-
-        Llama-family backbones keep their blocks in `layers`, GPT-2 in `h`."""
-        decoder = self._decoder()
-        blocks = decoder.layers if hasattr(decoder, "layers") else decoder.h
+        """The decoder block whose output is the hidden state after `layer` blocks (1 = the first block's output;
+        `injection.decoder_blocks`)."""
+        blocks = decoder_blocks(self.backbone)[1]
         if not 1 <= layer <= len(blocks):
             raise BrainLLMError(f"layer must be in 1..{len(blocks)} for this backbone, got {layer}.")
         return blocks[layer - 1]

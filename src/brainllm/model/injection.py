@@ -47,6 +47,19 @@ class BrainOverride:
         return brain if self.offset is None else brain + self.offset.to(brain.dtype).unsqueeze(1)
 
 
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The causal LM itself: the model a peft wrapper (LoRA) holds, or `model` when it is not wrapped."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_blocks(backbone: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
+    """The LM's decoder stack without its output head (a peft wrapper's LoRA layers stay in place) and its blocks:
+    block i's output is the hidden state after i + 1 layers (Llama-family backbones keep them in `layers`, GPT-2 in
+    `h`)."""
+    decoder = unwrap_peft(backbone).base_model
+    return decoder, (decoder.layers if hasattr(decoder, "layers") else decoder.h)
+
+
 def hidden_of(output) -> torch.Tensor:
     """The hidden states `(B, L, H)` in a decoder block's output (Llama blocks return the tensor, GPT-2 a tuple)."""
     return output[0] if isinstance(output, tuple) else output

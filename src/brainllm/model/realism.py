@@ -33,8 +33,7 @@ from .. import backbones
 from ..data.dataset import BrainTextDataset, Sample
 from ..errors import DatasetError
 from ..identification import two_way
-from ..ridge import cv_ridge, stimulus_folds
-from ..voxelwise.sentence_encoding import out_of_fold
+from ..ridge import cv_ridge_out_of_fold, stimulus_folds
 from .text_features import full_text, nuisance_features, stimulus_positions
 from .collate import TextEncoder
 from .text_spaces import MINILM, SpaceProvider, layer_name, text_spaces
@@ -99,10 +98,9 @@ def identify(feature: np.ndarray, frames: np.ndarray, stimuli: Sequence[str], ke
     stim, key = np.asarray(stimuli), np.asarray([str(k) for k in keys])
     out = {}
     for direction, (src, dst) in zip(DIRECTIONS, ((x, y), (y, x))):
-        _, _, alpha, cv = cv_ridge(src, dst, list(stimuli), _neg_mse, seed=seed, n_folds=n_folds)
-        pred = out_of_fold(src, dst, stimuli, alpha, n_folds, seed)
+        _, _, alpha, cv, pred = cv_ridge_out_of_fold(src, dst, list(stimuli), _neg_mse, seed=seed, n_folds=n_folds)
         scores = []
-        for held in stimulus_folds(stimuli, n_folds, seed):  # the folds of out_of_fold
+        for held in stimulus_folds(stimuli, n_folds, seed):  # the folds of the out-of-fold predictions
             p, t = pred[held], dst[held]
             # matrix[i, j]: score of text i for frames j
             matrix = _neg_sq_distances(t, p) if direction == "frames_to_feature" else _neg_sq_distances(p, t)

@@ -19,6 +19,7 @@ import torch
 from ..data.dataset import BrainTextDataset, Sample
 from ..progress import progress
 from .collate import TextEncoder
+from .injection import decoder_blocks, hidden_of, on_output
 
 NUISANCE_NAMES = ("n_words", "position")
 
@@ -76,21 +77,11 @@ class _Stop(Exception):
     """Raised by a block hook once the deepest state asked for is captured: the layers above it are not needed."""
 
 
-def _decoder_blocks(backbone: torch.nn.Module) -> tuple[torch.nn.Module, Sequence[torch.nn.Module]]:
-    """The LM's decoder stack without its output head (a peft wrapper's LoRA layers stay in place), and its blocks
-    (Llama-family `layers`, GPT-2 `h`)."""
-    target = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-    decoder = target.base_model
-    return decoder, (decoder.layers if hasattr(decoder, "layers") else decoder.h)
-
-
 def _block_states(decoder: torch.nn.Module, blocks: Sequence[torch.nn.Module], layers: Sequence[int], **inputs
                   ) -> tuple[dict[int, torch.Tensor], object]:
     """Run `decoder(**inputs)` up to the deepest of `layers` (each in 1..len(blocks) - 1) and no further: the state
     after each layer `{layer: (B, L, H)}` (HF's `hidden_states[layer]`), and the cache passed in `inputs` (filled
     for the layers run)."""
-    from .injection import hidden_of, on_output  # the block hooks live with the injection
-
     captured: dict[int, torch.Tensor] = {}
     deepest = max(layers)
 
@@ -143,7 +134,7 @@ def mean_states(backbone: torch.nn.Module, encoder: TextEncoder, texts: Sequence
         ids.append(lead[-1] + tokenize(f" {text}" if context else text))
     out = {layer: np.zeros((len(texts), backbone.config.hidden_size), dtype=np.float32) for layer in layers}
     order = np.argsort([-len(i) for i in ids], kind="stable")
-    decoder, blocks = _decoder_blocks(backbone)
+    decoder, blocks = decoder_blocks(backbone)
     # the blocks' own outputs are HF's hidden_states[1..n-1]: run no deeper than needed, and without the output
     # head (6x a block's work per token for SmolLM2's vocabulary); 0 (embeddings) and n (after the final norm) take
     # HF's hidden_states
@@ -183,7 +174,7 @@ def mean_states_after_prefix(backbone: torch.nn.Module, encoder: TextEncoder, he
     last (HF's embeddings / final-norm states) go through `mean_states` whole; `batch_size` groups run at once."""
     from transformers import DynamicCache
 
-    decoder, blocks = _decoder_blocks(backbone)
+    decoder, blocks = decoder_blocks(backbone)
     if contexts is not None and len(contexts) != len(heads):
         raise ValueError(f"{len(heads)} heads but {len(contexts)} contexts.")
     if len(tails) != len(heads):

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from ..ridge import CV_ALPHAS, _check_matrix, cv_ridge_out_of_fold, fit_ridge_fixed, stimulus_folds
+from ..ridge import CV_ALPHAS, _check_matrix, cv_ridge_out_of_fold
 from .modelfile import _load_model, _save_model
 
 FORMAT = "brainllm-sentence-encoding"
@@ -174,16 +174,6 @@ class SentenceEncodingModel:
 def _safe_std(a: np.ndarray) -> np.ndarray:
     std = a.std(0)
     return np.where(std > 0, std, 1.0)
-
-
-def out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str], alpha: float, n_folds: int, seed: int
-                ) -> np.ndarray:
-    """Ridge predictions `(n, D)` of each row from a fit on the folds that do not hold its stimulus."""
-    pred = np.empty_like(y)
-    for held in stimulus_folds(groups, n_folds, seed):
-        coef, icpt = fit_ridge_fixed(x[~held], y[~held], alpha)
-        pred[held] = x[held] @ coef + icpt
-    return pred
 
 
 def shrunk_precision(residuals: np.ndarray, shrinkage: float) -> np.ndarray:
