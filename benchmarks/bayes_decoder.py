@@ -7,7 +7,9 @@ result + n_candidates − 1 nucleus samples, each scored by the LM and the encod
 sampler (`generation.sampler: hf`: HF `generate`, a teacher-forced pass for log p_LM, every candidate's states
 from scratch) and with the default one (`prefix`: each prefix run once, log p_LM kept while drawing, candidates'
 states continuing from their prompt's cache). Prints samples/s, each decoder's time relative to greedy and to beam
-5, and how many picks the two samplers share (they draw different random numbers, so not all).
+5, and how many picks the two samplers share (they draw different random numbers, so not all). The prefix sampler
+runs twice: in float32 and in bfloat16 (`generation.precision`), with this host's measured bfloat16 matmul speedup
+and the float type the default `precision: auto` takes here.
 
     .venv/bin/python benchmarks/bayes_decoder.py RUN [--samples 64] [--repeats 1]
 """
@@ -19,6 +21,7 @@ import dataclasses
 
 from _common import host_info, matmul_peak, print_table, timed, write_json
 from brainllm.decoding.generation import decode
+from brainllm.model.precision import MIN_SPEEDUP, bf16_speedup, inference_dtype
 from brainllm.runs import load_run
 
 
@@ -29,7 +32,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     info, peak = host_info(), matmul_peak()
-    print(f"host: {info}\nmeasured matmul peak float32: {peak:.1f} GFLOP/s")
+    speedup, auto = bf16_speedup("cpu"), inference_dtype("auto", "cpu")
+    print(f"host: {info}\nmeasured matmul peak float32: {peak:.1f} GFLOP/s; bfloat16 matmul {speedup:.2f}x "
+          f"float32's, so precision auto takes {auto} here (bfloat16 from {MIN_SPEEDUP}x)")
     run = load_run(args.run)
     tuned = run.config.generation
     if tuned.rerank != "encoding":
@@ -41,7 +46,10 @@ def main() -> None:
     configs = {"greedy": dataclasses.replace(paper, method="greedy", num_beams=1, repetition_penalty=1.0),
                "beam 5": paper,
                f"{bayes}, reference sampler (hf)": dataclasses.replace(tuned, sampler="hf"),
-               f"{bayes}, prefix sampler": dataclasses.replace(tuned, sampler="prefix")}
+               f"{bayes}, prefix sampler, float32": dataclasses.replace(tuned, sampler="prefix",
+                                                                         precision="float32"),
+               f"{bayes}, prefix sampler, bfloat16": dataclasses.replace(tuned, sampler="prefix",
+                                                                           precision="bfloat16")}
     rows, texts = [], {}
     for name, cfg in configs.items():
         seconds = timed(lambda: texts.__setitem__(name, decode(run, samples, "brain", cfg, desc=name)), args.repeats)
@@ -49,13 +57,15 @@ def main() -> None:
     for row in rows:
         row["time_vs_greedy"] = round(row["seconds"] / rows[0]["seconds"], 2)
         row["time_vs_beam5"] = round(row["seconds"] / rows[1]["seconds"], 2)
-    reference, fast = (texts[name] for name in list(configs)[2:])
-    speedup = rows[2]["seconds"] / rows[3]["seconds"]
-    print_table(rows, ["decoder", "seconds", "samples_s", "time_vs_greedy", "time_vs_beam5"])
-    print(f"prefix sampler vs reference: {speedup:.2f}x faster; the same pick for "
-          f"{sum(a == b for a, b in zip(reference, fast))}/{len(fast)} samples")
-    payload = {"host": info, "peak_gflops_fp32": peak, "run": args.run, "rows": rows,
-               "prefix_vs_reference_speedup": round(speedup, 2)}
+    reference, fast, fast_bf16 = (texts[name] for name in list(configs)[2:])
+    for row in rows:
+        row["vs_reference"] = round(rows[2]["seconds"] / row["seconds"], 2)
+    print_table(rows, ["decoder", "seconds", "samples_s", "time_vs_greedy", "time_vs_beam5", "vs_reference"])
+    for name, picks in (("float32", fast), ("bfloat16", fast_bf16)):
+        print(f"prefix sampler ({name}): the reference's pick for {sum(a == b for a, b in zip(reference, picks))}/"
+              f"{len(picks)} samples (the samplers draw different random numbers)")
+    payload = {"host": info, "peak_gflops_fp32": peak, "bf16_matmul_speedup": round(speedup, 2),
+               "auto_precision": str(auto), "run": args.run, "rows": rows}
     print(f"wrote {write_json('bayes_decoder', payload)}")
 
 

@@ -63,6 +63,8 @@ RERANKS = ("none", "encoding")
 #: generation.sampler: how the Bayesian decoder draws its candidates: from each prefix's KV cache with log p_LM
 #: accumulated while drawing (`decoding.prefix_sample`), or HF generate + a teacher-forced pass (the reference)
 SAMPLERS = ("prefix", "hf")
+#: the float type of the Bayesian decoder's inference passes (model.precision): auto = bfloat16 where measured faster
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def _check_optional_at_least(key: str, value: Any, low: float) -> None:
@@ -193,6 +195,11 @@ class GenerationConfig:
     sampler: str = "prefix"             # encoding: prefix (the prefix run once per sample, its draws seeded per
                                         # sample, log p_LM kept while drawing) or hf (HF generate + teacher-forced
                                         # log p_LM + each candidate's states from scratch: the reference, slower)
+    precision: str = "auto"             # encoding, prefix sampler: the float type of the search, the draws and the
+                                        # candidates' encoding states: float32, bfloat16, or auto (bfloat16 on a GPU
+                                        # that has it and on a CPU whose bfloat16 matmul measures >= 2.5x float32's,
+                                        # model.precision). In bfloat16 a rounding may change a draw with the batch
+                                        # it is decoded in; float32 keeps a sample's draws independent of its batch
     encoding_weight: float = 1.0        # encoding: λ on the encoding model's log-likelihood
     posterior_weight: float | None = None  # encoding: λ of the decoder's distribution in the posterior-loss test
                                         # (held-out likelihood; None: encoding_weight, the picks' λ)
@@ -202,6 +209,7 @@ class GenerationConfig:
         check_choice("generation.decoder", self.decoder, DECODERS)
         check_choice("generation.rerank", self.rerank, RERANKS)
         check_choice("generation.sampler", self.sampler, SAMPLERS)
+        check_choice("generation.precision", self.precision, PRECISIONS)
         check_at_least("generation.n_candidates", self.n_candidates, 1)
         for key in ("num_beams", "max_new_tokens", "batch_size", "permutations"):
             check_at_least(f"generation.{key}", getattr(self, key), 1)

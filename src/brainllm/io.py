@@ -6,6 +6,7 @@ crash never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -49,6 +50,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def file_sha1(path: str | os.PathLike) -> str | None:
+    """The SHA-1 hex digest of a file's bytes, or None when it does not exist (what a stored result was computed
+    from, e.g. the trained adapter)."""
+    path = Path(path)
+    return hashlib.sha1(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 def read_input_bytes(path: str | os.PathLike, kind: str = "") -> bytes:

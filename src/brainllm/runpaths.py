@@ -12,7 +12,8 @@ RUN/
   evaluation/          scores.json, table.md, ceiling_<split>.json, analyses/
   report/              the HTML report of `brainllm report` when no --out is given
   decoder.json         (optional) the Bayesian decoder chosen by `brainllm tune-decoder`: its generation settings
-                       are the run's defaults; decoder/ holds its encoding models
+                       are the run's defaults; decoder/ holds its encoding models and cv_cells.json, the
+                       cross-validation cells a killed tuning resumes from
 ```
 
 It sits in the base layer so that training, generation, evaluation (which reads run files but never loads a run),
@@ -61,6 +62,8 @@ class RunPaths:
     report_dir = _file("report", "the default output folder of `brainllm report`.")
     decoder_file = _file("decoder.json", "the tuned Bayesian decoder's settings (`brainllm tune-decoder`).")
     decoder_dir = _file("decoder", "the tuned Bayesian decoder's encoding models.")
+    decoder_cv_cells = _file("decoder/cv_cells.json", "the encoding models' finished cross-validation cells "
+                                                     "(`brainllm tune-decoder` resumes from them).")
 
     @property
     def checkpoint(self) -> CheckpointPaths:

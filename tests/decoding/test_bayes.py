@@ -50,7 +50,8 @@ def train_run(root, tiny_llama_path, dataset, **training_extra):
                             "model": {"backbone": str(tiny_llama_path), "adapter": {"name": "mlp", "hidden": 32}},
                             "training": {"warmup_epochs": 1, "epochs": 1, "lr": 3e-3, "cpu": True, **training_extra},
                             "generation": {"method": "greedy", "max_new_tokens": 4, "min_new_tokens": 1,
-                                           "permutations": 1, "batch_size": 16, "n_candidates": 3},
+                                           "permutations": 1, "batch_size": 16, "n_candidates": 3,
+                                           "precision": "float32"},  # exact resumes, whatever the host
                             "output": str(root / "run")})
     training.train(cfg)
     return load_run(root / "run")
@@ -345,3 +346,92 @@ def test_stored_candidates_resume_a_killed_decode_and_serve_the_nuisance_conditi
     by_id = {s.id: f"{s.id}@{','.join(map(str, s.frame_rows))}" for s in samples}
     for row in read_jsonl(path):
         assert row["prediction"] in {run.encoder.decode(c) for c in stored[by_id[row["id"]]]["ids"]}
+
+
+def test_a_killed_generate_keeps_its_finished_conditions(tmp_path, tiny_llama_path, source_samples, monkeypatch):
+    import shutil
+
+    import brainllm.decoding.bayes as bayes
+    import brainllm.decoding.generation as generation
+
+    train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
+    tune(load_run(tmp_path / "run"), layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[1.0], n_candidates=[3])
+    shutil.copytree(tmp_path / "run", tmp_path / "uninterrupted")
+    conditions = ("brain", "permuted")
+    want = {c: read_jsonl(generate_predictions(load_run(tmp_path / "uninterrupted"), "test", c)) for c in conditions}
+
+    run = load_run(tmp_path / "run")
+    real_propose, real_losses, calls = bayes.propose, generation.teacher_forced_losses, []
+
+    def propose(*args, **kwargs):
+        calls.append("propose")
+        if kill[0]:
+            raise KeyboardInterrupt  # what a kill -9 leaves: the atomic writes before it, nothing after
+        return real_propose(*args, **kwargs)
+
+    def losses(*args, **kwargs):
+        calls.append("losses")
+        return real_losses(*args, **kwargs)
+
+    monkeypatch.setattr(bayes, "propose", propose)
+    monkeypatch.setattr(generation, "teacher_forced_losses", losses)
+    kill = [False]
+    generate_predictions(run, "test", "brain")
+    kill[0] = True
+    with pytest.raises(KeyboardInterrupt):
+        generate_predictions(run, "test", "permuted")  # killed in its first condition after brain
+    kill[0], calls[:] = False, []
+    got = {c: read_jsonl(generate_predictions(run, "test", c)) for c in conditions}  # the same command again
+    assert calls.count("losses") == 1  # brain was kept: only the permuted condition ran
+    for c in conditions:
+        assert [r["prediction"] for r in got[c]] == [r["prediction"] for r in want[c]]
+        np.testing.assert_allclose([r["loss"] for r in got[c]], [r["loss"] for r in want[c]], atol=1e-5)
+    # other settings decode again
+    calls[:] = []
+    generate_predictions(run, "test", "brain", replace(run.config.generation, seed=1))
+    assert "losses" in calls
+
+
+def test_a_killed_tuning_resumes_from_its_finished_cells(tmp_path, tiny_llama_path, source_samples, monkeypatch):
+    import shutil
+
+    import brainllm.decoding.bayes as bayes
+
+    train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
+    shutil.copytree(tmp_path / "run", tmp_path / "uninterrupted")
+    grid = dict(layers=[1, LAYER], dims=[None, 20], shrinkages=[0.5], weights=[0.0, 1.0], n_candidates=[1, 3],
+                nuisance_weights=[1.0], context_sentences=[0])
+    want = tune(load_run(tmp_path / "uninterrupted"), **grid)
+    n_cells = len(want["cv_table"]) + len(want["nuisance_cv_table"])
+
+    run = load_run(tmp_path / "run")
+    real_identification, real_propose, calls = bayes.two_way, bayes.propose, []
+
+    def two_way(*args, **kwargs):  # one call per fold of a CV cell (5 folds)
+        calls.append("fold")
+        if kill_at[0] and calls.count("fold") == kill_at[0]:
+            raise KeyboardInterrupt
+        return real_identification(*args, **kwargs)
+
+    def propose(run_, samples, *args, **kwargs):
+        calls.append(("propose", len(samples)))
+        if kill_at[1] and len([c for c in calls if c != "fold"]) == kill_at[1]:
+            raise KeyboardInterrupt
+        return real_propose(run_, samples, *args, **kwargs)
+
+    monkeypatch.setattr(bayes, "two_way", two_way)
+    monkeypatch.setattr(bayes, "propose", propose)
+    kill_at = [2 * 5 + 3, 0]  # in the third CV cell
+    with pytest.raises(KeyboardInterrupt):
+        tune(run, **grid)
+    kill_at, calls[:] = [0, 2], []  # again; killed when proposing the permuted frames' candidates
+    with pytest.raises(KeyboardInterrupt):
+        tune(run, **grid)
+    assert calls.count("fold") == (n_cells - 2) * 5  # the two finished cells were read back
+    kill_at, calls[:] = [0, 0], []
+    got = tune(run, **grid)  # the same command, a third time
+    assert calls.count("fold") == 0 and [c for c in calls if c != "fold"] == [("propose", len(run.split.valid))]
+    assert got["generation"] == want["generation"] and got["cv_table"] == want["cv_table"]
+    assert got["encoding_model"] == want["encoding_model"]
+    for a, b in zip(got["valid_table"], want["valid_table"]):
+        assert a.keys() == b.keys() and all(np.isclose(a[k], b[k], atol=1e-6, equal_nan=True) for k in a)

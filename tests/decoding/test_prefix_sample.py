@@ -15,6 +15,7 @@ from tests.decoding.test_generation import trained_run  # noqa: F401  (the fixtu
 
 
 def sampling_config(run, **extra):
+    extra = {"precision": "float32"} | extra  # exact comparisons: float32, whatever `auto` takes on this host
     return replace(run.config.generation, rerank="encoding", n_candidates=6, candidate_top_p=0.95,
                    max_new_tokens=6, min_new_tokens=1, **extra)
 
@@ -86,5 +87,6 @@ def test_nucleus_pick_looks_beyond_its_top_k_when_the_nucleus_is_wider():
     logits = torch.as_tensor(rng.standard_normal((64, 500)), dtype=torch.float32)
     logits[:32] *= 8.0  # peaked rows: the nucleus within the top 16; flat rows: far wider
     u = torch.as_tensor(rng.random(64))
-    whole = nucleus_pick(logits, u, 0.9, 1.0, top_k=500)  # every row sorted whole
-    np.testing.assert_array_equal(nucleus_pick(logits, u, 0.9, 1.0, top_k=16).numpy(), whole.numpy())
+    whole = nucleus_pick(logits, u, 0.9, 1.0, top_k=[500])  # every row sorted whole
+    np.testing.assert_array_equal(nucleus_pick(logits, u, 0.9, 1.0, top_k=[16]).numpy(), whole.numpy())
+    np.testing.assert_array_equal(nucleus_pick(logits, u, 0.9, 1.0, top_k=[4, 64]).numpy(), whole.numpy())

@@ -24,6 +24,7 @@ frames and are scored against the permuted frames.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -34,8 +35,9 @@ import torch
 
 from ..config import GenerationConfig
 from ..errors import BrainLLMError
-from ..io import atomic_path, read_json, write_json
+from ..io import atomic_path, file_sha1, read_json, write_json
 from ..model import Collator, EncodedSample
+from ..model.precision import cast_parameters, inference_dtype
 from ..model.text_features import (NUISANCE_NAMES, full_text, mean_states, mean_states_after_prefix,
                                    nuisance_features, passage_contexts, stimulus_positions)
 from ..progress import progress
@@ -177,44 +179,71 @@ def fit_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], choice:
 def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], layers: Sequence[int],
                           dims: Sequence[int | None], shrinkages: Sequence[float],
                           nuisance_weights: Sequence[float] = (1.0,), n_folds: int = 5, seed: int = 0,
-                          context_sentences: Sequence[int] = (0,)
+                          context_sentences: Sequence[int] = (0,), store: Path | None = None
                           ) -> tuple[SentenceEncodingModel, EncodingChoice, list[dict]]:
     """Pick the layer, frame dimensions, shrinkage, nuisance band weight and passage context (layers only: a
     nuisance-only design has one band and no text states) with the best out-of-fold identification (`two_way`,
-    across stimuli) over folds of whole training stimuli, then refit on all of `samples`. Returns (model, choice,
-    one row per configuration tried)."""
+    across stimuli) over folds of whole training stimuli, then refit on all of `samples`. With `store` (a JSON
+    file), each finished cell is kept there under what it depends on (`cv_settings`) and read back instead of
+    evaluated again, so a killed tuning resumes at its first unfinished cell. Returns (model, choice, one row per
+    configuration tried)."""
     texts, positions = reference_texts(run, samples), positions_of(run, samples)
     stim = [s.stimulus for s in samples]
     keys = [s.frame_rows for s in samples]
     folds = stimulus_folds(stim, n_folds, seed)
     text_layers = [x for x in layers if x is not None]
-    states = {n: bare_states(run, texts, text_layers, sample_contexts(run, samples, n) if n else None)
-              for n in context_sentences}
+    states: dict[int, dict[int, np.ndarray]] = {}  # per context, computed when a cell first needs it
+
+    def design(trial: EncodingChoice) -> np.ndarray:
+        n = trial.context_sentences
+        if n not in states:
+            states[n] = bare_states(run, texts, text_layers, sample_contexts(run, samples, n) if n else None)
+        return _design(states[n], trial.layer, nuisance)
+
     nuisance = nuisance_features(texts, positions)
     trials = [EncodingChoice(layer, max_dims, shrink, float("nan"), weight, context)
               for context in context_sentences for layer in layers if not (layer is None and context)
               for max_dims in dims for shrink in shrinkages
               for weight in (nuisance_weights if layer is not None else (1.0,))]
     frames = {max_dims: sample_frames(run, samples, max_dims) for max_dims in dims}
+    settings = cv_settings(run, samples, n_folds, seed)
+    stored = read_json(store) if store is not None and store.exists() else {}
+    cells: dict = stored.get("cells", {}) if stored.get("settings") == settings else {}
     rows, best = [], None
     for trial in progress(trials, "encoding model CV", unit="cell"):
-        x, y = _design(states[trial.context_sentences], trial.layer, nuisance), frames[trial.max_dims]
-        scores = []
-        for held in folds:
-            tr, te = np.flatnonzero(~held), np.flatnonzero(held)
-            model = SentenceEncodingModel(trial.model_config(seed)).fit(x[tr], y[tr], [stim[i] for i in tr])
-            m = model.log_likelihood_matrix(x[te], y[te])
-            scores.append(two_way(m, [stim[i] for i in te], [keys[i] for i in te])["across"])
-        row = asdict(replace(trial, cv_identification=float(np.mean(scores))))
+        key = _cell_key(trial)
+        if key not in cells:
+            x, y = design(trial), frames[trial.max_dims]
+            scores = []
+            for held in folds:
+                tr, te = np.flatnonzero(~held), np.flatnonzero(held)
+                model = SentenceEncodingModel(trial.model_config(seed)).fit(x[tr], y[tr], [stim[i] for i in tr])
+                m = model.log_likelihood_matrix(x[te], y[te])
+                scores.append(two_way(m, [stim[i] for i in te], [keys[i] for i in te])["across"])
+            cells[key] = asdict(replace(trial, cv_identification=float(np.mean(scores))))
+            if store is not None:
+                write_json(store, {"settings": settings, "cells": cells})
+        row = cells[key]
         rows.append(row)
         log.info("encoding model %s: CV identification %.3f", row, row["cv_identification"])
         if best is None or row["cv_identification"] > best["cv_identification"]:
             best = row
     choice = EncodingChoice(**best)
-    model = SentenceEncodingModel(choice.model_config(seed)).fit(
-        _design(states[choice.context_sentences], choice.layer, nuisance), sample_frames(run, samples, choice.max_dims),
-        stim)
+    model = SentenceEncodingModel(choice.model_config(seed)).fit(design(choice), frames[choice.max_dims], stim)
     return model, choice, rows
+
+
+def cv_settings(run: LoadedRun, samples: Sequence[EncodedSample], n_folds: int, seed: int) -> dict:
+    """What an encoding-model CV cell depends on besides its own settings: the backbone whose states it reads, the
+    samples and the frames each is given (a noise-trained control's are permuted), the folds."""
+    pairs = "\n".join(f"{s.id}@{','.join(map(str, s.frame_rows))}" for s in samples)
+    return {"backbone": run.config.model.backbone, "samples_sha1": hashlib.sha1(pairs.encode("utf-8")).hexdigest(),
+            "n_folds": n_folds, "seed": seed}
+
+
+def _cell_key(trial: EncodingChoice) -> str:
+    """A CV cell's name in the store: its settings, without the score."""
+    return json.dumps({k: v for k, v in asdict(trial).items() if k != "cv_identification"}, sort_keys=True)
 
 
 def save_scorer(run: LoadedRun, scorer: SentenceScorer, name: str = "encoding") -> Path:
@@ -288,16 +317,15 @@ def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: 
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
     search = replace(cfg, rerank="none")
-    best = decode_ids(run.model, collate, samples, search, run.encoder, desc=f"{desc}/search")
-    ids = [[_cut(seq, run.encoder.eos_id)] for seq in best]
-    draws = [[0] for _ in ids]
-    if cfg.sampler == "hf" or cfg.n_candidates <= 1:
-        _sample_hf(run, samples, collate, cfg, ids, draws, desc)
-        lm = lm_scores(run, samples, ids, layout, cfg.batch_size)
-    else:
-        lm = [[float(x[0])] for x in lm_scores(run, samples, ids, layout, cfg.batch_size)]  # the search result's
-        _sample_prefix(run, samples, collate, cfg, ids, draws, lm, desc)
-        lm = [np.array(x) for x in lm]
+    with cast_parameters(run.model.backbone, sampling_dtype(run, cfg)):
+        best = decode_ids(run.model, collate, samples, search, run.encoder, desc=f"{desc}/search")
+        ids = [[_cut(seq, run.encoder.eos_id)] for seq in best]
+        draws = [[0] for _ in ids]
+        if cfg.sampler == "hf" or cfg.n_candidates <= 1:
+            _sample_hf(run, samples, collate, cfg, ids, draws, desc)
+            lm = lm_scores(run, samples, ids, layout, cfg.batch_size)
+        else:
+            lm = _sample_prefix(run, samples, collate, cfg, ids, draws, desc)
     texts = [[run.encoder.decode(c) for c in cands] for cands in ids]
     return Candidates(ids, texts, lm, draws=[np.array(d) for d in draws])
 
@@ -313,22 +341,36 @@ def _add_draw(ids: list[list[int]], draws: list[int], draw: list[int]) -> bool:
 
 
 def _sample_prefix(run: LoadedRun, samples: Sequence[EncodedSample], collate: Collator, cfg: GenerationConfig,
-                   ids: list[list[list[int]]], draws: list[list[int]], lm: list[list[float]], desc: str) -> None:
-    """`propose`'s draws from each prefix's KV cache, appended to `ids`, `draws` and `lm` in place."""
+                   ids: list[list[list[int]]], draws: list[list[int]], desc: str) -> list[np.ndarray]:
+    """`propose`'s draws from each prefix's KV cache, appended to `ids` and `draws` in place (each sample's search
+    result first, forced along with the draws for its log p_LM). Returns each sample's log p_LM per candidate."""
     settings = SampleSettings(n=cfg.n_candidates - 1, max_new_tokens=cfg.max_new_tokens,
                               min_new_tokens=cfg.min_new_tokens, eos_id=run.encoder.eos_id,
                               top_p=cfg.candidate_top_p, temperature=cfg.temperature)
     device = run.model.boundary.device
+    lm: list[list[float]] = [[] for _ in samples]
     batches = length_sorted_batches([collate.length(s) for s in samples], cfg.batch_size)
     for rows in progress(batches, f"{desc}/sample", unit="batch"):
         batch = collate([samples[j] for j in rows]).to(device)
         embeds, context = run.model.generation_inputs(batch)
         uniforms = [draw_uniforms(cfg.seed, samples[j].id, settings) for j in rows]
-        for j, drawn in zip(rows, sample_from_prefix(run.model.backbone, embeds, batch.attention_mask, settings,
-                                                     uniforms, context)):
-            for draw, log_prob in zip(drawn.ids, drawn.log_probs):
+        drawn = sample_from_prefix(run.model.backbone, embeds, batch.attention_mask, settings, uniforms, context,
+                                   forced=[ids[j][0] for j in rows])
+        for j, got in zip(rows, drawn):
+            lm[j].append(got.forced_log_prob)
+            for draw, log_prob in zip(got.ids, got.log_probs):
                 if draw and _add_draw(ids[j], draws[j], draw):
                     lm[j].append(float(log_prob))
+    return [np.array(x) for x in lm]
+
+
+def sampling_dtype(run: LoadedRun, cfg: GenerationConfig) -> torch.dtype:
+    """The float type the Bayesian decoder's search and prefix sampler run in and the candidates' encoding states
+    are computed in (`cfg.precision` on the run's device, `model.precision`); the reference sampler, and a decoder
+    with no draws, stay in the run's own."""
+    if cfg.sampler != "prefix" or cfg.n_candidates <= 1:
+        return run.model.backbone_dtype
+    return inference_dtype(cfg.precision, run.model.boundary.device)
 
 
 def _sample_hf(run: LoadedRun, samples: Sequence[EncodedSample], collate: Collator, cfg: GenerationConfig,
@@ -367,11 +409,13 @@ def lm_scores(run: LoadedRun, samples: Sequence[EncodedSample], candidates: Sequ
 
 
 def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
-                    texts: Sequence[Sequence[str]], shared_prefix: bool = True) -> list[np.ndarray]:
+                    texts: Sequence[Sequence[str]], shared_prefix: bool = True,
+                    dtype: torch.dtype = torch.float32) -> list[np.ndarray]:
     """log p(frames of sample i | prompt_i + candidate) per candidate, the frames being the ones the sample is
     given (a control's permuted frames). With `shared_prefix` each sample's context + prompt runs through the
-    backbone once and its candidates continue from that cache (`mean_states_after_prefix`); without, every
-    candidate's text runs whole (`mean_states`): the same states up to float rounding."""
+    backbone once (its weights in `dtype`) and its candidates continue from that cache
+    (`mean_states_after_prefix`); without, every candidate's text runs whole (`mean_states`, the run's own float
+    type): the same states up to float rounding."""
     prompts = [run.dataset.by_id(s.id).prompt for s in samples]
     positions = positions_of(run, samples)
     frames = scorer.frames(samples)
@@ -384,8 +428,9 @@ def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[En
         ll = scorer.log_likelihood(flat_texts, flat_positions, flat_frames,
                                    None if contexts is None else [contexts[i] for i, _ in flat])
         return _regroup(ll, texts)
-    states = np.concatenate(mean_states_after_prefix(run.model.backbone, run.encoder, prompts, texts, layer,
-                                                     contexts, bare=run.model.bare_backbone()))
+    with cast_parameters(run.model.backbone, dtype):
+        states = np.concatenate(mean_states_after_prefix(run.model.backbone, run.encoder, prompts, texts, layer,
+                                                         contexts, bare=run.model.bare_backbone()))
     design = _design({layer: states}, layer, nuisance_features(flat_texts, flat_positions))
     return _regroup(scorer.model.log_likelihood(design, flat_frames), texts)
 
@@ -396,7 +441,8 @@ def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
     score them under the frames each sample is given."""
     cands = (propose(run, samples, layout, cfg, desc) if store is None
              else propose_stored(run, samples, layout, cfg, store, desc))
-    cands.encoding = encoding_scores(run, scorer, samples, cands.texts, shared_prefix=cfg.sampler == "prefix")
+    cands.encoding = encoding_scores(run, scorer, samples, cands.texts, shared_prefix=cfg.sampler == "prefix",
+                                     dtype=sampling_dtype(run, cfg))
     return cands
 
 
@@ -420,12 +466,12 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
 
 def candidate_settings(run: LoadedRun, layout: str, cfg: GenerationConfig) -> dict:
     """What a sample's candidates depend on besides its frames: the trained adapter (its file's SHA-1), the input
-    layout and the search and sampling settings. Stored candidates are reused only under the same."""
-    adapter = RunPaths(run.path).adapter
-    digest = hashlib.sha1(adapter.read_bytes()).hexdigest() if adapter.exists() else None
+    layout, the search and sampling settings and the float type drawn in (`sampling_dtype`: `auto` may resolve
+    otherwise on another host). Stored candidates are reused only under the same."""
     keys = ("method", "num_beams", "repetition_penalty", "min_new_tokens", "max_new_tokens", "temperature",
             "seed", "n_candidates", "candidate_top_p", "sampler", "decoder")
-    return {"adapter_sha1": digest, "layout": layout} | {k: getattr(cfg, k) for k in keys}
+    return {"adapter_sha1": file_sha1(RunPaths(run.path).adapter), "layout": layout,
+            "dtype": str(sampling_dtype(run, cfg))} | {k: getattr(cfg, k) for k in keys}
 
 
 def propose_stored(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,

@@ -19,6 +19,7 @@ loss of every (text, frames) pairing of a subset of samples, for identification 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -31,11 +32,11 @@ import torch
 
 from ..config import GENERATION_CONDITIONS, GenerationConfig
 from ..errors import ConfigError, check_choice
-from ..io import write_json, write_jsonl
+from ..io import file_sha1, read_json, write_json, write_jsonl
 from ..model import Collator, EncodedSample
 from ..model.collate import permute_frames
 from ..runs import LoadedRun, RunPaths
-from .bayes import bayes_decode
+from .bayes import bayes_decode, sampling_dtype
 from .sentences import (decode_ids, decoding_kwargs, generate_ids, input_layout, length_sorted_batches,
                         search_settings, teacher_forced_losses)
 
@@ -78,6 +79,13 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
                           f"`brainllm tune-decoder {run.path}` first (or --set rerank=encoding on a tuned run).")
     layout = input_layout(run, "brain" if condition == "nuisance" else condition)
     name = "no_text" if (condition == "brain" and layout == "no_text") else condition
+    paths = RunPaths(run.path)
+    path, header_path = paths.predictions(split, name), paths.predictions_header(split, name)
+    fingerprint = decoding_fingerprint(run, ids, cfg)
+    if path.exists() and header_path.exists() and read_json(header_path).get("fingerprint") == fingerprint:
+        log.info("%s: kept %s, decoded before from the same weights, decoder, samples and settings (delete it to "
+                 "decode again)", name, path)
+        return path
     base = run.encoder.encode_all(run.dataset, ids)
     # PerBrainLLM: all derangements in one pass, so batches fill and sort by length across them
     variants = ([(p, s) for p in range(cfg.permutations) for s in permute_frames(base, cfg.seed + p)]
@@ -99,20 +107,29 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
         if p is not None:
             row.update(permutation=p, frames_from=s.frames_from)
         rows.append(row)
-    paths = RunPaths(run.path)
-    path = paths.predictions(split, name)
     write_jsonl(path, rows)
     header = {"split": split, "condition": name, "n_samples": len(base), "backbone": run.config.model.backbone,
-              "decoding": asdict(cfg), "seconds": round(time.perf_counter() - start, 1),
+              "decoding": asdict(cfg), "fingerprint": fingerprint, "seconds": round(time.perf_counter() - start, 1),
               "loss": "teacher-forced mean cross-entropy per continuation token incl. EOS (nats)"}
     if posterior is not None:
         header["posterior_loss"] = ("the same, under the Bayesian decoder's distribution p_LM(c|prompt,frames)"
                                     "·exp(λ log p(frames|prompt+c))/Z, Z by Monte Carlo over its nucleus samples")
     if condition == "permuted":
         header["permutations"] = cfg.permutations
-    write_json(paths.predictions_header(split, name), header)
+    write_json(header_path, header)  # written last: a predictions file without it is decoded again
     log.info("%s: %d rows, mean loss %.4f -> %s", name, len(rows), float(np.mean([r["loss"] for r in rows])), path)
     return path
+
+
+def decoding_fingerprint(run: LoadedRun, ids: Sequence[str], cfg: GenerationConfig) -> dict:
+    """What a condition's predictions depend on: the trained weights (the adapter file's SHA-1: a retrained run,
+    also a fully fine-tuned one, writes a new one) and the tuned decoder (decoder.json's), the samples, the
+    decoding settings and the float type the Bayesian decoder samples in (`precision: auto` is per host).
+    `generate_predictions` keeps a condition decoded under the same."""
+    paths = RunPaths(run.path)
+    return {"adapter_sha1": file_sha1(paths.adapter), "decoder_sha1": file_sha1(paths.decoder_file),
+            "samples_sha1": hashlib.sha1("\n".join(ids).encode("utf-8")).hexdigest(), "decoding": asdict(cfg),
+            "sampling_dtype": str(sampling_dtype(run, cfg)) if cfg.rerank == "encoding" else None}
 
 
 def pick_samples(run: LoadedRun, split: str, max_samples: int, seed: int = 0) -> list[str]:

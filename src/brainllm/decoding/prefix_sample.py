@@ -58,10 +58,12 @@ class SampleSettings:
 @dataclass
 class Draws:
     """One prefix's draws: `ids[k]` the new tokens of draw k (EOS not included), `log_probs` `(n,)` float64 the
-    summed log p_LM(ids[k] + EOS | prefix) in nats."""
+    summed log p_LM(ids[k] + EOS | prefix) in nats; `forced_log_prob` the same of the prefix's forced sequence
+    (`sample_from_prefix`'s `forced`), None without one."""
 
     ids: list[list[int]]
     log_probs: np.ndarray
+    forced_log_prob: float | None = None
 
 
 def draw_uniforms(seed: int, key: str, settings: SampleSettings) -> np.ndarray:
@@ -71,26 +73,38 @@ def draw_uniforms(seed: int, key: str, settings: SampleSettings) -> np.ndarray:
     return rng.random((settings.max_new_tokens, settings.n))
 
 
-#: the most probable tokens `nucleus_pick` looks at first; a row whose nucleus is wider is sorted whole
-NUCLEUS_TOP_K = 256
+#: how many of the most probable tokens `nucleus_pick` looks at, in turn, before it sorts a row whole: on a trained
+#: SmolLM2-135M (top_p 0.9) the nucleus lies within 256 tokens in ~70 % of steps and within 4096 in nearly all,
+#: and `topk(4096)` costs a sixth of a full sort of its 49152 tokens
+NUCLEUS_TOP_K = (256, 4096)
 
 
 def nucleus_pick(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float, temperature: float,
-                 top_k: int = NUCLEUS_TOP_K) -> torch.Tensor:
+                 top_k: Sequence[int] = NUCLEUS_TOP_K, log_norm: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse-CDF draw from each row's nucleus: `logits` `(R, V)` float32 (banned tokens at -inf), `uniforms`
-    `(R,)` in [0, 1). Returns the token of each row `(R,)` long.
+    `(R,)` in [0, 1); `log_norm` `(R,)` the logsumexp of `logits / temperature` when the caller has it. Returns the
+    token of each row `(R,)` long.
 
-    Sorting the whole vocabulary of every row each step cost half the sampler's time; the nucleus of a trained LM
-    is nearly always within its `top_k` most probable tokens, so those are found first (`topk`), and only a row
-    whose `top_k` tokens hold less than `top_p` of the mass is sorted whole: the same nucleus either way."""
-    probs = torch.softmax(logits / temperature, dim=-1)
-    k = min(top_k, probs.shape[-1])
-    top_probs, top_index = probs.topk(k, dim=-1)  # descending
-    wide = torch.nonzero(top_probs.sum(-1) < top_p).squeeze(1)
-    out = _pick_sorted(top_probs, top_index, uniforms, top_p)
-    if len(wide):
-        sorted_probs, order = probs[wide].sort(dim=-1, descending=True)
-        out[wide] = _pick_sorted(sorted_probs, order, uniforms[wide], top_p)
+    Sorting the whole vocabulary of every row each step cost half the sampler's time. The most probable `top_k[0]`
+    tokens of every row are found first (`topk` of the logits, whose order is the probabilities'), their
+    probabilities from one log-normaliser per row; a row whose tokens so far hold less than `top_p` of the mass
+    looks at the next size in `top_k`, and only then is sorted whole: the same nucleus either way."""
+    scaled = logits if temperature == 1.0 else logits / temperature
+    log_norm = (torch.logsumexp(scaled, dim=-1) if log_norm is None else log_norm)[:, None]
+    vocab = scaled.shape[-1]
+    out = torch.empty(len(scaled), dtype=torch.long, device=scaled.device)
+    rows = torch.arange(len(scaled), device=scaled.device)  # the rows whose nucleus is not found yet
+    for k in [*top_k, vocab]:
+        k = min(k, vocab)
+        left = scaled if len(rows) == len(scaled) else scaled[rows]
+        top_logits, top_index = left.topk(k, dim=-1)  # descending; k = V sorts the rows whole
+        top_probs = (top_logits - log_norm[rows]).exp()
+        found = (top_probs.sum(-1) >= top_p) | (k == vocab)
+        if bool(found.any()):
+            out[rows[found]] = _pick_sorted(top_probs[found], top_index[found], uniforms[found], top_p)
+        rows, uniforms = rows[~found], uniforms[~found]
+        if not len(rows):
+            break
     return out
 
 
@@ -110,31 +124,50 @@ def _pick_sorted(sorted_probs: torch.Tensor, order: torch.Tensor, uniforms: torc
 
 @torch.inference_mode()
 def sample_from_prefix(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, settings: SampleSettings,
-                       uniforms: Sequence[np.ndarray], context: ContextManager | None = None) -> list[Draws]:
+                       uniforms: Sequence[np.ndarray], context: ContextManager | None = None,
+                       forced: Sequence[Sequence[int]] | None = None) -> list[Draws]:
     """`settings.n` nucleus draws from each of the left-padded prefixes `embeds` `(B, P, H)` (mask `(B, P)`),
     the prefix run once; `uniforms` holds one `(max_new_tokens, n)` table per prefix (`draw_uniforms`); `context`
-    wraps the prefix's forward (e.g. a layer-L injection). Returns each prefix's `Draws`."""
+    wraps the prefix's forward (e.g. a layer-L injection). `forced`, one token sequence per prefix (at most
+    `max_new_tokens`, EOS not included: e.g. the search's result), rides along as one more row that takes its
+    given tokens instead of drawing, so its log p_LM costs no pass of its own. Returns each prefix's `Draws`."""
     n, steps, eos = settings.n, settings.max_new_tokens, settings.eos_id
     batch, device = len(embeds), embeds.device
     if len(uniforms) != batch or any(u.shape != (steps, n) for u in uniforms):
         raise ValueError(f"need one ({steps}, {n}) uniform table per prefix, got {[u.shape for u in uniforms]}.")
-    table = torch.as_tensor(np.stack(uniforms), dtype=torch.float64, device=device)  # (B, steps, n)
+    if forced is not None and (len(forced) != batch or any(len(f) > steps for f in forced)):
+        raise ValueError(f"need one sequence of at most {steps} tokens per prefix to force, got "
+                         f"{[len(f) for f in forced]}.")
+    m = n + (forced is not None)  # rows per prefix: the forced one first
+    table = torch.zeros(batch, steps, m, dtype=torch.float64, device=device)
+    table[:, :, m - n:] = torch.as_tensor(np.stack(uniforms), dtype=torch.float64, device=device)
+    given = torch.full((batch, steps), -1, dtype=torch.long, device=device)  # the forced tokens, then EOS
+    for b, seq in enumerate(forced or []):
+        given[b, :len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+        given[b, len(seq):] = eos
     logits, rows = CachedLM.prefill(lm, embeds, mask, context)
-    live = torch.arange(batch * n, device=device)  # the draw of each row still running: prefix * n + k
-    logits = logits.repeat_interleave(n, 0)
-    rows.select(live // n)
-    tokens = torch.full((batch * n, steps), eos, dtype=torch.long, device=device)
-    lengths = torch.full((batch * n,), steps, dtype=torch.long)
-    log_probs = torch.zeros(batch * n, dtype=torch.float64, device=device)
+    live = torch.arange(batch * m, device=device)  # the row of each one still running: prefix * m + k
+    logits = logits.repeat_interleave(m, 0)
+    rows.select(live // m)
+    tokens = torch.full((batch * m, steps), eos, dtype=torch.long, device=device)
+    lengths = torch.full((batch * m,), steps, dtype=torch.long)
+    log_probs = torch.zeros(batch * m, dtype=torch.float64, device=device)
     for t in range(steps):
         if t > 0:
             logits = rows.step(tokens[live, t - 1])
-        own = F.log_softmax(logits, dim=-1)  # the LM's distribution: what the draw's log-probability sums
-        if t < settings.min_new_tokens:
+        # the LM's own log-normaliser, before any ban: what the draw's log-probability sums
+        own_norm = torch.logsumexp(logits, dim=-1)
+        eos_logit = logits[:, eos].clone()
+        banned = t < settings.min_new_tokens
+        if banned:
             logits[:, eos] = -math.inf
-        nxt = nucleus_pick(logits, table[live // n, t, live % n], settings.top_p, settings.temperature)
+        nxt = nucleus_pick(logits, table[live // m, t, live % m], settings.top_p, settings.temperature,
+                           log_norm=own_norm if settings.temperature == 1.0 and not banned else None)
+        if forced is not None:
+            nxt = torch.where(live % m == 0, given[live // m, t], nxt)
         tokens[live, t] = nxt
-        log_probs[live] += own.gather(1, nxt[:, None]).squeeze(1).double()
+        chosen = torch.where(nxt == eos, eos_logit, logits.gather(1, nxt[:, None]).squeeze(1))
+        log_probs[live] += (chosen - own_norm).double()
         ended = nxt == eos
         lengths[live[ended].cpu()] = t
         if bool(ended.all()):
@@ -147,5 +180,6 @@ def sample_from_prefix(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, 
             final = F.log_softmax(rows.step(tokens[live, t]), dim=-1)[:, eos]
             log_probs[live] += final.double()
     ids, totals = tokens.tolist(), log_probs.cpu().numpy()
-    return [Draws([ids[b * n + k][: int(lengths[b * n + k])] for k in range(n)], totals[b * n:(b + 1) * n])
+    return [Draws([ids[b * m + k][: int(lengths[b * m + k])] for k in range(m - n, m)],
+                  totals[b * m + m - n:(b + 1) * m], float(totals[b * m]) if forced is not None else None)
             for b in range(batch)]

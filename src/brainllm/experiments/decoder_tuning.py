@@ -125,19 +125,24 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     cfg = replace(cfg or run.config.generation, n_candidates=max(n_candidates), rerank="encoding")
     if layers is None:
         layers = default_layers(run.model.backbone.config.num_hidden_layers)
+    paths = RunPaths(run.path)
     train = training_samples(run)
     model, choice, cv_rows = choose_encoding_model(run, train, layers, dims, shrinkages, nuisance_weights,
-                                                   seed=cfg.seed, context_sentences=context_sentences)
+                                                   seed=cfg.seed, context_sentences=context_sentences,
+                                                   store=paths.decoder_cv_cells)
     scorer = SentenceScorer(run, model, choice)
     save_scorer(run, scorer)
-    nuisance, nchoice, nuisance_rows = choose_encoding_model(run, train, [None], dims, shrinkages, seed=cfg.seed)
+    nuisance, nchoice, nuisance_rows = choose_encoding_model(run, train, [None], dims, shrinkages, seed=cfg.seed,
+                                                             store=paths.decoder_cv_cells)
     nuisance_scorer = SentenceScorer(run, nuisance, nchoice)
     save_scorer(run, nuisance_scorer, "nuisance")
 
+    # the candidates are kept as they are proposed (true and permuted frames in one file): a killed tuning resumes
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
-    cands = score_candidates(run, valid, "brain", cfg, scorer, desc="valid/tune")
+    store = paths.candidates("valid")
+    cands = score_candidates(run, valid, "brain", cfg, scorer, desc="valid/tune", store=store)
     valid_permuted = permute_frames(valid, cfg.seed)
-    permuted = score_candidates(run, valid_permuted, "brain", cfg, scorer, desc="valid/permuted")
+    permuted = score_candidates(run, valid_permuted, "brain", cfg, scorer, desc="valid/permuted", store=store)
     # the nuisance control decodes the true frames' candidates with the length/position model (as `generate` does)
     by_nuisance = replace(cands, encoding=encoding_scores(run, nuisance_scorer, valid, cands.texts))
     refs = [run.dataset.by_id(s.id).continuation for s in valid]
@@ -172,7 +177,7 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
               "refit_with_valid": refit_with_valid,
               "note": "encoding model chosen by CV over training stimuli; λs and candidates on validation"
                       + ("; then both encoding models refitted on training + validation" if refit_with_valid else "")}
-    write_json(RunPaths(run.path).decoder_file, result)
+    write_json(paths.decoder_file, result)
     log.info("Bayesian decoder of %s: %s (validation BLEU-1 %.4f, permuted frames %.4f, length/position decoder "
              "%.4f)", run.path, settings, best["valid_bleu1"], best["valid_bleu1_permuted"],
              best["valid_bleu1_nuisance"])
