@@ -11,7 +11,10 @@ Used by the adapter's closed-form initialisation (`model.ridge_init`), the infor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -61,6 +64,40 @@ class _Decomposition:
         """`(x_test − mean)·Q`, (n_test, k), computed without forming Q in kernel form."""
         xt = (np.asarray(x_test) - self.mean).astype(self.dtype, copy=False)
         return (xt @ self.xc.T) @ self.vecs if self.kernel else xt @ self.vecs
+
+
+#: decompositions kept inside `shared_decompositions`, by their design's bytes (None: outside, nothing is kept)
+_SHARED: OrderedDict | None = None
+
+
+@contextlib.contextmanager
+def shared_decompositions(max_entries: int = 64) -> Iterator[None]:
+    """Inside, a training design decomposed before (the same shape, dtype and bytes) reuses that decomposition, the
+    last `max_entries` kept. A grid search whose cells share a design (the encoding model's frame dimensions and noise
+    shrinkages change the targets and the noise model, not the ridge's rows) then decomposes it once."""
+    global _SHARED
+    outer = _SHARED
+    if outer is None:
+        _SHARED = OrderedDict()
+    try:
+        yield
+    finally:
+        if outer is None:
+            _SHARED = None
+
+
+def _decompose(x: np.ndarray, max_entries: int = 64) -> _Decomposition:
+    """`_Decomposition(x)`, or the one kept for the same design inside `shared_decompositions`."""
+    if _SHARED is None:
+        return _Decomposition(x)
+    x = np.ascontiguousarray(x)
+    key = (x.shape, x.dtype.str, hashlib.blake2b(x.view(np.uint8).reshape(-1), digest_size=16).hexdigest())
+    if key not in _SHARED:
+        _SHARED[key] = _Decomposition(x)
+        while len(_SHARED) > max_entries:
+            _SHARED.popitem(last=False)
+    _SHARED.move_to_end(key)
+    return _SHARED[key]
 
 
 def _target_batches(n_targets: int, batch: int | None) -> list[slice]:
@@ -129,7 +166,7 @@ def fit_ridge_fixed(
     if x.shape[0] != y.shape[0]:
         raise DatasetError(f"X has {x.shape[0]} rows but Y has {y.shape[0]}; they must be the same TRs.")
     penalties = np.broadcast_to(_check_penalties(alphas, y.shape[1]) ** 2, (y.shape[1],))
-    dec = _Decomposition(x)
+    dec = _decompose(x)
     basis, left = dec.basis(), dec.left()
     coef = np.empty((x.shape[1], y.shape[1]))
     intercept = np.empty(y.shape[1])
@@ -175,7 +212,7 @@ def cv_ridge_out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str],
     scores = np.zeros((len(grid), len(folds)))
     for f, held in enumerate(folds):
         x_tr, y_tr = x[~held], np.asarray(y[~held], dtype=np.float64)
-        dec = _Decomposition(x_tr)
+        dec = _decompose(x_tr)
         y_mean = y_tr.mean(axis=0)
         proj = dec.left().T @ (y_tr - y_mean)  # (k, V)
         test = dec.test_map(x[held])          # (n_held, k)

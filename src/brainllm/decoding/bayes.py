@@ -42,7 +42,7 @@ from ..model.text_features import (NUISANCE_NAMES, full_text, mean_states, mean_
                                    nuisance_features, passage_contexts, stimulus_positions)
 from ..progress import progress
 from ..identification import two_way
-from ..ridge import stimulus_folds
+from ..ridge import shared_decompositions, stimulus_folds
 from ..runs import LoadedRun, RunPaths
 from ..voxelwise.sentence_encoding import SentenceEncodingConfig, SentenceEncodingModel
 from .prefix_sample import SampleSettings, draw_uniforms, sample_from_prefix
@@ -201,6 +201,9 @@ def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], laye
         return _design(states[n], trial.layer, nuisance)
 
     nuisance = nuisance_features(texts, positions)
+    # as many frame dimensions as the frames have, or more, is all of them: one cell, not several of the same
+    n_dims = run.dataset.frames.shape[1]
+    dims = list(dict.fromkeys(None if d is None or d >= n_dims else d for d in dims))
     trials = [EncodingChoice(layer, max_dims, shrink, float("nan"), weight, context)
               for context in context_sentences for layer in layers if not (layer is None and context)
               for max_dims in dims for shrink in shrinkages
@@ -209,10 +212,12 @@ def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], laye
     settings = cv_settings(run, samples, n_folds, seed)
     stored = read_json(store) if store is not None and store.exists() else {}
     cells: dict = stored.get("cells", {}) if stored.get("settings") == settings else {}
-    rows, best = [], None
-    for trial in progress(trials, "encoding model CV", unit="cell"):
-        key = _cell_key(trial)
-        if key not in cells:
+    # evaluated grouped by design (context, layer, band weight), so the cells that differ only in their frame
+    # dimensions and shrinkage share the ridge's decompositions; chosen in the grid's order
+    todo = sorted((t for t in trials if _cell_key(t) not in cells),
+                  key=lambda t: (t.context_sentences, -1 if t.layer is None else t.layer, t.nuisance_weight))
+    with shared_decompositions(max_entries=8 * n_folds):  # one design: per outer fold, n_folds + 1 of them
+        for trial in progress(todo, "encoding model CV", unit="cell"):
             x, y = design(trial), frames[trial.max_dims]
             scores = []
             for held in folds:
@@ -220,14 +225,12 @@ def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], laye
                 model = SentenceEncodingModel(trial.model_config(seed)).fit(x[tr], y[tr], [stim[i] for i in tr])
                 m = model.log_likelihood_matrix(x[te], y[te])
                 scores.append(two_way(m, [stim[i] for i in te], [keys[i] for i in te])["across"])
-            cells[key] = asdict(replace(trial, cv_identification=float(np.mean(scores))))
+            cells[_cell_key(trial)] = row = asdict(replace(trial, cv_identification=float(np.mean(scores))))
+            log.info("encoding model %s: CV identification %.3f", row, row["cv_identification"])
             if store is not None:
                 write_json(store, {"settings": settings, "cells": cells})
-        row = cells[key]
-        rows.append(row)
-        log.info("encoding model %s: CV identification %.3f", row, row["cv_identification"])
-        if best is None or row["cv_identification"] > best["cv_identification"]:
-            best = row
+    rows = [cells[_cell_key(t)] for t in trials]
+    best = max(rows, key=lambda r: r["cv_identification"])  # the first of equals in the grid's order
     choice = EncodingChoice(**best)
     model = SentenceEncodingModel(choice.model_config(seed)).fit(design(choice), frames[choice.max_dims], stim)
     return model, choice, rows
