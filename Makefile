@@ -23,7 +23,8 @@ demo: $(STAMP)
 	$(BIN)/brainllm inspect $(DEMO)/data
 	rm -rf $(DEMO)/run
 	$(BIN)/brainllm train configs/simulated_smollm2-135m_demo.yaml
-	$(BIN)/brainllm generate $(DEMO)/run --condition brain --condition permuted --condition no_brain --crossloss 32
+	$(BIN)/brainllm generate $(DEMO)/run --condition brain --condition permuted --condition nuisance \
+		--condition no_brain --crossloss 32
 	$(BIN)/brainllm evaluate $(DEMO)/run
 	$(BIN)/brainllm report $(DEMO)/run --out $(DEMO)/report
 

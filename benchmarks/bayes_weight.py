@@ -25,8 +25,8 @@ from dataclasses import replace
 import numpy as np
 
 from _common import host_info, print_table, write_json
-from brainllm.decoding.bayes import (encoding_scores, load_scorer, posterior_losses, reference_scores,
-                                     score_candidates, scorer_splits)
+from brainllm.decoding.bayes import encoding_scores, posterior_losses, reference_scores, score_candidates
+from brainllm.decoding.encoding_model import load_scorer, scorer_splits
 from brainllm.decoding.sentences import teacher_forced_losses
 from brainllm.evaluation.stats import pairwise_accuracy, sign_flip_test
 from brainllm.experiments.decoder_tuning import bleu1

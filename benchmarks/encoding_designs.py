@@ -21,8 +21,8 @@ import argparse
 import numpy as np
 
 from _common import host_info, print_table, write_json
-from brainllm.decoding.bayes import (bare_states, positions_of, reference_texts, sample_contexts, sample_frames,
-                                    training_samples)
+from brainllm.decoding.encoding_choice import training_samples
+from brainllm.decoding.encoding_model import bare_states, positions_of, reference_texts, sample_contexts, sample_frames
 from brainllm.evaluation.semantic import MiniLMScorer
 from brainllm.identification import two_way
 from brainllm.model.text_features import NUISANCE_NAMES, nuisance_features

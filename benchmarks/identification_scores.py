@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from _common import host_info, print_table, write_json
-from brainllm.decoding.bayes import positions_of, reference_texts, sample_frames, text_design, training_samples
+from brainllm.decoding.encoding_choice import training_samples
+from brainllm.decoding.encoding_model import positions_of, reference_texts, sample_frames, text_design
 from brainllm.identification import two_way
 from brainllm.model.text_features import NUISANCE_NAMES
 from brainllm.ridge import cv_ridge, stimulus_folds

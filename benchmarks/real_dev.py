@@ -3,10 +3,11 @@ released Pereira example (the 120 development passages in ../shared/data/pereira
 
 For each recipe (below), exactly the commands a user would type, so every number can be rerun:
   1. `brainllm convert released DEV --out PREPARED` (once);
-  2. `brainllm train configs/released-example_smollm2-135m.yaml --set data.path=PREPARED --set output=RUN <recipe
-     keys>`: split by passage (train/valid/test 84/12/24 passages, seed 0), model selection on validation only;
+  2. `brainllm train configs/released-example_smollm2-135m.yaml --set data.path=PREPARED --set output=RUN
+     --set data.split_seed=S <recipe keys>`: split by passage (train/valid/test 84/12/24 passages, seed
+     `--split-seed`, default 0), model selection on validation only;
   3. for recipes with the Bayesian decoder, `brainllm tune-decoder RUN` (encoding model by CV over training
-     passages, λ and the number of candidates on validation);
+     passages, λ and the number of candidates on validation), unless `train` tuned it (`recipe: brain`);
   4. `brainllm generate RUN --condition brain permuted no_brain [nuisance] --permutations P --crossloss N`
      (the run's default decoder);
   5. `brainllm evaluate RUN` (test split), whose scores.json this script reads into one table row per recipe
@@ -21,10 +22,15 @@ Recipes:
   noise         the noise-trained control: the paper recipe trained on training frames permuted across passages,
                 decoded like `paper`
   noise+bayes   the same control decoded by its own Bayesian decoder (tuned on its permuted training frames)
-  ridge         `training.recipe: ridge` (issue 16's preset: a closed-form ridge start and a centred adapter)
+  ridge         `training.recipe: ridge` (a closed-form ridge start and a centred adapter)
+  brain         `training.recipe: brain`: the paper's training and the decoder's tuning in one `brainllm train`
+                (timed together), decoded by its Bayesian decoder
+  brain-hf      the same run and decoder, its candidates drawn by the reference sampler (HF generate, a
+                teacher-forced pass for log p_LM, each candidate's states from scratch; `--set sampler=hf`)
+Each recipe's minutes count its training (when this call trained it), tuning, decoding and evaluation.
 
     .venv/bin/python benchmarks/real_dev.py [--recipes paper paper+bayes noise+bayes] [--dev ../shared/data/...]
-        [--out runs/real-dev] [--permutations 3] [--crossloss 48]
+        [--out runs/real-dev] [--split-seed 0] [--permutations 3] [--crossloss 48]
 """
 
 from __future__ import annotations
@@ -40,13 +46,15 @@ from _common import host_info, print_table, write_json
 
 CONFIG = "configs/released-example_smollm2-135m.yaml"
 BASE = ["training.lr=3e-3", "training.epochs=8"]
-#: recipe -> (training run name, its --set keys, Bayesian decoder?)
-RECIPES: dict[str, tuple[str, list[str], bool]] = {
-    "paper": ("paper", BASE, False),
-    "paper+bayes": ("paper", BASE, True),
-    "noise": ("noise", BASE + ["training.permute_frames=true"], False),
-    "noise+bayes": ("noise", BASE + ["training.permute_frames=true"], True),
-    "ridge": ("ridge", BASE + ["training.recipe=ridge"], False),
+#: recipe -> (training run name, its --set keys, Bayesian decoder?, generate's extra --set keys)
+RECIPES: dict[str, tuple[str, list[str], bool, list[str]]] = {
+    "paper": ("paper", BASE, False, []),
+    "paper+bayes": ("paper", BASE, True, []),
+    "noise": ("noise", BASE + ["training.permute_frames=true"], False, []),
+    "noise+bayes": ("noise", BASE + ["training.permute_frames=true"], True, []),
+    "ridge": ("ridge", BASE + ["training.recipe=ridge"], False, []),
+    "brain": ("brain", BASE + ["training.recipe=brain"], True, []),
+    "brain-hf": ("brain", BASE + ["training.recipe=brain"], True, ["sampler=hf"]),
 }
 
 
@@ -62,23 +70,23 @@ def finished(run: Path) -> bool:
 
 
 def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, crossloss: int,
-                    bayes_permutations: int, nuisance_decoding: bool) -> dict:
-    run_name, keys, bayes = RECIPES[name]
+                    bayes_permutations: int, nuisance_decoding: bool, split_seed: int = 0) -> dict:
+    run_name, keys, bayes, decode_keys = RECIPES[name]
     run = out / run_name
     start = time.perf_counter()
     if not finished(run):
         brainllm("train", CONFIG, "--set", f"data.path={prepared}", "--set", f"output={run}",
-                 *[a for k in keys for a in ("--set", k)])
+                 "--set", f"data.split_seed={split_seed}", *[a for k in keys for a in ("--set", k)])
     decoded = out / "decoded" / name  # predictions per recipe: a copy of the run folder's files, not its weights
     if (decoded / "evaluation" / "scores.json").exists():  # decoded and evaluated before
         scores = json.loads((decoded / "evaluation" / "scores.json").read_text())
         return {"recipe": name, "minutes": "-", **row_of(scores)}
-    sets = []
+    sets = [a for k in decode_keys for a in ("--set", k)]
     if bayes:
         if not (run / "decoder.json").exists():
             brainllm("tune-decoder", str(run))
     else:
-        sets = ["--set", "rerank=none"]
+        sets += ["--set", "rerank=none"]
     conditions = ["brain", "permuted", "no_brain"] + (["nuisance"] if bayes and nuisance_decoding else [])
     if bayes:  # each sample's candidates are sampled and scored again per derangement: the slow part on a CPU
         permutations = bayes_permutations
@@ -139,6 +147,8 @@ def main() -> None:
     parser.add_argument("--dev", default="../shared/data/pereira-example-dev")
     parser.add_argument("--prepared", default="prepared/pereira-dev")
     parser.add_argument("--out", default="runs/real-dev")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="data.split_seed of every run (a new seed: test passages no decoder was compared on)")
     parser.add_argument("--permutations", type=int, default=3)
     parser.add_argument("--crossloss", type=int, default=48)
     parser.add_argument("--bayes-permutations", type=int, default=1,
@@ -154,7 +164,7 @@ def main() -> None:
             sys.exit(f"{args.dev} not found: the development data live in ../shared/data/pereira-example-dev.")
         brainllm("convert", "released", args.dev, "--out", str(prepared))
     rows = [evaluate_recipe(name, prepared, out, args.permutations, args.crossloss, args.bayes_permutations,
-                            args.nuisance_decoding) for name in args.recipes]
+                            args.nuisance_decoding, args.split_seed) for name in args.recipes]
     print()
     print_table(rows, COLUMNS)
     for row in rows:

@@ -133,7 +133,7 @@ def generate(
     if crossloss:
         typer.echo(f"wrote {cross_losses(run, split, crossloss, batch_size=gen_cfg.batch_size)}")
         if gen_cfg.rerank == "encoding":  # the Bayesian decoder's own identification material
-            from .decoding.bayes import decoder_crossscore
+            from .decoding.decoder_identification import decoder_crossscore
 
             typer.echo(f"wrote {decoder_crossscore(run, split, gen_cfg.encoding_weight)}")
 

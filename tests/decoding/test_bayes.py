@@ -11,8 +11,10 @@ import pytest
 from brainllm import backbones, config, training
 from brainllm.data.dataset import BrainTextDataset, Sample
 from brainllm.errors import ConfigError
-from brainllm.decoding.bayes import (Candidates, EncodingChoice, SentenceScorer, choose_encoding_model,
-                                    encoding_scores, lm_scores, positions_of, posterior_losses, sample_frames)
+from brainllm.decoding.bayes import encoding_scores, posterior_losses
+from brainllm.decoding.candidates import Candidates, lm_scores
+from brainllm.decoding.encoding_choice import choose_encoding_model
+from brainllm.decoding.encoding_model import EncodingChoice, SentenceScorer, positions_of, sample_frames
 from brainllm.experiments.decoder_tuning import choose_decoder, tune
 from brainllm.decoding.generation import generate_predictions
 from brainllm.io import read_jsonl
@@ -186,7 +188,8 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
 
 
 def test_refit_with_valid_changes_the_models_not_the_choices(tmp_path, tiny_llama_path, source_samples):
-    from brainllm.decoding.bayes import fit_encoding_model, load_scorer, scorer_splits, training_samples
+    from brainllm.decoding.encoding_choice import fit_encoding_model, training_samples
+    from brainllm.decoding.encoding_model import load_scorer, scorer_splits
 
     run = train_run(tmp_path / "planted", tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
     grid = dict(layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[0.0, 1.0], n_candidates=[3],
@@ -246,7 +249,7 @@ def test_noise_trained_control_permutes_only_training_frames(tmp_path, tiny_llam
 
 
 def test_nuisance_condition_and_decoder_identification(tmp_path, tiny_llama_path, source_samples):
-    from brainllm.decoding.bayes import decoder_crossscore
+    from brainllm.decoding.decoder_identification import decoder_crossscore
     from brainllm.decoding.generation import cross_losses
     from brainllm.evaluation.evaluate import evaluate_run
     from brainllm.evaluation.metrics import MetricConfig
@@ -303,7 +306,7 @@ def test_train_with_the_brain_recipe_tunes_the_decoder(tmp_path, tiny_llama_path
 
 def test_stored_candidates_resume_a_killed_decode_and_serve_the_nuisance_condition(tmp_path, tiny_llama_path,
                                                                                    source_samples, monkeypatch):
-    import brainllm.decoding.bayes as bayes
+    import brainllm.decoding.candidates as candidates
     from brainllm.runpaths import RunPaths
 
     run = train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
@@ -311,8 +314,8 @@ def test_stored_candidates_resume_a_killed_decode_and_serve_the_nuisance_conditi
     run = load_run(tmp_path / "run")
     samples = run.encoder.encode_all(run.dataset, run.split.test)
     cfg = run.config.generation
-    whole = bayes.propose(run, samples, "brain", cfg)
-    real, proposed = bayes.propose, []
+    whole = candidates.propose(run, samples, "brain", cfg)
+    real, proposed = candidates.propose, []
 
     def counted(run_, part, *args, **kwargs):
         proposed.append(len(part))
@@ -321,12 +324,12 @@ def test_stored_candidates_resume_a_killed_decode_and_serve_the_nuisance_conditi
         return real(run_, part, *args, **kwargs)
 
     kill = [True]
-    monkeypatch.setattr(bayes, "propose", counted)
+    monkeypatch.setattr(candidates, "propose", counted)
     store = tmp_path / "candidates.json"
     with pytest.raises(KeyboardInterrupt):
-        bayes.propose_stored(run, samples, "brain", cfg, store, chunk=4)
+        candidates.propose_stored(run, samples, "brain", cfg, store, chunk=4)
     kill[0], proposed[:] = False, []
-    resumed = bayes.propose_stored(run, samples, "brain", cfg, store, chunk=4)
+    resumed = candidates.propose_stored(run, samples, "brain", cfg, store, chunk=4)
     # the first chunk was kept, and the result is an uninterrupted decode's
     assert sum(proposed) == len(samples) - 4
     assert resumed.ids == whole.ids and resumed.texts == whole.texts
@@ -335,7 +338,7 @@ def test_stored_candidates_resume_a_killed_decode_and_serve_the_nuisance_conditi
     assert all(np.array_equal(a, b) for a, b in zip(resumed.draws, whole.draws))
     # other settings: nothing reused
     proposed[:] = []
-    bayes.propose_stored(run, samples[:2], "brain", replace(cfg, seed=cfg.seed + 1), store)
+    candidates.propose_stored(run, samples[:2], "brain", replace(cfg, seed=cfg.seed + 1), store)
     assert proposed == [2]
     # generate: the length/position decoder re-picks the brain condition's candidates, proposing nothing
     generate_predictions(run, "test", "brain")
@@ -351,7 +354,7 @@ def test_stored_candidates_resume_a_killed_decode_and_serve_the_nuisance_conditi
 def test_a_killed_generate_keeps_its_finished_conditions(tmp_path, tiny_llama_path, source_samples, monkeypatch):
     import shutil
 
-    import brainllm.decoding.bayes as bayes
+    import brainllm.decoding.candidates as candidates
     import brainllm.decoding.generation as generation
 
     train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
@@ -361,7 +364,7 @@ def test_a_killed_generate_keeps_its_finished_conditions(tmp_path, tiny_llama_pa
     want = {c: read_jsonl(generate_predictions(load_run(tmp_path / "uninterrupted"), "test", c)) for c in conditions}
 
     run = load_run(tmp_path / "run")
-    real_propose, real_losses, calls = bayes.propose, generation.teacher_forced_losses, []
+    real_propose, real_losses, calls = candidates.propose, generation.teacher_forced_losses, []
 
     def propose(*args, **kwargs):
         calls.append("propose")
@@ -373,7 +376,7 @@ def test_a_killed_generate_keeps_its_finished_conditions(tmp_path, tiny_llama_pa
         calls.append("losses")
         return real_losses(*args, **kwargs)
 
-    monkeypatch.setattr(bayes, "propose", propose)
+    monkeypatch.setattr(candidates, "propose", propose)
     monkeypatch.setattr(generation, "teacher_forced_losses", losses)
     kill = [False]
     generate_predictions(run, "test", "brain")
@@ -395,7 +398,8 @@ def test_a_killed_generate_keeps_its_finished_conditions(tmp_path, tiny_llama_pa
 def test_a_killed_tuning_resumes_from_its_finished_cells(tmp_path, tiny_llama_path, source_samples, monkeypatch):
     import shutil
 
-    import brainllm.decoding.bayes as bayes
+    import brainllm.decoding.candidates as candidates
+    import brainllm.decoding.encoding_choice as encoding_choice
 
     train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
     shutil.copytree(tmp_path / "run", tmp_path / "uninterrupted")
@@ -405,7 +409,7 @@ def test_a_killed_tuning_resumes_from_its_finished_cells(tmp_path, tiny_llama_pa
     n_cells = len(want["cv_table"]) + len(want["nuisance_cv_table"])
 
     run = load_run(tmp_path / "run")
-    real_identification, real_propose, calls = bayes.two_way, bayes.propose, []
+    real_identification, real_propose, calls = encoding_choice.two_way, candidates.propose, []
 
     def two_way(*args, **kwargs):  # one call per fold of a CV cell (5 folds)
         calls.append("fold")
@@ -419,8 +423,8 @@ def test_a_killed_tuning_resumes_from_its_finished_cells(tmp_path, tiny_llama_pa
             raise KeyboardInterrupt
         return real_propose(run_, samples, *args, **kwargs)
 
-    monkeypatch.setattr(bayes, "two_way", two_way)
-    monkeypatch.setattr(bayes, "propose", propose)
+    monkeypatch.setattr(encoding_choice, "two_way", two_way)
+    monkeypatch.setattr(candidates, "propose", propose)
     kill_at = [2 * 5 + 3, 0]  # in the third CV cell
     with pytest.raises(KeyboardInterrupt):
         tune(run, **grid)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainllm.decoding.bayes import propose
+from brainllm.decoding.candidates import propose
 from brainllm.decoding.prefix_sample import SampleSettings, draw_uniforms, nucleus_pick
 from brainllm.decoding.sentences import teacher_forced_losses
 from tests.decoding.test_generation import trained_run  # noqa: F401  (the fixture: a tiny trained run)

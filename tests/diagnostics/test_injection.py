@@ -82,8 +82,9 @@ def test_frames_that_encode_their_text_retrieve_its_state(tmp_path, tiny_llama_p
     """Retrieval by the encoding model, held out: the scorer is fitted on training samples, the bank holds the test
     samples' texts with one-hot "states" (so a retrieved vector's argmax names the text weighted most). Planted
     frames retrieve their own sentence; noise frames do not."""
-    from brainllm.decoding.bayes import (SentenceScorer, choose_encoding_model, cross_log_likelihoods,
-                                        positions_of, reference_texts)
+    from brainllm.decoding.decoder_identification import cross_log_likelihoods
+    from brainllm.decoding.encoding_choice import choose_encoding_model
+    from brainllm.decoding.encoding_model import SentenceScorer, positions_of, reference_texts
     from brainllm.diagnostics.injection import retrieval_weights, retrieved_states
 
     def own_sentence_rate(snr, path):
@@ -110,7 +111,8 @@ def test_frames_that_encode_their_text_retrieve_its_state(tmp_path, tiny_llama_p
 
 
 def test_the_ceiling_adds_the_retrieved_state_when_the_run_has_an_encoding_model(trained_run, monkeypatch):  # noqa: F811
-    from brainllm.decoding.bayes import SentenceScorer, choose_encoding_model
+    from brainllm.decoding.encoding_choice import choose_encoding_model
+    from brainllm.decoding.encoding_model import SentenceScorer
     from brainllm.diagnostics import ceiling as ceiling_module
 
     train = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.train)

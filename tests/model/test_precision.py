@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from brainllm.config import GenerationConfig
-from brainllm.decoding.bayes import propose, sampling_dtype
+from brainllm.decoding.candidates import propose, sampling_dtype
 from brainllm.decoding.sentences import teacher_forced_losses
 from brainllm.errors import ConfigError
 from brainllm.model import precision

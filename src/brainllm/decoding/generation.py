@@ -36,7 +36,8 @@ from ..io import file_sha1, read_json, write_json, write_jsonl
 from ..model import Collator, EncodedSample
 from ..model.collate import permute_frames
 from ..runs import LoadedRun, RunPaths
-from .bayes import bayes_decode, sampling_dtype
+from .bayes import bayes_decode
+from .candidates import sampling_dtype
 from .sentences import (decode_ids, decoding_kwargs, generate_ids, input_layout, length_sorted_batches,
                         search_settings, teacher_forced_losses)
 
@@ -60,7 +61,7 @@ def decode_scored(run: LoadedRun, samples: Sequence[EncodedSample], layout: str,
                   store: Path | None = None) -> tuple[list[str], np.ndarray | None]:
     """`decode`'s texts and, where the Bayesian decoder picks them and `lm_losses` (the reference continuations'
     teacher-forced losses) are given, their loss under its distribution (`bayes.posterior_losses`); else None.
-    `store`: where the Bayesian decoder keeps its candidates (`bayes.propose_stored`)."""
+    `store`: where the Bayesian decoder keeps its candidates (`candidates.propose_stored`)."""
     if cfg.rerank == "encoding" and layout != "no_brain":
         return bayes_decode(run, samples, layout, cfg, lm_losses, desc, scorer, store)
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,

@@ -53,7 +53,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..decoding.bayes import has_scorer, load_scorer, scorer_splits
+from ..decoding.encoding_model import has_scorer, load_scorer, scorer_splits
 from ..decoding.generation import input_layout, pick_samples, teacher_forced_losses
 from ..errors import BrainLLMError
 from ..io import write_json

@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..decoding.bayes import SentenceScorer, cross_log_likelihoods
+from ..decoding.decoder_identification import cross_log_likelihoods
+from ..decoding.encoding_model import SentenceScorer
 from ..decoding.generation import input_layout
 from ..model import Collator, EncodedSample
 from ..model.collate import BRAIN
@@ -55,7 +56,7 @@ def retrieval_weights(run: LoadedRun, scorer: SentenceScorer, train: Sequence[En
                       samples: Sequence[EncodedSample], sharpness: float = 3.0) -> tuple[np.ndarray, float]:
     """How much each training sample's text explains each sample's frames: `(n, n_train)` softmax(sharpness · z)
     over b, z = log p(the sample's frames | training text b) (`cross_log_likelihoods`, nuisance position of the
-    sample's frames) standardised over b. `scorer` must not have been fitted on `samples` (`bayes.scorer_splits`
+    sample's frames) standardised over b. `scorer` must not have been fitted on `samples` (`encoding_model.scorer_splits`
     says which splits a run's was). Returns (weights, mean effective number of training
     samples weighted, 1 / Σ w²). The weights do not depend on the layer whose states they average."""
     scores = cross_log_likelihoods(run, scorer, train, samples).T  # (n, n_train)

@@ -13,7 +13,7 @@ that sentence length and position explain much of Pereira decoding) is answered 
   samples), where the encoding model's reading of the frames enters the paper's scoring, beside the pairwise
   accuracy the length/position decoder's distribution reaches against the same PerBrainLLM (on the real development
   data most of the decoder's);
-* `decoder_identification(scores)`: from `predictions/<split>_decoderscore.npz` (`decoding.bayes`), 2-way
+* `decoder_identification(scores)`: from `predictions/<split>_decoderscore.npz` (`decoding.decoder_identification`), 2-way
   identification of texts for fixed frames, across stimuli and within a stimulus, by the encoding model, by the
   length/position model alone, and by the decoder's whole score (log p_LM + λ log p(frames | text), each text's
   score centred on its mean over frames, so a text's prior probability does not decide), where the cross-loss

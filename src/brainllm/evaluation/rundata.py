@@ -10,7 +10,7 @@ each file):
   distribution, `decoding.bayes.posterior_losses`);
 * `predictions/<split>_<condition>.json`: header with `split, condition, n_samples, permutations, decoding,
   backbone`;
-* `predictions/<split>_decoderscore.npz` (optional, `decoding.bayes.decoder_crossscore`): the Bayesian decoder's
+* `predictions/<split>_decoderscore.npz` (optional, `decoding.decoder_identification.decoder_crossscore`): the Bayesian decoder's
   encoding and length/position log-likelihood matrices `(N, N)` for every sample of the split, with `ids`,
   `stimuli`, `frame_keys`, `n_tokens`, `weight`;
 * `predictions/<split>_crossloss.npz` (optional): `ids (N,)` and `loss (N, N)`, loss[i, j] = loss of sample i's

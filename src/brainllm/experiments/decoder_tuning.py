@@ -24,8 +24,9 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from ..config import GenerationConfig
-from ..decoding.bayes import (SentenceScorer, choose_encoding_model, encoding_scores, fit_encoding_model,
-                              posterior_losses, reference_scores, save_scorer, score_candidates, training_samples)
+from ..decoding.bayes import encoding_scores, posterior_losses, reference_scores, score_candidates
+from ..decoding.encoding_choice import choose_encoding_model, fit_encoding_model, training_samples
+from ..decoding.encoding_model import SentenceScorer, save_scorer
 from ..decoding.sentences import teacher_forced_losses
 from ..errors import ConfigError, check_choice
 from ..evaluation import metrics as M
