@@ -130,3 +130,19 @@ def test_missing_released_options_name_the_flag_to_type(tmp_path):
     with pytest.raises(DatasetError, match=r"keys of no known layout.*\(CLI: -o dataset=pereira\)"):
         convert("released", odd, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_released_frames_fit_nothing_so_any_split_seed_is_allowed(tmp_path):
+    """The released frames come PCA-reduced; convert fits no transform on them, so a new split seed leaks nothing
+    (while a converted dataset with a fitted step refuses it: tests/data/test_splits_real.py)."""
+    from brainllm.data.dataset import BrainTextDataset
+    from brainllm.data.splits import make_split
+
+    folder = tmp_path / "Pereira"
+    write_released(folder, "pereira")
+    convert("released", folder, tmp_path / "out", subject="P01")
+    ds = BrainTextDataset.load(tmp_path / "out")
+    assert not any("fitted_on" in step for step in ds.meta["preprocessing"])
+    recorded = make_split(ds, "recorded")
+    tests = [set(make_split(ds, "by_stimulus", seed=seed).test) for seed in range(1, 6)]  # no LeakError
+    assert any(test != set(recorded.test) for test in tests)

@@ -315,9 +315,14 @@ def _check_gap(samples: dict[str, list], gap: int) -> None:
 
 def _check_fitted_on(dataset: BrainTextDataset, split: Split, test_frames: set) -> None:
     """If the frames were preprocessed by a transform fitted on some samples (dataset.json 'split'), no test
-    frame of this split may be among the frames it was fitted on."""
+    frame of this split may be among the frames it was fitted on. A dataset whose recorded preprocessing fitted
+    nothing (every step without `fitted_on`, as the authors' released frames, PCA-reduced before brainllm reads
+    them) may be split any way."""
     fitted = dataset.meta.get("split")
     if not isinstance(fitted, dict) or fitted.get("method") == "by_sample" or "train" not in fitted:
+        return
+    steps = dataset.meta.get("preprocessing")
+    if isinstance(steps, list) and not any(isinstance(s, dict) and "fitted_on" in s for s in steps):
         return
     fit_frames = {f for i in fitted["train"] if i in dataset._index for f in dataset.by_id(i).frames}
     shared = test_frames & fit_frames
