@@ -27,6 +27,10 @@ Recipes:
                 (timed together), decoded by its Bayesian decoder
   brain-hf      the same run and decoder, its candidates drawn by the reference sampler (HF generate, a
                 teacher-forced pass for log p_LM, each candidate's states from scratch; `--set sampler=hf`)
+  brain-paper   the same run decoded as the paper decodes (beam 5, `--set rerank=none`): the brain recipe's training
+                is the paper's, so this is the paper recipe's row without a second training
+  noise-brain   the noise-trained control of `brain`: `training.recipe: brain` on training frames permuted across
+                passages (its decoder tuned on frames permuted across training + validation)
 Each recipe's minutes count its training (when this call trained it), tuning, decoding and evaluation.
 
     .venv/bin/python benchmarks/real_dev.py [--recipes paper paper+bayes noise+bayes] [--dev ../shared/data/...]
@@ -55,6 +59,8 @@ RECIPES: dict[str, tuple[str, list[str], bool, list[str]]] = {
     "ridge": ("ridge", BASE + ["training.recipe=ridge"], False, []),
     "brain": ("brain", BASE + ["training.recipe=brain"], True, []),
     "brain-hf": ("brain", BASE + ["training.recipe=brain"], True, ["sampler=hf"]),
+    "brain-paper": ("brain", BASE + ["training.recipe=brain"], False, []),
+    "noise-brain": ("noise-brain", BASE + ["training.permute_frames=true", "training.recipe=brain"], True, []),
 }
 
 

@@ -40,3 +40,23 @@ def test_a_training_bar_shows_its_postfix(caplog):
         bar.set_postfix(loss="3.1000")
     assert caplog.records[0].getMessage() == "main 1: 1/3 batch (1 batch/s, ETA 2.0s, loss=3.1000)"
     assert caplog.records[1].getMessage().endswith("loss=3.1000)")
+
+
+def test_watch_names_the_running_stage_when_an_item_outlasts_the_heartbeat(caplog):
+    """A loop speaks only between items; `watch` speaks when the log has been silent for its heartbeat, naming the
+    stage and its count, and stops speaking when stopped."""
+    import time
+
+    from brainllm.progress import watch
+
+    caplog.set_level(logging.INFO, logger="brainllm")
+    with watch(every=0.15, poll=0.01):
+        for i in LoggedProgress(range(2), "valid/tune/sample", "batch", every=60.0):
+            time.sleep(0.5 if i == 1 else 0.0)  # the second batch outlasts the heartbeat
+        time.sleep(0.4)  # between stages
+    stopped = len(caplog.records)
+    time.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.endswith("valid/tune/sample: 1/2 batch") and line.startswith("still working") for line in lines)
+    assert any(line.endswith("between stages") for line in lines)
+    assert len(lines) == stopped and len(lines) <= 2 * (0.9 / 0.15)  # one per silent heartbeat, none after stop

@@ -433,8 +433,12 @@ def analyze_cmd(
 def main() -> None:
     """Console entry point: brainllm's own errors print as one clear line (exit 2) instead of a traceback.
 
-    Set BRAINLLM_DEBUG=1 to see the traceback.
+    Set BRAINLLM_DEBUG=1 to see the traceback. Off a terminal, a line whenever the log has been silent for the
+    progress heartbeat (`progress.watch_process`).
     """
+    from .progress import watch_process
+
+    watch_process()
     try:
         app()
     except BrainLLMError as err:
