@@ -3,16 +3,19 @@
 A reader's first question (Jo et al. 2024 showed EEG-to-text models scoring the same on noise; Feghhi et al. 2024
 that sentence length and position explain much of Pereira decoding) is answered before any table:
 
-* `verdicts(summary)`: per control present, whether BrainLLM beats it, by which test and at which p:
-  PerBrainLLM (permuted frames) and StdLLM (no brain input) by the teacher-forced loss (sign-flip over stimuli on
-  the per-sample Δ loss) and by BLEU-1 of the generated text; the length/position decoder (`nuisance`) by BLEU-1
-  and by the loss under its distribution (it decodes with the same LM, so its plain losses are BrainLLM's).
-  Beating StdLLM alone is not a brain effect (a learned prompt does it), and the verdict says so.
+* `verdicts(summary)`, strongest question first. With a length/position decoder (`nuisance`: the same candidates
+  picked by length and position alone), the first line asks whether content beyond length and position reaches
+  the decoded words (BLEU-1 and MiniLM similarity against it, Bonferroni over the two). Then, per control present,
+  whether BrainLLM beats it, by which test and at which p: PerBrainLLM (permuted frames) and StdLLM (no brain
+  input) by the teacher-forced loss (sign-flip over stimuli on the per-sample Δ loss) and by BLEU-1 of the
+  generated text. Beating StdLLM alone is not a brain effect (a learned prompt does it), and the verdict says so;
+  a DETECTED that the length/position decoder matches says so in the same line.
 * with the Bayesian decoder, the same loss test and pairwise accuracy under the decoder's own distribution
   (`posterior_loss_nats`: the adapter-conditioned LM re-weighted by λ·log p(frames | text), normalised over its
   samples), where the encoding model's reading of the frames enters the paper's scoring, beside the pairwise
-  accuracy the length/position decoder's distribution reaches against the same PerBrainLLM (on the real development
-  data most of the decoder's);
+  accuracy the length/position decoder's distribution reaches against the same PerBrainLLM, and whether the
+  decoder's distribution beats that one's (the loss under each; on the real development data the length/position
+  distribution reaches most of the decoder's);
 * `decoder_identification(scores)`: from `predictions/<split>_decoderscore.npz` (`decoding.decoder_identification`), 2-way
   identification of texts for fixed frames, across stimuli and within a stimulus, by the encoding model, by the
   length/position model alone, and by the decoder's whole score (log p_LM + λ log p(frames | text), each text's
@@ -32,6 +35,7 @@ from .rundata import DISPLAY
 
 ALPHA = 0.05
 BLEU = "bleu1_per_sample"
+SEMSIM = "semsim_minilm_cosine"
 
 
 def decoder_identification(scores: Optional[dict[str, np.ndarray]],
@@ -77,26 +81,26 @@ def _clause(entry: Optional[dict], metric: str, higher_is_better: bool, label: s
 
 
 def verdicts(summary: dict) -> list[str]:
-    """One line per control present in the run's evaluation summary (see the module docstring)."""
-    lines = []
-    for control in ("permuted", "nuisance", "no_brain", "no_text"):
-        if f"brain_vs_{control}" not in summary.get("comparisons", {}):
+    """One line per control present in the run's evaluation summary, strongest question first (see the module
+    docstring): with a length/position decoder, the first line says whether content beyond length and position
+    reaches the decoded words, and a DETECTED that the length/position decoder matches says so in its own line."""
+    comparisons = summary.get("comparisons", {})
+    has_nuisance = "brain_vs_nuisance" in comparisons
+    lines = [_content_line(summary)] if has_nuisance else []
+    for control in ("permuted", "no_brain", "no_text"):
+        if f"brain_vs_{control}" not in comparisons:
             continue
-        # the nuisance decoder uses BrainLLM's LM, so its own loss is BrainLLM's; its distribution's loss is not
-        tests = ([(BLEU, True, "BLEU-1")] + ([(POSTERIOR_LOSS, False, "posterior loss")]
-                                             if _test(summary, control, POSTERIOR_LOSS) else [])
-                 if control == "nuisance" else [(LOSS, False, "loss"), (BLEU, True, "BLEU-1")])
-        clauses = [_clause(_test(summary, control, m), m, hib, label) for m, hib, label in tests]
+        clauses = [_clause(_test(summary, control, m), m, hib, label)
+                   for m, hib, label in ((LOSS, False, "loss"), (BLEU, True, "BLEU-1"))]
         detected = any(hit for hit, _ in clauses)
         what = "brain effect DETECTED" if detected else "no brain effect detected"
         if control == "no_brain":
             what = ("better than the bare LLM" if detected else "not better than the bare LLM") + \
                    " (a learned prompt alone can do this: not evidence of brain information)"
-        elif control == "nuisance":
-            what = ("content beyond length/position DETECTED" if detected
-                    else "nothing beyond length/position detected")
-        lines.append(f"vs {DISPLAY.get(control, control)}: {what} ({'; '.join(text for _, text in clauses)}; "
-                     f"α {ALPHA})")
+        line = f"vs {DISPLAY.get(control, control)}: {what} ({'; '.join(text for _, text in clauses)}; α {ALPHA})"
+        if control == "permuted" and clauses[1][0] and has_nuisance:
+            line += _matched(summary, BLEU, True, "BLEU-1", "text")
+        lines.append(line)
     pairwise = summary.get("pairwise_accuracy", {}).get("vs_permuted")
     if pairwise and pairwise.get("mean") is not None:
         lines.append(f"pairwise accuracy vs PerBrainLLM (loss with true < permuted frames): {pairwise['mean']:.3f}, "
@@ -112,7 +116,10 @@ def verdicts(summary: dict) -> list[str]:
             if (pairwise.get(key) or {}).get("mean") is not None:
                 line += (f"; {label} {pairwise[key]['mean']:.3f}, sign-flip p="
                          f"{pairwise[key].get('p_signflip_stimuli', float('nan')):.3g}")
-        lines.append(line + f"; α {ALPHA})")
+        line += f"; α {ALPHA})"
+        if hit and _test(summary, "nuisance", POSTERIOR_LOSS):
+            line += _matched(summary, POSTERIOR_LOSS, False, "posterior loss", "distribution")
+        lines.append(line)
     ident = summary.get("decoder_identification") or {}
     if ident.get("available"):
         enc, nuis = ident["encoding_model"], ident["length_position_model"]
@@ -124,3 +131,30 @@ def verdicts(summary: dict) -> list[str]:
             line += f"; whole decoder score ({d['n']} samples) {d['across']:.3f} / {d['within']:.3f}"
         lines.append(line)
     return lines
+
+
+def _content_line(summary: dict) -> str:
+    """Whether the decoded words hold content beyond length and position: BrainLLM's text against the
+    length/position decoder's (the same candidates, picked by length and position alone) on BLEU-1 and MiniLM
+    similarity, each at α / (number of tests) (Bonferroni), so that two tests do not double the false alarms."""
+    tests = [(m, label) for m, label in ((BLEU, "BLEU-1"), (SEMSIM, "MiniLM similarity"))
+             if _test(summary, "nuisance", m) and _test(summary, "nuisance", m).get("p_signflip_stimuli") is not None]
+    alpha = ALPHA / max(len(tests), 1)
+    hits, texts = [], []
+    for metric, label in tests:
+        entry = _test(summary, "nuisance", metric)
+        hits.append(entry["p_signflip_stimuli"] < alpha and _better(entry, metric, True))
+        texts.append(f"{label} Δ {entry['diff']:+.4f}, sign-flip over stimuli p={entry['p_signflip_stimuli']:.3g}")
+    what = "DETECTED" if any(hits) else "not detected"
+    detail = "; ".join(texts) if texts else "no text metric to compare"
+    return (f"content beyond length/position in the decoded words: {what} (vs the length/position decoder: "
+            f"{detail}; α {ALPHA}, Bonferroni over {len(tests)} tests)")
+
+
+def _matched(summary: dict, metric: str, higher_is_better: bool, label: str, what: str) -> str:
+    """The clause a DETECTED line gets from the length/position decoder's `what` on `metric`: BrainLLM beyond it at
+    α, or it does as well (the effect may be length and position, not content)."""
+    beyond, text = _clause(_test(summary, "nuisance", metric), metric, higher_is_better, label)
+    if beyond:
+        return f" — and beyond the length/position decoder's {what} ({text} vs it)"
+    return f" — but the length/position decoder's {what} does as well ({text} vs it): not evidence of content"
