@@ -90,3 +90,27 @@ def test_nucleus_pick_looks_beyond_its_top_k_when_the_nucleus_is_wider():
     whole = nucleus_pick(logits, u, 0.9, 1.0, top_k=[500])  # every row sorted whole
     np.testing.assert_array_equal(nucleus_pick(logits, u, 0.9, 1.0, top_k=[16]).numpy(), whole.numpy())
     np.testing.assert_array_equal(nucleus_pick(logits, u, 0.9, 1.0, top_k=[4, 64]).numpy(), whole.numpy())
+
+
+def test_the_greedy_search_rides_in_the_samplers_pass(trained_run, monkeypatch):  # noqa: F811
+    """A greedy search without repetition penalty is the sampler's extra row taking each step's argmax: the same
+    candidates and log p_LM as searching first and forcing the result, without the search's own pass."""
+    import brainllm.decoding.candidates as candidates
+    from brainllm.decoding.candidates import greedy_in_sampler
+
+    samples = trained_run.encoder.encode_all(trained_run.dataset, trained_run.split.valid[:8])
+    cfg = sampling_config(trained_run, method="greedy", repetition_penalty=1.0)
+    searches = []
+    real_search = candidates.decode_ids
+    monkeypatch.setattr(candidates, "decode_ids", lambda *a, **k: searches.append(1) or real_search(*a, **k))
+    folded = propose(trained_run, samples, "brain", cfg)
+    assert searches == []
+    monkeypatch.setattr(candidates, "greedy_in_sampler", lambda cfg: False)
+    searched = propose(trained_run, samples, "brain", cfg)
+    assert searches == [1]
+    assert folded.ids == searched.ids and all(np.array_equal(a, b) for a, b in zip(folded.draws, searched.draws))
+    for a, b in zip(folded.lm, searched.lm):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # a repetition penalty changes the search: it runs on its own again
+    assert not greedy_in_sampler(replace(cfg, repetition_penalty=2.0))
+    assert greedy_in_sampler(replace(cfg, method="beam", num_beams=1)) and not greedy_in_sampler(replace(cfg, method="beam"))

@@ -69,11 +69,15 @@ def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: 
     collate = Collator(run.dataset.frames, run.encoder, layout, for_generation=True,
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
     search = replace(cfg, rerank="none")
+    prefix = cfg.sampler == "prefix" and cfg.n_candidates > 1
     with cast_parameters(run.model.backbone, sampling_dtype(run, cfg)):
-        best = decode_ids(run.model, collate, samples, search, run.encoder, desc=f"{desc}/search")
-        ids = [[_cut(seq, run.encoder.eos_id)] for seq in best]
+        if prefix and greedy_in_sampler(cfg):  # the sampler's pass runs the greedy search as one more row
+            ids = [[] for _ in samples]
+        else:
+            best = decode_ids(run.model, collate, samples, search, run.encoder, desc=f"{desc}/search")
+            ids = [[_cut(seq, run.encoder.eos_id)] for seq in best]
         draws = [[0] for _ in ids]
-        if cfg.sampler == "hf" or cfg.n_candidates <= 1:
+        if not prefix:
             _sample_hf(run, samples, collate, cfg, ids, draws, desc)
             lm = lm_scores(run, samples, ids, layout, cfg.batch_size)
         else:
@@ -95,7 +99,8 @@ def _add_draw(ids: list[list[int]], draws: list[int], draw: list[int]) -> bool:
 def _sample_prefix(run: LoadedRun, samples: Sequence[EncodedSample], collate: Collator, cfg: GenerationConfig,
                    ids: list[list[list[int]]], draws: list[list[int]], desc: str) -> list[np.ndarray]:
     """`propose`'s draws from each prefix's KV cache, appended to `ids` and `draws` in place (each sample's search
-    result first, forced along with the draws for its log p_LM). Returns each sample's log p_LM per candidate."""
+    result first, forced along with the draws for its log p_LM; where `ids` are still empty, the greedy search run
+    in the same pass). Returns each sample's log p_LM per candidate."""
     settings = SampleSettings(n=cfg.n_candidates - 1, max_new_tokens=cfg.max_new_tokens,
                               min_new_tokens=cfg.min_new_tokens, eos_id=run.encoder.eos_id,
                               top_p=cfg.candidate_top_p, temperature=cfg.temperature)
@@ -106,14 +111,24 @@ def _sample_prefix(run: LoadedRun, samples: Sequence[EncodedSample], collate: Co
         batch = collate([samples[j] for j in rows]).to(device)
         embeds, context = run.model.generation_inputs(batch)
         uniforms = [draw_uniforms(cfg.seed, samples[j].id, settings) for j in rows]
+        greedy = not ids[rows[0]]
         drawn = sample_from_prefix(run.model.backbone, embeds, batch.attention_mask, settings, uniforms, context,
-                                   forced=[ids[j][0] for j in rows])
+                                   forced=None if greedy else [ids[j][0] for j in rows], greedy=greedy)
         for j, got in zip(rows, drawn):
+            if greedy:
+                ids[j].append(got.forced_ids)
             lm[j].append(got.forced_log_prob)
             for draw, log_prob in zip(got.ids, got.log_probs):
                 if draw and _add_draw(ids[j], draws[j], draw):
                     lm[j].append(float(log_prob))
     return [np.array(x) for x in lm]
+
+
+def greedy_in_sampler(cfg: GenerationConfig) -> bool:
+    """Whether the prefix sampler runs the search itself, as its extra row: a greedy search by the prefix decoder
+    with no repetition penalty takes each step's most probable token, which the sampler's pass computes anyway."""
+    one_beam = cfg.method == "greedy" or (cfg.method == "beam" and cfg.num_beams == 1)
+    return one_beam and cfg.decoder == "prefix" and cfg.repetition_penalty == 1.0
 
 
 def sampling_dtype(run: LoadedRun, cfg: GenerationConfig) -> torch.dtype:

@@ -58,12 +58,13 @@ class SampleSettings:
 @dataclass
 class Draws:
     """One prefix's draws: `ids[k]` the new tokens of draw k (EOS not included), `log_probs` `(n,)` float64 the
-    summed log p_LM(ids[k] + EOS | prefix) in nats; `forced_log_prob` the same of the prefix's forced sequence
-    (`sample_from_prefix`'s `forced`), None without one."""
+    summed log p_LM(ids[k] + EOS | prefix) in nats; `forced_ids` and `forced_log_prob` the same of the prefix's
+    extra row (`sample_from_prefix`'s `forced` sequence, or its greedy one), None without one."""
 
     ids: list[list[int]]
     log_probs: np.ndarray
     forced_log_prob: float | None = None
+    forced_ids: list[int] | None = None
 
 
 def draw_uniforms(seed: int, key: str, settings: SampleSettings) -> np.ndarray:
@@ -125,12 +126,14 @@ def _pick_sorted(sorted_probs: torch.Tensor, order: torch.Tensor, uniforms: torc
 @torch.inference_mode()
 def sample_from_prefix(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, settings: SampleSettings,
                        uniforms: Sequence[np.ndarray], context: ContextManager | None = None,
-                       forced: Sequence[Sequence[int]] | None = None) -> list[Draws]:
+                       forced: Sequence[Sequence[int]] | None = None, greedy: bool = False) -> list[Draws]:
     """`settings.n` nucleus draws from each of the left-padded prefixes `embeds` `(B, P, H)` (mask `(B, P)`),
     the prefix run once; `uniforms` holds one `(max_new_tokens, n)` table per prefix (`draw_uniforms`); `context`
     wraps the prefix's forward (e.g. a layer-L injection). `forced`, one token sequence per prefix (at most
     `max_new_tokens`, EOS not included: e.g. the search's result), rides along as one more row that takes its
-    given tokens instead of drawing, so its log p_LM costs no pass of its own. Returns each prefix's `Draws`."""
+    given tokens instead of drawing, so its log p_LM costs no pass of its own. With `greedy` (and no `forced`) that
+    row takes each step's most probable token instead (EOS banned before `min_new_tokens`): the greedy search of
+    the same prefix, run in the same pass. Returns each prefix's `Draws`."""
     n, steps, eos = settings.n, settings.max_new_tokens, settings.eos_id
     batch, device = len(embeds), embeds.device
     if len(uniforms) != batch or any(u.shape != (steps, n) for u in uniforms):
@@ -138,7 +141,9 @@ def sample_from_prefix(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, 
     if forced is not None and (len(forced) != batch or any(len(f) > steps for f in forced)):
         raise ValueError(f"need one sequence of at most {steps} tokens per prefix to force, got "
                          f"{[len(f) for f in forced]}.")
-    m = n + (forced is not None)  # rows per prefix: the forced one first
+    if forced is not None and greedy:
+        raise ValueError("a prefix's extra row is either forced or greedy, not both.")
+    m = n + (forced is not None or greedy)  # rows per prefix: the forced or greedy one first
     table = torch.zeros(batch, steps, m, dtype=torch.float64, device=device)
     table[:, :, m - n:] = torch.as_tensor(np.stack(uniforms), dtype=torch.float64, device=device)
     given = torch.full((batch, steps), -1, dtype=torch.long, device=device)  # the forced tokens, then EOS
@@ -165,6 +170,8 @@ def sample_from_prefix(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, 
                            log_norm=own_norm if settings.temperature == 1.0 and not banned else None)
         if forced is not None:
             nxt = torch.where(live % m == 0, given[live // m, t], nxt)
+        elif greedy:  # `logits` has EOS banned where the draws have it
+            nxt = torch.where(live % m == 0, logits.argmax(-1), nxt)
         tokens[live, t] = nxt
         chosen = torch.where(nxt == eos, eos_logit, logits.gather(1, nxt[:, None]).squeeze(1))
         log_probs[live] += (chosen - own_norm).double()
@@ -180,6 +187,8 @@ def sample_from_prefix(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, 
             final = F.log_softmax(rows.step(tokens[live, t]), dim=-1)[:, eos]
             log_probs[live] += final.double()
     ids, totals = tokens.tolist(), log_probs.cpu().numpy()
+    extra = m > n
     return [Draws([ids[b * m + k][: int(lengths[b * m + k])] for k in range(m - n, m)],
-                  totals[b * m + m - n:(b + 1) * m], float(totals[b * m]) if forced is not None else None)
+                  totals[b * m + m - n:(b + 1) * m], float(totals[b * m]) if extra else None,
+                  ids[b * m][: int(lengths[b * m])] if extra else None)
             for b in range(batch)]
