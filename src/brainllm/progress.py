@@ -109,7 +109,7 @@ class _LastLine(logging.Handler):
 
 class watch:
     """While running (`start` .. `stop`, or as a context manager), a log line whenever the package's loggers have
-    been silent for `every` seconds: `still working (T since start): <stage>`, the stage being the innermost
+    been silent for `every` seconds: `still working (T into the command): <stage>`, the stage being the innermost
     `progress` loop running and its count. Checked every `poll` seconds on a daemon thread; `clock` returns
     seconds."""
 
@@ -144,7 +144,7 @@ class watch:
             if now - self._last.at >= self.every:
                 running = list(_RUNNING)  # the loops may end meanwhile on the main thread
                 stage = running[-1].status() if running else "between stages"
-                log.info("still working (%s since start): %s", _seconds(now - start), stage)
+                log.info("still working (%s into the command): %s", _seconds(now - start), stage)
                 self._last.at = now  # also when INFO lines are not emitted
 
 
