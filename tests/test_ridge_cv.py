@@ -33,3 +33,26 @@ def test_one_decomposition_per_fold_equals_a_fit_per_penalty(n, p):
     want_coef, want_icpt = fit_ridge_fixed(x, y, alpha)
     np.testing.assert_allclose(coef, want_coef, rtol=1e-10)
     assert cv_ridge(x, y, groups, column_r)[2] == alpha
+
+
+def test_shared_decompositions_decompose_a_design_once_and_keep_their_bound(monkeypatch):
+    import brainllm.ridge as ridge
+
+    rng = np.random.default_rng(1)
+    x, other = rng.standard_normal((30, 8)), rng.standard_normal((30, 8))
+    y = rng.standard_normal((30, 3))
+    want = fit_ridge_fixed(x, y, 10.0)
+    made, real = [], ridge._Decomposition
+    monkeypatch.setattr(ridge, "_Decomposition", lambda design: made.append(1) or real(design))
+    with ridge.shared_decompositions(max_entries=1):
+        first = fit_ridge_fixed(x, y, 10.0)
+        again = fit_ridge_fixed(x.copy(), y * 2, 1.0)  # the same design, other targets and penalty
+        assert len(made) == 1
+        fit_ridge_fixed(other, y, 10.0)  # a second design pushes the first out (one kept)
+        fit_ridge_fixed(x, y, 10.0)
+        assert len(made) == 3
+    fit_ridge_fixed(x, y, 10.0)  # outside, nothing is kept
+    assert len(made) == 4
+    for got, ref in zip(first, want):
+        np.testing.assert_array_equal(got, ref)
+    np.testing.assert_allclose(again[0], fit_ridge_fixed(x, y * 2, 1.0)[0], rtol=1e-12)

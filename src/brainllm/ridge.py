@@ -66,8 +66,25 @@ class _Decomposition:
         return (xt @ self.xc.T) @ self.vecs if self.kernel else xt @ self.vecs
 
 
-#: decompositions kept inside `shared_decompositions`, by their design's bytes (None: outside, nothing is kept)
-_SHARED: OrderedDict | None = None
+class _DecompositionCache:
+    """Decompositions by their design's shape, dtype and bytes, the last `max_entries` used kept."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries, self.entries = max_entries, OrderedDict()
+
+    def get(self, x: np.ndarray) -> _Decomposition:
+        x = np.ascontiguousarray(x)
+        key = (x.shape, x.dtype.str, hashlib.blake2b(x.view(np.uint8).reshape(-1), digest_size=16).hexdigest())
+        if key not in self.entries:
+            self.entries[key] = _Decomposition(x)
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+
+#: the cache of the outermost `shared_decompositions` running (None: outside, nothing is kept)
+_SHARED: _DecompositionCache | None = None
 
 
 @contextlib.contextmanager
@@ -78,7 +95,7 @@ def shared_decompositions(max_entries: int = 64) -> Iterator[None]:
     global _SHARED
     outer = _SHARED
     if outer is None:
-        _SHARED = OrderedDict()
+        _SHARED = _DecompositionCache(max_entries)
     try:
         yield
     finally:
@@ -86,18 +103,9 @@ def shared_decompositions(max_entries: int = 64) -> Iterator[None]:
             _SHARED = None
 
 
-def _decompose(x: np.ndarray, max_entries: int = 64) -> _Decomposition:
+def _decompose(x: np.ndarray) -> _Decomposition:
     """`_Decomposition(x)`, or the one kept for the same design inside `shared_decompositions`."""
-    if _SHARED is None:
-        return _Decomposition(x)
-    x = np.ascontiguousarray(x)
-    key = (x.shape, x.dtype.str, hashlib.blake2b(x.view(np.uint8).reshape(-1), digest_size=16).hexdigest())
-    if key not in _SHARED:
-        _SHARED[key] = _Decomposition(x)
-        while len(_SHARED) > max_entries:
-            _SHARED.popitem(last=False)
-    _SHARED.move_to_end(key)
-    return _SHARED[key]
+    return _Decomposition(x) if _SHARED is None else _SHARED.get(x)
 
 
 def _target_batches(n_targets: int, batch: int | None) -> list[slice]:
