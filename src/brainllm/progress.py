@@ -64,36 +64,34 @@ class LoggedProgress:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def __iter__(self) -> Iterator[T]:
-        total = self.total
-        of, unit = (f"/{total}" if total is not None else ""), self.unit
         start = last = self.clock()
-        done, logged = 0, False
+        self.done, logged = 0, False
         if self.every != float("inf"):
             _RUNNING.append(self)
         try:
             for item in self.items:
                 yield item
-                done = self.done = done + 1
+                self.done += 1
                 now = self.clock()
                 if now - last >= self.every:
                     last = now
-                    self._line(done, of, now - start)
+                    self._line(now - start)
                     logged = True
         finally:
             if self in _RUNNING:
                 _RUNNING.remove(self)
         if logged:
-            log.info("%s: done, %d %s in %s", self.desc, done, unit, _seconds(self.clock() - start))
+            log.info("%s: done, %d %s in %s", self.desc, self.done, self.unit, _seconds(self.clock() - start))
 
-    def _line(self, done: int, of: str, elapsed: float) -> None:
-        unit, total = self.unit, self.total
-        rate = done / max(elapsed, 1e-9)
-        extra = [f"{rate:.3g} {unit}/s"]
-        if total is not None:
-            extra.append(f"ETA {_seconds((total - done) / rate)}")
+    def _line(self, elapsed: float) -> None:
+        """`status()` with the rate, the ETA (when the total is known) and the postfix."""
+        rate = self.done / max(elapsed, 1e-9)
+        extra = [f"{rate:.3g} {self.unit}/s"]
+        if self.total is not None:
+            extra.append(f"ETA {_seconds((self.total - self.done) / rate)}")
         if self.postfix:
             extra.append(self.postfix)
-        log.info("%s: %d%s %s (%s)", self.desc, done, of, unit, ", ".join(extra))
+        log.info("%s (%s)", self.status(), ", ".join(extra))
 
 
 class _LastLine(logging.Handler):

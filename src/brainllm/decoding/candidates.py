@@ -70,8 +70,9 @@ def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: 
                        tokens_per_frame=run.model.adapter.tokens_per_frame)
     search = replace(cfg, rerank="none")
     prefix = cfg.sampler == "prefix" and cfg.n_candidates > 1
+    greedy = prefix and greedy_in_sampler(cfg)  # the sampler's pass runs the greedy search as one more row
     with cast_parameters(run.model.backbone, sampling_dtype(run, cfg)):
-        if prefix and greedy_in_sampler(cfg):  # the sampler's pass runs the greedy search as one more row
+        if greedy:
             ids = [[] for _ in samples]
         else:
             best = decode_ids(run.model, collate, samples, search, run.encoder, desc=f"{desc}/search")
@@ -81,7 +82,7 @@ def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: 
             _sample_hf(run, samples, collate, cfg, ids, draws, desc)
             lm = lm_scores(run, samples, ids, layout, cfg.batch_size)
         else:
-            lm = _sample_prefix(run, samples, collate, cfg, ids, draws, desc)
+            lm = _sample_prefix(run, samples, collate, cfg, ids, draws, desc, greedy)
     texts = [[run.encoder.decode(c) for c in cands] for cands in ids]
     return Candidates(ids, texts, lm, draws=[np.array(d) for d in draws])
 
@@ -97,10 +98,11 @@ def _add_draw(ids: list[list[int]], draws: list[int], draw: list[int]) -> bool:
 
 
 def _sample_prefix(run: LoadedRun, samples: Sequence[EncodedSample], collate: Collator, cfg: GenerationConfig,
-                   ids: list[list[list[int]]], draws: list[list[int]], desc: str) -> list[np.ndarray]:
+                   ids: list[list[list[int]]], draws: list[list[int]], desc: str, greedy: bool = False
+                   ) -> list[np.ndarray]:
     """`propose`'s draws from each prefix's KV cache, appended to `ids` and `draws` in place (each sample's search
-    result first, forced along with the draws for its log p_LM; where `ids` are still empty, the greedy search run
-    in the same pass). Returns each sample's log p_LM per candidate."""
+    result first, forced along with the draws for its log p_LM; with `greedy`, `ids` still empty, the greedy search
+    run in the same pass and put first). Returns each sample's log p_LM per candidate."""
     settings = SampleSettings(n=cfg.n_candidates - 1, max_new_tokens=cfg.max_new_tokens,
                               min_new_tokens=cfg.min_new_tokens, eos_id=run.encoder.eos_id,
                               top_p=cfg.candidate_top_p, temperature=cfg.temperature)
@@ -111,7 +113,6 @@ def _sample_prefix(run: LoadedRun, samples: Sequence[EncodedSample], collate: Co
         batch = collate([samples[j] for j in rows]).to(device)
         embeds, context = run.model.generation_inputs(batch)
         uniforms = [draw_uniforms(cfg.seed, samples[j].id, settings) for j in rows]
-        greedy = not ids[rows[0]]
         drawn = sample_from_prefix(run.model.backbone, embeds, batch.attention_mask, settings, uniforms, context,
                                    forced=None if greedy else [ids[j][0] for j in rows], greedy=greedy)
         for j, got in zip(rows, drawn):

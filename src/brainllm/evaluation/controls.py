@@ -72,11 +72,17 @@ def _better(entry: dict, metric: str, higher_is_better: bool) -> bool:
     return diff is not None and (diff > 0 if higher_is_better else diff < 0)
 
 
-def _clause(entry: Optional[dict], metric: str, higher_is_better: bool, label: str) -> tuple[bool, str]:
-    if not entry or entry.get("p_signflip_stimuli") is None:
+def _available(entry: Optional[dict]) -> bool:
+    return bool(entry) and entry.get("p_signflip_stimuli") is not None
+
+
+def _clause(entry: Optional[dict], metric: str, higher_is_better: bool, label: str, alpha: float = ALPHA
+            ) -> tuple[bool, str]:
+    """(whether `entry` beats its control in the right direction at p < `alpha`, its text)."""
+    if not _available(entry):
         return False, f"{label}: not available"
     p = entry["p_signflip_stimuli"]
-    hit = p < ALPHA and _better(entry, metric, higher_is_better)
+    hit = p < alpha and _better(entry, metric, higher_is_better)
     return hit, f"{label} Δ {entry['diff']:+.4f}, sign-flip over stimuli p={p:.3g}"
 
 
@@ -138,15 +144,11 @@ def _content_line(summary: dict) -> str:
     length/position decoder's (the same candidates, picked by length and position alone) on BLEU-1 and MiniLM
     similarity, each at α / (number of tests) (Bonferroni), so that two tests do not double the false alarms."""
     tests = [(m, label) for m, label in ((BLEU, "BLEU-1"), (SEMSIM, "MiniLM similarity"))
-             if _test(summary, "nuisance", m) and _test(summary, "nuisance", m).get("p_signflip_stimuli") is not None]
+             if _available(_test(summary, "nuisance", m))]
     alpha = ALPHA / max(len(tests), 1)
-    hits, texts = [], []
-    for metric, label in tests:
-        entry = _test(summary, "nuisance", metric)
-        hits.append(entry["p_signflip_stimuli"] < alpha and _better(entry, metric, True))
-        texts.append(f"{label} Δ {entry['diff']:+.4f}, sign-flip over stimuli p={entry['p_signflip_stimuli']:.3g}")
-    what = "DETECTED" if any(hits) else "not detected"
-    detail = "; ".join(texts) if texts else "no text metric to compare"
+    clauses = [_clause(_test(summary, "nuisance", m), m, True, label, alpha) for m, label in tests]
+    what = "DETECTED" if any(hit for hit, _ in clauses) else "not detected"
+    detail = "; ".join(text for _, text in clauses) if clauses else "no text metric to compare"
     return (f"content beyond length/position in the decoded words: {what} (vs the length/position decoder: "
             f"{detail}; α {ALPHA}, Bonferroni over {len(tests)} tests)")
 
