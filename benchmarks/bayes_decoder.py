@@ -6,7 +6,8 @@ new tokens; brainllm's prefix-cache search), and the Bayesian decoder with the r
 result + n_candidates − 1 nucleus samples, each scored by the LM and the encoding model) twice: with the reference
 sampler (`generation.sampler: hf`: HF `generate`, a teacher-forced pass for log p_LM, every candidate's states
 from scratch) and with the default one (`prefix`: each prefix run once, log p_LM kept while drawing, candidates'
-states continuing from their prompt's cache). Prints samples/s, each decoder's time relative to greedy and to beam
+states continuing from their prompt's cache), and once more picking by minimum Bayes risk (`generation.pick: mbr`,
+`decoding.mbr`) instead of the posterior's mode. Prints samples/s, each decoder's time relative to greedy and to beam
 5, and how many picks the two samplers share (they draw different random numbers, so not all). The prefix sampler
 runs twice: in float32 and in bfloat16 (`generation.precision`), with this host's measured bfloat16 matmul speedup
 and the float type the default `precision: auto` takes here.
@@ -49,7 +50,9 @@ def main() -> None:
                f"{bayes}, prefix sampler, float32": dataclasses.replace(tuned, sampler="prefix",
                                                                          precision="float32"),
                f"{bayes}, prefix sampler, bfloat16": dataclasses.replace(tuned, sampler="prefix",
-                                                                           precision="bfloat16")}
+                                                                           precision="bfloat16"),
+               f"{bayes}, prefix sampler, bfloat16, MBR pick": dataclasses.replace(
+                   tuned, sampler="prefix", precision="bfloat16", pick="mbr")}
     rows, texts = [], {}
     for name, cfg in configs.items():
         seconds = timed(lambda: texts.__setitem__(name, decode(run, samples, "brain", cfg, desc=name)), args.repeats)
@@ -57,7 +60,7 @@ def main() -> None:
     for row in rows:
         row["time_vs_greedy"] = round(row["seconds"] / rows[0]["seconds"], 2)
         row["time_vs_beam5"] = round(row["seconds"] / rows[1]["seconds"], 2)
-    reference, fast, fast_bf16 = (texts[name] for name in list(configs)[2:])
+    reference, fast, fast_bf16 = (texts[name] for name in list(configs)[2:5])
     for row in rows:
         row["vs_reference"] = round(rows[2]["seconds"] / row["seconds"], 2)
     print_table(rows, ["decoder", "seconds", "samples_s", "time_vs_greedy", "time_vs_beam5", "vs_reference"])

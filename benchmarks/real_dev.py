@@ -34,7 +34,8 @@ Recipes:
 Each recipe's minutes count its training (when this call trained it), tuning, decoding and evaluation.
 
     .venv/bin/python benchmarks/real_dev.py [--recipes paper paper+bayes noise+bayes] [--dev ../shared/data/...]
-        [--out runs/real-dev] [--split-seed 0] [--permutations 3] [--crossloss 48]
+        [--out runs/real-dev] [--split-seed 0] [--permutations 3] [--crossloss 48] [--task sentence]
+        [--nuisance-decoding] [--retrieval]
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def finished(run: Path) -> bool:
 
 
 def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, crossloss: int,
-                    bayes_permutations: int, nuisance_decoding: bool, split_seed: int = 0) -> dict:
+                    bayes_permutations: int, nuisance_decoding: bool, split_seed: int = 0,
+                    retrieval: bool = False) -> dict:
     run_name, keys, bayes, decode_keys = RECIPES[name]
     run = out / run_name
     start = time.perf_counter()
@@ -93,7 +95,8 @@ def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, cro
             brainllm("tune-decoder", str(run))
     else:
         sets += ["--set", "rerank=none"]
-    conditions = ["brain", "permuted", "no_brain"] + (["nuisance"] if bayes and nuisance_decoding else [])
+    conditions = (["brain", "permuted", "no_brain"] + (["nuisance"] if bayes and nuisance_decoding else [])
+                  + (["retrieval"] if bayes and retrieval else []))
     if bayes:  # each sample's candidates are sampled and scored again per derangement: the slow part on a CPU
         permutations = bayes_permutations
     subprocess.run(["rm", "-rf", str(run / "predictions")], check=True)  # another recipe's decodes of this run
@@ -136,6 +139,14 @@ def row_of(s: dict) -> dict:
         "semsim_p": f"{comp('permuted', 'semsim_minilm_cosine').get('p_signflip_stimuli', 1):.3g}",
         "bleu1_std": f"{cond('no_brain', 'bleu1_per_sample'):.3f}",
         "bleu1_nuis": f"{cond('nuisance', 'bleu1_per_sample'):.3f}",
+        "bleu1_nuis_p": f"{comp('nuisance', 'bleu1_per_sample').get('p_signflip_stimuli', float('nan')):.3g}",
+        "semsim": f"{cond('brain', 'semsim_minilm_cosine'):.3f}",
+        "semsim_perm": f"{cond('permuted', 'semsim_minilm_cosine'):.3f}",
+        "semsim_nuis": f"{cond('nuisance', 'semsim_minilm_cosine'):.3f}",
+        "semsim_nuis_p": f"{comp('nuisance', 'semsim_minilm_cosine').get('p_signflip_stimuli', float('nan')):.3g}",
+        "semsim_retr": f"{cond('retrieval', 'semsim_minilm_cosine'):.3f}",
+        "semsim_retr_p": f"{comp('retrieval', 'semsim_minilm_cosine').get('p_signflip_stimuli', float('nan')):.3g}",
+        "bleu1_retr": f"{cond('retrieval', 'bleu1_per_sample'):.3f}",
         "ident_x": f"{enc.get('across', float('nan')):.3f}", "ident_w": f"{enc.get('within', float('nan')):.3f}",
         "nuis_x": f"{nuis.get('across', float('nan')):.3f}", "nuis_w": f"{nuis.get('within', float('nan')):.3f}",
         "verdicts": s.get("verdicts", []),
@@ -144,14 +155,18 @@ def row_of(s: dict) -> dict:
 
 COLUMNS = ["recipe", "pairwise", "pairwise_p", "dloss", "dloss_p", "post_pairwise", "post_pairwise_p", "post_dloss",
            "post_dloss_p", "bleu1", "bleu1_perm", "bleu1_ratio", "bleu1_p",
-           "semsim_d", "semsim_p", "bleu1_std", "bleu1_nuis", "ident_x", "ident_w", "nuis_x", "nuis_w", "minutes"]
+           "semsim_d", "semsim_p", "bleu1_std", "bleu1_nuis", "bleu1_nuis_p", "semsim", "semsim_perm", "semsim_nuis",
+           "semsim_nuis_p", "semsim_retr", "semsim_retr_p", "bleu1_retr", "ident_x", "ident_w", "nuis_x", "nuis_w",
+           "minutes"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=["paper+bayes", "noise", "paper"], choices=RECIPES)
     parser.add_argument("--dev", default="../shared/data/pereira-example-dev")
-    parser.add_argument("--prepared", default="prepared/pereira-dev")
+    parser.add_argument("--task", default="continuation", choices=["continuation", "sentence"],
+                        help="the samples (data.tasks): the paper's continuations, or whole sentences without a prompt")
+    parser.add_argument("--prepared", default=None, help="default prepared/pereira-dev (-sentence for that task)")
     parser.add_argument("--out", default="runs/real-dev")
     parser.add_argument("--split-seed", type=int, default=0,
                         help="data.split_seed of every run (a new seed: test passages no decoder was compared on)")
@@ -162,15 +177,19 @@ def main() -> None:
     parser.add_argument("--nuisance-decoding", action="store_true",
                         help="also decode with the length/position model (the nuisance control's decoding; its "
                              "identification is always reported)")
+    parser.add_argument("--retrieval", action="store_true",
+                        help="also decode the retrieval baseline (the nearest training text by the encoding model)")
     args = parser.parse_args()
     print(f"host: {host_info()}")
+    if args.prepared is None:
+        args.prepared = "prepared/pereira-dev" + ("-sentence" if args.task == "sentence" else "")
     prepared, out = Path(args.prepared), Path(args.out)
     if not (prepared / "dataset.json").exists():
         if not Path(args.dev).exists():
             sys.exit(f"{args.dev} not found: the development data live in ../shared/data/pereira-example-dev.")
-        brainllm("convert", "released", args.dev, "--out", str(prepared))
+        brainllm("convert", "released", args.dev, "--out", str(prepared), "-o", f"task={args.task}")
     rows = [evaluate_recipe(name, prepared, out, args.permutations, args.crossloss, args.bayes_permutations,
-                            args.nuisance_decoding, args.split_seed) for name in args.recipes]
+                            args.nuisance_decoding, args.split_seed, args.retrieval) for name in args.recipes]
     print()
     print_table(rows, COLUMNS)
     for row in rows:

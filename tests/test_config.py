@@ -179,7 +179,8 @@ def test_tune_decoder_cli_defaults_are_the_librarys():
 
     params = {p.name: p.default for p in typer.main.get_command(app).commands["tune-decoder"].params}
     assert params["criterion"] == T.DEFAULT_CRITERION and params["tolerance"] == T.DEFAULT_TOLERANCE
-    assert tuple(params["context_sentences"]) == T.DEFAULT_CONTEXT_SENTENCES
+    # None: the task's default (`tune`: DEFAULT_CONTEXT_SENTENCES, or the sentence task's 0 alone)
+    assert params["context_sentences"] is None
     assert params["refit_with_valid"] == T.DEFAULT_REFIT_WITH_VALID
 
 

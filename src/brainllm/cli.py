@@ -25,6 +25,9 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 def simulate(
     out: Path = typer.Option(..., "--out", help="Folder to write the prepared dataset to."),
     design: str = typer.Option("sentence", help="sentence (Pereira-like) or story (Huth-like)."),
+    task: str = typer.Option("continuation", help="Sentence design: continuation (the paper's samples: a prompt of "
+                                                  "1 or 2 chunks, the next chunk) or sentence (no prompt, the whole "
+                                                  "sentence)."),
     snr: float = typer.Option(0.115, help="Per-voxel signal/noise variance ratio; 0 = no brain signal (0.115 is "
                                         "calibrated to real data, docs/realism.md)."),
     voxels: int = typer.Option(2000, help="Voxels on the simulated cortical sheet."),
@@ -39,7 +42,7 @@ def simulate(
     """Simulate a participant (SIMULATED data) and write it as a prepared dataset."""
     from .data.simulate import SimulationConfig, simulate as run
 
-    cfg = SimulationConfig(design=design, snr=snr, voxels=voxels, components=components, seed=seed,
+    cfg = SimulationConfig(design=design, task=task, snr=snr, voxels=voxels, components=components, seed=seed,
                            passages=passages, stories=stories, backbone=None if backbone == "none" else backbone)
     spaces = None
     if cfg.backbone is not None:
@@ -98,11 +101,10 @@ def train(
     if PartialState().is_main_process:
         typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
-            from .experiments.decoder_tuning import (DEFAULT_CONTEXT_SENTENCES, DEFAULT_CRITERION,
-                                                     DEFAULT_REFIT_WITH_VALID, DEFAULT_TOLERANCE)
+            from .experiments.decoder_tuning import DEFAULT_CRITERION, DEFAULT_REFIT_WITH_VALID, DEFAULT_TOLERANCE
 
             tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE,
-                         context_sentences=list(DEFAULT_CONTEXT_SENTENCES), refit_with_valid=DEFAULT_REFIT_WITH_VALID)
+                         context_sentences=None, refit_with_valid=DEFAULT_REFIT_WITH_VALID)
 
 
 @app.command()
@@ -148,9 +150,11 @@ def tune_decoder(
                                   "frames) or bleu (BLEU-1 alone)."),
     tolerance: float = typer.Option(0.05, help="content_gain, brain_gain: relative BLEU-1 below the best that is "
                                                "acceptable."),
-    context_sentences: list[int] = typer.Option([0, 1], help="How many of the passage's previous sentences the "
-                                                   "encoding model may read a text after (repeatable; CV chooses; "
-                                                   "0 = alone; default 0 and 1)."),
+    context_sentences: Optional[list[int]] = typer.Option(None, help="How many of the passage's previous "
+                                                          "sentences the encoding model may read a text after "
+                                                          "(repeatable; CV chooses; 0 = alone; default 0 and 1, and "
+                                                          "0 alone in the sentence task, where a context would "
+                                                          "give the decoder the true previous sentences)."),
     refit_with_valid: bool = typer.Option(True, help="Once everything is chosen, refit the encoding models on the "
                                                      "training and validation samples (identification still grows "
                                                      "with training passages)."),
@@ -164,7 +168,7 @@ def tune_decoder(
     from .experiments.decoder_tuning import check_selection, tune
     from .runs import RunPaths, load_run, read_config
 
-    check_selection(criterion, tolerance, prefix="--", context_sentences=context_sentences)
+    check_selection(criterion, tolerance, prefix="--", context_sentences=context_sentences or [0])
     gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
     run = load_run(run_dir)
     result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance, context_sentences=context_sentences,

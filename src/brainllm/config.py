@@ -51,9 +51,9 @@ ON_NAN = ("stop", "skip")
 AUX_LOSSES = ("margin", "infonce")
 #: input conditions a prediction file is written under (`predictions/<split>_<condition>.jsonl`), which are also
 #: the collator's input layouts
-PREDICTION_CONDITIONS = ("brain", "permuted", "no_brain", "no_text", "nuisance")
+PREDICTION_CONDITIONS = ("brain", "permuted", "no_brain", "no_text", "nuisance", "retrieval")
 #: `brainllm generate --condition`: the conditions decoded from a run (`no_text` runs write `brain` as `no_text`)
-GENERATION_CONDITIONS = ("brain", "permuted", "no_brain", "nuisance")
+GENERATION_CONDITIONS = ("brain", "permuted", "no_brain", "nuisance", "retrieval")
 #: generation.method
 METHODS = ("beam", "greedy", "sample")
 #: generation.decoder: prefix-cache search (`decoding.prefix_beam`) or HF generate
@@ -63,6 +63,8 @@ RERANKS = ("none", "encoding")
 #: generation.sampler: how the Bayesian decoder draws its candidates: from each prefix's KV cache with log p_LM
 #: accumulated while drawing (`decoding.prefix_sample`), or HF generate + a teacher-forced pass (the reference)
 SAMPLERS = ("prefix", "hf")
+#: generation.pick: how the Bayesian decoder picks among its scored candidates (decoding.mbr)
+PICKS = ("map", "mbr")
 #: the float type of the Bayesian decoder's inference passes (model.precision): auto = bfloat16 where measured faster
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -201,6 +203,9 @@ class GenerationConfig:
                                         # model.precision). In bfloat16 a rounding may change a draw with the batch
                                         # it is decoded in; float32 keeps a sample's draws independent of its batch
     encoding_weight: float = 1.0        # encoding: λ on the encoding model's log-likelihood
+    pick: str = "map"                   # encoding: the candidate of the highest score (map), or of the highest
+                                        # expected word overlap with the others under the posterior the score
+                                        # defines (mbr, decoding.mbr)
     posterior_weight: float | None = None  # encoding: λ of the decoder's distribution in the posterior-loss test
                                         # (held-out likelihood; None: encoding_weight, the picks' λ)
 
@@ -209,6 +214,7 @@ class GenerationConfig:
         check_choice("generation.decoder", self.decoder, DECODERS)
         check_choice("generation.rerank", self.rerank, RERANKS)
         check_choice("generation.sampler", self.sampler, SAMPLERS)
+        check_choice("generation.pick", self.pick, PICKS)
         check_choice("generation.precision", self.precision, PRECISIONS)
         check_at_least("generation.n_candidates", self.n_candidates, 1)
         for key in ("num_beams", "max_new_tokens", "batch_size", "permutations"):

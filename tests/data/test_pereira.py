@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from brainllm.cli import app
 from brainllm.data.dataset import BrainTextDataset
 from brainllm.data.pereira import read_pereira
-from brainllm.data.simulate import chunk_words
+from brainllm.data.tasks import chunk_words
 from brainllm.data.splits import make_split
 from brainllm.errors import DatasetError
 from tests.data.real_fixtures import write_pereira

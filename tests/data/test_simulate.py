@@ -3,7 +3,8 @@ import pytest
 from sklearn.linear_model import Ridge
 
 from brainllm.data.corpus import load_corpus
-from brainllm.data.simulate import canonical_hrf, chunk_words, simulate
+from brainllm.data.simulate import canonical_hrf, simulate
+from brainllm.data.tasks import chunk_words
 
 
 def test_corpus_is_large_and_varied():

@@ -150,7 +150,9 @@ def test_posterior_loss_matches_a_hand_computed_normaliser():
 def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_samples):
     run = train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0))
     result = tune(run, layers=[1, LAYER], dims=[None, 20], shrinkages=[0.5], weights=[0.0, 1.0], n_candidates=[1, 3])
-    assert {r["layer"] for r in result["cv_table"]} == {1, LAYER} and len(result["valid_table"]) == 4
+    # one row per pick rule (MAP, MBR), number of candidates and λ, at the run's one temperature
+    assert {r["layer"] for r in result["cv_table"]} == {1, LAYER} and len(result["valid_table"]) == 8
+    assert {(r["pick"], r["temperature"]) for r in result["valid_table"]} == {("map", 1.0), ("mbr", 1.0)}
     saved = json.loads((tmp_path / "run" / "decoder.json").read_text())
     assert saved["generation"]["rerank"] == "encoding" and saved["nuisance_model"]["layer"] is None
     # the distribution's λ is the one of the lowest held-out loss; the picks' by the content-gain criterion
@@ -159,12 +161,12 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
     assert saved["criterion"] == "content_gain" and all("valid_bleu1_permuted" in r for r in saved["valid_table"])
     assert choose_decoder(saved["valid_table"], "content_gain") == next(
         r for r in saved["valid_table"] if r["n_candidates"] == saved["generation"]["n_candidates"]
-        and r["encoding_weight"] == saved["generation"]["encoding_weight"])
+        and r["encoding_weight"] == saved["generation"]["encoding_weight"] and r["pick"] == saved["generation"]["pick"])
     # the distribution under permuted frames: at λ = 0 it is PerBrainLLM's own loss; with the planted frames and
     # λ = 1 the reference is likelier under its own frames than under another passage's (the paper's pairwise test)
     permuted = permute_frames(run.encoder.encode_all(run.dataset, run.split.valid), run.config.generation.seed)
     perbrain = teacher_forced_losses(run, permuted, "brain", 16).mean()
-    by_weight = {r["encoding_weight"]: r for r in saved["valid_table"] if r["n_candidates"] == 3}
+    by_weight = {r["encoding_weight"]: r for r in saved["valid_table"] if r["n_candidates"] == 3 and r["pick"] == "map"}
     assert by_weight[0.0]["valid_posterior_loss_permuted"] == pytest.approx(perbrain, rel=1e-6)
     at_one = by_weight[1.0]  # here 3.69 against 4.31 nats, pairwise 0.68 against 0.64 at λ = 0
     assert at_one["valid_posterior_loss"] < at_one["valid_posterior_loss_permuted"] - 0.3
@@ -440,4 +442,5 @@ def test_a_killed_tuning_resumes_from_its_finished_cells(tmp_path, tiny_llama_pa
     assert got["generation"] == want["generation"] and got["cv_table"] == want["cv_table"]
     assert got["encoding_model"] == want["encoding_model"]
     for a, b in zip(got["valid_table"], want["valid_table"]):
-        assert a.keys() == b.keys() and all(np.isclose(a[k], b[k], atol=1e-6, equal_nan=True) for k in a)
+        assert a.keys() == b.keys() and all(a[k] == b[k] if isinstance(a[k], str) else
+                                           np.isclose(a[k], b[k], atol=1e-6, equal_nan=True) for k in a)

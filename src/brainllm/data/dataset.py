@@ -344,13 +344,20 @@ class BrainTextDataset:
             "continuation_words": dist([len(s.continuation.split()) for s in self.samples]),
         }
 
+    @property
+    def task(self) -> str:
+        """What the samples ask (`data.tasks`): `continuation` (the paper's; also data converted before the task
+        was recorded) or `sentence` (the whole sentence from its image, no prompt)."""
+        return str(self.meta.get("task", "continuation"))
+
     def describe(self, examples: int = 3) -> str:
         """A human-readable summary: counts, length distributions and a few examples."""
         info = self.summary()
         lines = []
         if self.simulated:
             lines.append(f"*** SIMULATED DATA: {self.meta.get('description', 'simulated participant')} ***")
-        lines.append(f"subject {info['subject']}  source {info['source']}  TR {info['tr'] or '-'} s")
+        lines.append(f"subject {info['subject']}  source {info['source']}  TR {info['tr'] or '-'} s  "
+                     f"task {self.task}")
         lines.append(f"samples {info['samples']}  stimuli {info['stimuli']}  frames {info['frames']} x "
                      f"{info['feature_dim']} features")
         for key in ("samples_per_stimulus", "frames_per_sample", "prompt_words", "continuation_words"):

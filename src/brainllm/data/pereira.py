@@ -12,7 +12,8 @@ One row of the brain-data matrix is the β-map of one sentence (no time axis). F
   columns of ROI r), `colToCoord` `(V, 3)` voxel coordinates.
 
 Samples follow the paper: each sentence is cut into 3 chunks (`chunk_words`); sample k (k = 1, 2) has
-prompt = chunks before k and continuation = chunk k; both samples share the sentence's frame. Stimulus = passage
+prompt = chunks before k and continuation = chunk k; both samples share the sentence's frame (`task=sentence`:
+one sample per sentence, no prompt; see `tasks`). Stimulus = passage
 (`exp2_p001`...), so a split keeps a passage's sentences together. Experiment 1 (180 concepts) is not read.
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 from ..errors import DatasetError
 from .dataset import Sample
 from .preprocess import Recording
-from .simulate import chunk_words
+from .tasks import check_task, chunk_words, task_texts
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,8 @@ def _align(files: list[dict]) -> list[dict]:
 
 
 def read_pereira(src: str | os.PathLike, subject: str | None = None, experiments: Sequence[str] | str | None = None,
-                 atlas: str | None = None, rois: Sequence[str] | str | None = None) -> Recording:
+                 atlas: str | None = None, rois: Sequence[str] | str | None = None, task: str = "continuation"
+                 ) -> Recording:
     """Read one participant's sentence experiments into a `Recording` (one frame per sentence).
 
     Args:
@@ -243,7 +245,9 @@ def read_pereira(src: str | os.PathLike, subject: str | None = None, experiments
         subject: participant label; default the folder name (e.g. `P01`).
         experiments: which experiments to read from a folder (`2`, `3`; default all found).
         atlas, rois: restrict voxels to these ROIs of this `meta.atlases` atlas (rois None = the whole atlas).
+        task: `continuation` (the paper's samples) or `sentence` (one per sentence, no prompt); see `tasks`.
     """
+    check_task(task)
     src = Path(src)
     if isinstance(experiments, (str, int)):
         experiments = [str(experiments)]
@@ -275,11 +279,9 @@ def read_pereira(src: str | os.PathLike, subject: str | None = None, experiments
                 extra["topic"] = f["topics"][row]
             if f["passage_names"]:
                 extra["passage"] = f["passage_names"][int(p)]
-            for k in (1, 2):
-                samples.append(Sample(
-                    id=f"{stimulus}_s{j}_k{k}", stimulus=stimulus, subject=subject,
-                    prompt=" ".join(w for c in chunks[:k] for w in c), continuation=" ".join(chunks[k]),
-                    frames=[offset + row], extra={**extra, "k": k}))
+            for k, prompt, continuation in task_texts([" ".join(c) for c in chunks], task):
+                samples.append(Sample(id=f"{stimulus}_s{j}_k{k}", stimulus=stimulus, subject=subject, prompt=prompt,
+                                      continuation=continuation, frames=[offset + row], extra={**extra, "k": k}))
         rows.append(f["data"])
         offset += len(f["data"])
     raw = np.concatenate(rows)
@@ -296,5 +298,5 @@ def read_pereira(src: str | os.PathLike, subject: str | None = None, experiments
     if shared:
         dropped["voxels_not_shared_by_all_files"] = shared
     meta = {"subject": subject, "source": "pereira2018", "simulated": False, "design": "sentence", "tr": None,
-            "experiments": [f["experiment"] for f in files]}
+            "task": task, "experiments": [f["experiment"] for f in files]}
     return Recording(raw, samples, meta, runs=[], columns=files[0]["columns"], preprocessing=steps, dropped=dropped)

@@ -15,7 +15,7 @@ one `<subj>.wq.pkl` is read as that subject (`example`).
 
 An item is a dict whose `word` is a list of chunks `{'content': str, 'additional': row indices into 'fmri'}`.
 Sample k (k = 1 .. len(word) - 1): prompt = chunks 0..k-1 joined, continuation = chunk k, frames = chunk k's
-`additional` (offset to this key's rows). Huth text is lower-cased; Huth/Narratives samples with a blank
+`additional` (offset to this key's rows); with `task=sentence` one sample per item (see `tasks`). Huth text is lower-cased; Huth/Narratives samples with a blank
 continuation are skipped, as in the authors' code.
 
 Pickle executes code while loading, so these files are read with `RestrictedUnpickler`, which resolves only the
@@ -41,6 +41,7 @@ from ..errors import DatasetError
 from ..io import read_input_bytes, read_json
 from .dataset import Sample
 from .preprocess import Recording
+from .tasks import check_task, task_texts
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,8 @@ def _fmri(entry: Any, where: str) -> np.ndarray:
 
 
 def read_released(src: str | os.PathLike, subject: str | None = None, dataset: str | None = None,
-                  stories: Sequence[str] | str | None = None, pca: bool = True, u2s: str | None = None) -> Recording:
+                  stories: Sequence[str] | str | None = None, pca: bool = True, u2s: str | None = None,
+                  task: str = "continuation") -> Recording:
     """Read the authors' pickles for one subject into a `Recording` (frames as released).
 
     Args:
@@ -225,7 +227,10 @@ def read_released(src: str | os.PathLike, subject: str | None = None, dataset: s
         stories: Narratives stories to read (default: from `u2s` if given, else every story with this subject).
         pca: read `*.pca1000.wq.pkl.dic` (True) or `*.wq.pkl.dic`.
         u2s: the authors' `dataset_info/u2s.json` (Narratives subject -> stories).
+        task: `continuation` (the authors' samples) or `sentence` (one sample per item: no prompt, the whole
+            item as continuation, the frames of all its chunks); see `tasks`.
     """
+    check_task(task)
     src = Path(src)
     dataset = (dataset or _guess_dataset(src)).lower()
     if dataset not in DATASETS:
@@ -280,9 +285,9 @@ def read_released(src: str | os.PathLike, subject: str | None = None, dataset: s
         dims.add(frames.shape[1])
         for i, item in enumerate(items):
             chunks = _chunks(item, f"{where} item {i}")
-            for k in range(1, len(chunks)):
-                prompt = " ".join(c for c, _ in chunks[:k])
-                continuation, idx = chunks[k]
+            for k, prompt, continuation in task_texts([c for c, _ in chunks], task):
+                # the sentence task reads the frames of all the item's chunks
+                idx = chunks[k][1] if k else np.unique(np.concatenate([i for _, i in chunks] or [np.zeros(0, np.int64)]))
                 if lower:
                     prompt, continuation = prompt.lower(), continuation.lower()
                 if not continuation.strip():
@@ -306,7 +311,7 @@ def read_released(src: str | os.PathLike, subject: str | None = None, dataset: s
               "note": "frames as released by the authors: PCA fitted by them on unknown frames (possibly including "
                       "test data); not refittable"}]
     meta = {"subject": str(subject), "source": f"released ({dataset})", "simulated": False,
-            "design": "sentence" if dataset == "pereira" else "story", "tr": None if dataset == "pereira" else
+            "design": "sentence" if dataset == "pereira" else "story", "task": task, "tr": None if dataset == "pereira" else
             (2.0 if dataset == "huth" else 1.5)}
     log.info("Released %s %s: %d keys, %d frames x %d, %d samples.", dataset, subject, len(units), len(raw),
              raw.shape[1], len(samples))

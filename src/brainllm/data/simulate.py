@@ -50,6 +50,7 @@ from .corpus import Passage, load_corpus
 from .dataset import BrainTextDataset, Run, Sample
 from .features import sentence_embeddings
 from .preprocess import tr_chunk_samples
+from .tasks import check_task, chunk_words, task_texts
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class SimulationConfig:
     profile matches the real Pereira development data (docs/realism.md)."""
 
     design: str = "sentence"          # "sentence" (Pereira-like) or "story" (Huth-like)
+    task: str = "continuation"        # sentence design: the paper's samples or one per sentence (`tasks`)
     snr: float = 0.115                # per-voxel signal variance / noise variance in responsive voxels; 0 = no signal
     voxels: int = 2000                # voxels on the simulated cortical sheet (rounded down to a square grid)
     responsive_fraction: float = 0.5  # fraction of voxels that respond to the text
@@ -142,22 +144,6 @@ class Simulation:
     features: np.ndarray
     config: SimulationConfig
     info: dict = field(default_factory=dict)
-
-
-def chunk_words(words: list[str], n_chunks: int = 3) -> list[list[str]]:
-    """Cut a sentence into `n_chunks` chunks of floor(n/3) words, the remainder going to the last chunks.
-
-    As in the authors' Pereira pickles: 7 words -> 2/2/3, 8 -> 2/3/3, 13 -> 4/4/5.
-    """
-    if len(words) < n_chunks:
-        raise DatasetError(f"A sentence needs at least {n_chunks} words to be chunked, got {words!r}.")
-    base, extra = divmod(len(words), n_chunks)
-    sizes = [base + (1 if i >= n_chunks - extra else 0) for i in range(n_chunks)]
-    chunks, start = [], 0
-    for size in sizes:
-        chunks.append(words[start:start + size])
-        start += size
-    return chunks
 
 
 def canonical_hrf(tr: float, duration: float = 32.0) -> np.ndarray:
@@ -318,7 +304,7 @@ def _shuffled_passages(cfg: SimulationConfig, rng: np.random.Generator) -> list[
 
 def _meta(cfg: SimulationConfig, preprocessing: list[dict], tr: float | None, generating: dict) -> dict:
     return {"subject": f"sim{cfg.seed:02d}", "source": "simulated", "simulated": True,
-            "description": SIMULATED_LABEL, "design": cfg.design, "tr": tr, "generating_model": generating,
+            "description": SIMULATED_LABEL, "design": cfg.design, "task": cfg.task, "tr": tr, "generating_model": generating,
             "simulation": asdict(cfg), "preprocessing": preprocessing}
 
 
@@ -343,12 +329,11 @@ def _simulate_sentence(cfg: SimulationConfig, rng: np.random.Generator, spaces: 
     frames, pca_log = _pca(_zscore_runs([bold]), cfg.components)
     samples = []
     for row, (passage, j, sentence) in enumerate(sentences):
-        chunks = chunk_words(sentence.split())
-        for k in (1, 2):
-            samples.append(Sample(
-                id=f"{passage.id}_s{j}_k{k}", stimulus=passage.id, subject=f"sim{cfg.seed:02d}",
-                prompt=" ".join(w for c in chunks[:k] for w in c), continuation=" ".join(chunks[k]),
-                frames=[row], extra={"topic": passage.topic, "sentence": j, "k": k}))
+        chunks = [" ".join(c) for c in chunk_words(sentence.split())]
+        for k, prompt, continuation in task_texts(chunks, cfg.task):
+            samples.append(Sample(id=f"{passage.id}_s{j}_k{k}", stimulus=passage.id, subject=f"sim{cfg.seed:02d}",
+                                  prompt=prompt, continuation=continuation, frames=[row],
+                                  extra={"topic": passage.topic, "sentence": j, "k": k}))
     log_ = [{"step": "simulate", "design": "sentence", "snr": cfg.snr, "voxels": cortex.n_voxels,
              "generating_model": generating_model(cfg, got)}, pca_log]
     ds = BrainTextDataset(frames, samples, _meta(cfg, log_, None, log_[0]["generating_model"]))
@@ -453,6 +438,8 @@ def simulate(config: SimulationConfig | None = None, spaces: SpaceProvider | Non
     Returns a `Simulation` whose `.dataset` is a prepared dataset labelled as simulated.
     """
     cfg = config or SimulationConfig(**overrides)
+    if check_task(cfg.task) != "continuation" and cfg.design != "sentence":
+        raise DatasetError(f"task={cfg.task!r} needs the sentence design; the story design's samples are TR chunks.")
     if spaces is None:
         log.info("no backbone feature provider given: MiniLM alone drives the simulated content")
     spaces = spaces or minilm_spaces

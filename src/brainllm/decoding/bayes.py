@@ -91,7 +91,7 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
     and read back instead of proposed again (`propose_stored`)."""
     model = load_scorer(run, scorer)
     cands = score_candidates(run, samples, layout, cfg, model, desc, store)
-    texts = cands.picks(cfg.encoding_weight)
+    texts = cands.picks(cfg.encoding_weight, rule=cfg.pick)
     if lm_losses is None:
         return texts, None
     return texts, posterior_losses(lm_losses, *reference_scores(run, model, samples), cands,

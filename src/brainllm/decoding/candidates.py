@@ -21,6 +21,7 @@ from ..model import Collator, EncodedSample
 from ..model.precision import cast_parameters, inference_dtype
 from ..progress import progress
 from ..runs import LoadedRun, RunPaths
+from .mbr import mbr_index, similarity_matrix
 from .prefix_sample import SampleSettings, draw_uniforms, sample_from_prefix
 from .sentences import decode_ids, decoding_kwargs, length_sorted_batches, teacher_forced_losses
 
@@ -45,18 +46,28 @@ class Candidates:
     lm: list[np.ndarray]
     encoding: list[np.ndarray] = field(default_factory=list)
     draws: list[np.ndarray] = field(default_factory=list)
+    _similarity: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def pick(self, weight: float, n_candidates: int | None = None) -> list[int]:
-        """Index of the best candidate of each sample among its first `n_candidates`, by lm + weight·encoding."""
+    def pick(self, weight: float, n_candidates: int | None = None, rule: str = "map") -> list[int]:
+        """Index of the chosen candidate of each sample among its first `n_candidates`, under the score
+        lm + weight·encoding: its highest (`map`), or the minimum-Bayes-risk choice under the posterior that score
+        defines (`mbr`: `mbr.mbr_index`)."""
         out = []
-        for lm, enc in zip(self.lm, self.encoding):
+        for i, (lm, enc) in enumerate(zip(self.lm, self.encoding)):
             k = len(lm) if n_candidates is None else min(n_candidates, len(lm))
-            out.append(int(np.argmax(lm[:k] + weight * enc[:k])))
+            score = lm[:k] + weight * enc[:k]
+            out.append(mbr_index(self.similarity(i)[:k, :k], score) if rule == "mbr" else int(np.argmax(score)))
         return out
 
-    def picks(self, weight: float, n_candidates: int | None = None) -> list[str]:
+    def similarity(self, i: int) -> np.ndarray:
+        """`(n_c, n_c)` the MBR similarity between sample i's candidates (`mbr.similarity_matrix`), computed once."""
+        if i not in self._similarity:
+            self._similarity[i] = similarity_matrix(self.texts[i])
+        return self._similarity[i]
+
+    def picks(self, weight: float, n_candidates: int | None = None, rule: str = "map") -> list[str]:
         """The text `pick` chooses for each sample."""
-        return [texts[k] for texts, k in zip(self.texts, self.pick(weight, n_candidates))]
+        return [texts[k] for texts, k in zip(self.texts, self.pick(weight, n_candidates, rule))]
 
 
 def propose(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,

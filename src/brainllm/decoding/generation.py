@@ -4,7 +4,10 @@ Conditions (all from the same trained run where they use it):
 * `brain` (BrainLLM): true frames + text prompt (for a run trained with `condition: no_text`, frames only);
 * `permuted` (PerBrainLLM): each sample gets the frames of a sample from another stimulus, repeated for
   `permutations` different derangements (rows carry `permutation` and `frames_from`);
-* `no_brain` (StdLLM): the bare backbone with the text prompt only (no adapter, no boundary vectors, no LoRA).
+* `no_brain` (StdLLM): the bare backbone with the text prompt only (no adapter, no boundary vectors, no LoRA);
+* `nuisance` (the length/position decoder): the Bayesian decoder's candidates picked by length and position alone;
+* `retrieval`: no generation, the training continuation under which the encoding model finds the frames likeliest
+  (`retrieval`); its rows have no loss (null), since no LM scores the reference.
 
 Each row also holds the teacher-forced loss (mean cross-entropy per continuation token + EOS, in nats) under that
 condition (and, with the Bayesian decoder, `posterior_loss`: the same under the decoder's own distribution,
@@ -38,6 +41,8 @@ from ..model.collate import permute_frames
 from ..runs import LoadedRun, RunPaths
 from .bayes import bayes_decode
 from .candidates import sampling_dtype
+from .encoding_model import has_scorer, load_scorer
+from .retrieval import retrieve
 from .sentences import (decode_ids, decoding_kwargs, generate_ids, input_layout, length_sorted_batches,
                         search_settings, teacher_forced_losses)
 
@@ -78,7 +83,10 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     if condition == "nuisance" and cfg.rerank != "encoding":
         raise ConfigError("The nuisance control decodes with the Bayesian decoder's length/position model: run "
                           f"`brainllm tune-decoder {run.path}` first (or --set rerank=encoding on a tuned run).")
-    layout = input_layout(run, "brain" if condition == "nuisance" else condition)
+    if condition == "retrieval" and not has_scorer(run):
+        raise ConfigError(f"The retrieval baseline looks texts up with the encoding model: run `brainllm "
+                          f"tune-decoder {run.path}` first.")
+    layout = input_layout(run, "brain" if condition in ("nuisance", "retrieval") else condition)
     name = "no_text" if (condition == "brain" and layout == "no_text") else condition
     paths = RunPaths(run.path)
     path, header_path = paths.predictions(split, name), paths.predictions_header(split, name)
@@ -94,15 +102,19 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     samples = [s for _, s in variants]
     rows, start = [], time.perf_counter()
     bare = run.model.bare_backbone if condition == "no_brain" else contextlib.nullcontext
-    with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
-        losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
-        texts, posterior = decode_scored(run, samples, layout, cfg, losses, f"{split}/{name}",
-                                         "nuisance" if condition == "nuisance" else "encoding",
-                                         RunPaths(run.path).candidates(split))
+    if condition == "retrieval":
+        losses, posterior = np.full(len(samples), np.nan), None
+        texts = retrieve(run, load_scorer(run), samples)
+    else:
+        with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
+            losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)
+            texts, posterior = decode_scored(run, samples, layout, cfg, losses, f"{split}/{name}",
+                                             "nuisance" if condition == "nuisance" else "encoding",
+                                             RunPaths(run.path).candidates(split))
     for k, ((p, s), loss, text) in enumerate(zip(variants, losses, texts)):
         original = run.dataset.by_id(s.id)
         row = {"id": s.id, "stimulus": s.stimulus, "prompt": original.prompt, "reference": original.continuation,
-               "prediction": text, "loss": float(loss)}
+               "prediction": text, "loss": None if np.isnan(loss) else float(loss)}
         if posterior is not None:
             row["posterior_loss"] = None if np.isnan(posterior[k]) else float(posterior[k])
         if p is not None:
@@ -112,13 +124,15 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     header = {"split": split, "condition": name, "n_samples": len(base), "backbone": run.config.model.backbone,
               "decoding": asdict(cfg), "fingerprint": fingerprint, "seconds": round(time.perf_counter() - start, 1),
               "loss": "teacher-forced mean cross-entropy per continuation token incl. EOS (nats)"}
+    if condition == "retrieval":
+        header["loss"] = "none: no LM scores the reference under a looked-up text"
     if posterior is not None:
         header["posterior_loss"] = ("the same, under the Bayesian decoder's distribution p_LM(c|prompt,frames)"
                                     "·exp(λ log p(frames|prompt+c))/Z, Z by Monte Carlo over its nucleus samples")
     if condition == "permuted":
         header["permutations"] = cfg.permutations
     write_json(header_path, header)  # written last: a predictions file without it is decoded again
-    log.info("%s: %d rows, mean loss %.4f -> %s", name, len(rows), float(np.mean([r["loss"] for r in rows])), path)
+    log.info("%s: %d rows, mean loss %.4f -> %s", name, len(rows), float(np.mean(losses)), path)
     return path
 
 

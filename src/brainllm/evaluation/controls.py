@@ -16,6 +16,8 @@ that sentence length and position explain much of Pereira decoding) is answered 
   accuracy the length/position decoder's distribution reaches against the same PerBrainLLM, and whether the
   decoder's distribution beats that one's (the loss under each; on the real development data the length/position
   distribution reaches most of the decoder's);
+* with the retrieval baseline (`retrieval`: the training text the encoding model finds likeliest for the frames),
+  whether generation beats looking the text up (MiniLM similarity and BLEU-1, Bonferroni over the two);
 * `decoder_identification(scores)`: from `predictions/<split>_decoderscore.npz` (`decoding.decoder_identification`), 2-way
   identification of texts for fixed frames, across stimuli and within a stimulus, by the encoding model, by the
   length/position model alone, and by the decoder's whole score (log p_LM + λ log p(frames | text), each text's
@@ -126,6 +128,8 @@ def verdicts(summary: dict) -> list[str]:
         if hit and _test(summary, "nuisance", POSTERIOR_LOSS):
             line += _matched(summary, POSTERIOR_LOSS, False, "posterior loss", "distribution")
         lines.append(line)
+    if "brain_vs_retrieval" in comparisons:
+        lines.append(_retrieval_line(summary))
     ident = summary.get("decoder_identification") or {}
     if ident.get("available"):
         enc, nuis = ident["encoding_model"], ident["length_position_model"]
@@ -139,18 +143,33 @@ def verdicts(summary: dict) -> list[str]:
     return lines
 
 
+TEXT_TESTS = ((BLEU, "BLEU-1"), (SEMSIM, "MiniLM similarity"))
+
+
+def _text_tests(summary: dict, control: str) -> tuple[bool, str]:
+    """(whether BrainLLM's text beats `control`'s on BLEU-1 or MiniLM similarity, each at α / (number of tests)
+    (Bonferroni, so that two tests do not double the false alarms), the clauses)."""
+    tests = [(m, label) for m, label in TEXT_TESTS if _available(_test(summary, control, m))]
+    alpha = ALPHA / max(len(tests), 1)
+    clauses = [_clause(_test(summary, control, m), m, True, label, alpha) for m, label in tests]
+    detail = "; ".join(text for _, text in clauses) if clauses else "no text metric to compare"
+    return any(hit for hit, _ in clauses), f"{detail}; α {ALPHA}, Bonferroni over {len(tests)} tests"
+
+
 def _content_line(summary: dict) -> str:
     """Whether the decoded words hold content beyond length and position: BrainLLM's text against the
-    length/position decoder's (the same candidates, picked by length and position alone) on BLEU-1 and MiniLM
-    similarity, each at α / (number of tests) (Bonferroni), so that two tests do not double the false alarms."""
-    tests = [(m, label) for m, label in ((BLEU, "BLEU-1"), (SEMSIM, "MiniLM similarity"))
-             if _available(_test(summary, "nuisance", m))]
-    alpha = ALPHA / max(len(tests), 1)
-    clauses = [_clause(_test(summary, "nuisance", m), m, True, label, alpha) for m, label in tests]
-    what = "DETECTED" if any(hit for hit, _ in clauses) else "not detected"
-    detail = "; ".join(text for _, text in clauses) if clauses else "no text metric to compare"
-    return (f"content beyond length/position in the decoded words: {what} (vs the length/position decoder: "
-            f"{detail}; α {ALPHA}, Bonferroni over {len(tests)} tests)")
+    length/position decoder's (the same candidates, picked by length and position alone)."""
+    hit, detail = _text_tests(summary, "nuisance")
+    return (f"content beyond length/position in the decoded words: {'DETECTED' if hit else 'not detected'} (vs the "
+            f"length/position decoder: {detail})")
+
+
+def _retrieval_line(summary: dict) -> str:
+    """Whether generating the text beats looking it up: BrainLLM against the retrieval baseline (the training text
+    the encoding model finds likeliest for the frames)."""
+    hit, detail = _text_tests(summary, "retrieval")
+    return (f"generation vs look-up: {'better than' if hit else 'not better than'} the retrieval baseline (the "
+            f"nearest training text by the encoding model: {detail})")
 
 
 def _matched(summary: dict, metric: str, higher_is_better: bool, label: str, what: str) -> str:

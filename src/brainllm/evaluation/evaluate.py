@@ -93,7 +93,8 @@ def _score_condition(run: RunData, name: str, config: M.MetricConfig, scorer: An
     scores = M.score_texts(preds, refs, config, scorer)
     valid = ~cond.fixed_point
     out = {metric: _row_mean(values.reshape(n, p), valid) for metric, values in scores.items()}
-    out[LOSS] = _row_mean(cond.loss, valid)
+    if np.isfinite(cond.loss).any():  # the retrieval baseline has no loss
+        out[LOSS] = _row_mean(cond.loss, valid)
     if cond.posterior_loss is not None:
         out[POSTERIOR_LOSS] = _row_mean(cond.posterior_loss, valid)
     return out
@@ -244,7 +245,7 @@ def evaluate_run(path: str | Path | RunData, split: str = "test", metric_config:
         metric_info[m] = {"higher_is_better": M.describe(m).higher_is_better, "description": M.describe(m).description}
     summary = {
         "run": str(run.path), "name": run.name, "split": run.split, "backbone": run.backbone,
-        "dataset": run.config.get("dataset"), "adapter": (run.config.get("adapter") or {}).get("name"),
+        "dataset": run.config.get("dataset"), "task": run.task, "adapter": (run.config.get("adapter") or {}).get("name"),
         "trained_condition": run.config.get("condition"), "train_size": run.train_size(),
         "training_recipe": recipe_description(run.config.get("training") or {}),
         "model_package_version": run.config.get("package_version"), "evaluated_with": __version__,

@@ -40,9 +40,9 @@ from .text import clean
 log = logging.getLogger(__name__)
 
 CONDITIONS = PREDICTION_CONDITIONS
-CONTROLS = ("permuted", "no_brain", "no_text", "nuisance")
+CONTROLS = ("permuted", "no_brain", "no_text", "nuisance", "retrieval")
 DISPLAY = {"brain": "BrainLLM", "permuted": "PerBrainLLM", "no_brain": "StdLLM", "no_text": "BrainLLM (no text)",
-           "nuisance": "length/position decoder"}
+           "nuisance": "length/position decoder", "retrieval": "retrieval (nearest training text)"}
 _REQUIRED = ("id", "stimulus", "prompt", "reference", "prediction", "loss")
 
 
@@ -105,16 +105,26 @@ class RunData:
         dataset = self.config.get("dataset")
         return Path(str(dataset)).name if dataset else "?"
 
+    def dataset_meta(self) -> dict:
+        """The run's dataset.json ({} when the dataset folder is not where training saw it)."""
+        dataset = self.config.get("dataset")
+        if not dataset:
+            return {}
+        try:  # the path as training saw it (relative to where `brainllm train` ran)
+            meta = json.loads((Path(str(dataset)) / "dataset.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
     @property
     def simulated(self) -> bool:
         """Whether the run's dataset is a simulated participant (its dataset.json says so)."""
-        dataset = self.config.get("dataset")
-        if not dataset:
-            return False
-        try:  # the path as training saw it (relative to where `brainllm train` ran)
-            return bool(json.loads((Path(str(dataset)) / "dataset.json").read_text()).get("simulated", False))
-        except (OSError, ValueError):
-            return False
+        return bool(self.dataset_meta().get("simulated", False))
+
+    @property
+    def task(self) -> str:
+        """The samples' task (`data.tasks`): `continuation` unless the dataset records `sentence`."""
+        return str(self.dataset_meta().get("task", "continuation"))
 
     def train_size(self) -> Optional[int]:
         """Training samples used: training.max_train_samples if set, else the split's train size, else None."""

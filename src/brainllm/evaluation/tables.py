@@ -139,9 +139,14 @@ def render_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(out)
 
 
+TASK_TITLES = {"continuation": "continuation (the paper's: a prompt of earlier words, the next words)",
+               "sentence": "sentence (no prompt: the whole sentence from its image)"}
+
+
 def run_title(summary: dict) -> str:
-    return (f"{summary['name']} — backbone {summary['backbone']}, dataset {summary.get('dataset')}, split "
-            f"{summary['split']}: {summary['n_samples']} samples from {summary['n_stimuli']} stimuli, "
+    task = TASK_TITLES.get(summary.get("task", "continuation"), summary.get("task"))
+    return (f"{summary['name']} — backbone {summary['backbone']}, dataset {summary.get('dataset')}, task {task}, "
+            f"split {summary['split']}: {summary['n_samples']} samples from {summary['n_stimuli']} stimuli, "
             f"{summary['n_permutations']} permutations")
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from ..config import GenerationConfig
+from ..config import PICKS, GenerationConfig
 from ..decoding.bayes import encoding_scores, posterior_losses, reference_scores, score_candidates
 from ..decoding.encoding_choice import choose_encoding_model, fit_encoding_model, training_samples
 from ..decoding.encoding_model import SentenceScorer, save_scorer
@@ -53,6 +53,14 @@ DEFAULT_CONTEXT_SENTENCES = (0, 1)
 DEFAULT_REFIT_WITH_VALID = True
 DEFAULT_WEIGHTS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 DEFAULT_CANDIDATES = (1, 4, 8, 16)
+#: the sentence task (no prompt: `data.tasks`): the candidates must differ in content, so more of them, drawn at a
+#: temperature chosen on validation; and no passage context, which would read the true previous sentences
+SENTENCE_CANDIDATES = (1, 8, 16, 32)
+#: and the frames weigh more against a whole sentence's LM score: on the real development data (split seed 2) the
+#: validation choice sat at the default grid's largest λ, 30
+SENTENCE_WEIGHTS = DEFAULT_WEIGHTS + (100.0, 300.0)
+SENTENCE_TEMPERATURES = (0.8, 1.0, 1.2)
+SENTENCE_CONTEXT_SENTENCES = (0,)
 #: how the picks' λ and number of candidates are chosen on validation (module docstring), and the control
 #: column each gain criterion subtracts
 CRITERIA = ("content_gain", "brain_gain", "bleu")
@@ -91,22 +99,27 @@ def choose_decoder(table: Sequence[dict], criterion: str = DEFAULT_CRITERION,
     `valid_bleu1_nuisance`, `valid_bleu1_permuted`) whose setting decodes: `bleu`, the highest `valid_bleu1`; a
     gain criterion, the highest `valid_bleu1` minus its control column (`CONTROL_COLUMNS`) among rows with
     `valid_bleu1 >= (1 − tolerance) · max valid_bleu1`. Ties go to the higher BLEU-1, then to fewer candidates
-    (cheaper)."""
+    (cheaper), then to the MAP pick (simpler; rows without a `pick` are MAP)."""
     check_selection(criterion, tolerance)
+
+    def simpler(r: dict) -> tuple:
+        return -r["n_candidates"], r.get("pick", "map") == "map"
+
     if criterion == "bleu":
-        return max(table, key=lambda r: (r["valid_bleu1"], -r["n_candidates"]))
+        return max(table, key=lambda r: (r["valid_bleu1"], *simpler(r)))
     control = CONTROL_COLUMNS[criterion]
     floor = (1 - tolerance) * max(r["valid_bleu1"] for r in table)
     eligible = [r for r in table if r["valid_bleu1"] >= floor]
-    return max(eligible, key=lambda r: (r["valid_bleu1"] - r[control], r["valid_bleu1"], -r["n_candidates"]))
+    return max(eligible, key=lambda r: (r["valid_bleu1"] - r[control], r["valid_bleu1"], *simpler(r)))
 
 
 def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[int | None] | None = None,
          dims: Sequence[int | None] = DEFAULT_DIMS, shrinkages: Sequence[float] = DEFAULT_SHRINKAGES,
-         weights: Sequence[float] = DEFAULT_WEIGHTS, n_candidates: Sequence[int] = DEFAULT_CANDIDATES,
+         weights: Sequence[float] | None = None, n_candidates: Sequence[int] | None = None,
          nuisance_weights: Sequence[float] = DEFAULT_NUISANCE_WEIGHTS, criterion: str = DEFAULT_CRITERION,
-         tolerance: float = DEFAULT_TOLERANCE, context_sentences: Sequence[int] = DEFAULT_CONTEXT_SENTENCES,
-         refit_with_valid: bool = DEFAULT_REFIT_WITH_VALID) -> dict:
+         tolerance: float = DEFAULT_TOLERANCE, context_sentences: Sequence[int] | None = None,
+         refit_with_valid: bool = DEFAULT_REFIT_WITH_VALID, temperatures: Sequence[float] | None = None,
+         picks: Sequence[str] = PICKS) -> dict:
     """Fit and choose the Bayesian decoder of a trained run, never reading test samples:
     1. the encoding model (layer, frame dimensions, shrinkage, nuisance band weight, and how many of the passage's
        previous sentences a text is read after, among `context_sentences`) by CV identification over training
@@ -117,13 +130,28 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
        length/position decoder (the true frames' candidates, picked with the nuisance-only model) and the
        reference's loss under the decoder's distribution (true frames; beside it, under the permuted frames and
        their candidates, and the pairwise accuracy of the two, which are reported, not chosen on);
-    3. `posterior_weight`: the λ of the lowest such loss; `encoding_weight` and `n_candidates`: `choose_decoder`;
+       all of it per sampling temperature (`temperatures`) and per pick rule (`picks`: MAP or MBR, `decoding.mbr`);
+    3. `encoding_weight`, `n_candidates`, `temperature` and `pick`: `choose_decoder`; `posterior_weight`: the λ of
+       the lowest such loss at the chosen temperature;
     4. with `refit_with_valid`, once everything is chosen, both encoding models refitted with the same choices on the
        training and validation samples (identification grows with training passages: docs/calibration.md).
     Writes `RUN/decoder/` (the models) and `RUN/decoder.json` (the chosen generation settings, which `load_run`
-    applies as the run's defaults, and the tables behind the choice). Returns what decoder.json holds."""
+    applies as the run's defaults, and the tables behind the choice). Returns what decoder.json holds.
+    Left at None, `weights`, `n_candidates`, `context_sentences` and `temperatures` are the defaults of the run's
+    task (`DEFAULT_*`; the sentence task's `SENTENCE_*`)."""
+    sentence_task = run.dataset.task == "sentence"
+    if weights is None:
+        weights = SENTENCE_WEIGHTS if sentence_task else DEFAULT_WEIGHTS
+    if n_candidates is None:
+        n_candidates = SENTENCE_CANDIDATES if sentence_task else DEFAULT_CANDIDATES
+    if context_sentences is None:
+        context_sentences = SENTENCE_CONTEXT_SENTENCES if sentence_task else DEFAULT_CONTEXT_SENTENCES
     check_selection(criterion, tolerance, context_sentences=context_sentences)
+    for rule in picks:
+        check_choice("pick", rule, PICKS)
     cfg = replace(cfg or run.config.generation, n_candidates=max(n_candidates), rerank="encoding")
+    if temperatures is None:
+        temperatures = SENTENCE_TEMPERATURES if sentence_task else (cfg.temperature,)
     if layers is None:
         layers = default_layers(run.model.backbone.config.num_hidden_layers)
     paths = RunPaths(run.path)
@@ -138,35 +166,44 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     nuisance_scorer = SentenceScorer(run, nuisance, nchoice)
     save_scorer(run, nuisance_scorer, "nuisance")
 
-    # the candidates are kept as they are proposed (true and permuted frames in one file): a killed tuning resumes
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
-    store = paths.candidates("valid")
-    cands = score_candidates(run, valid, "brain", cfg, scorer, desc="valid/tune", store=store)
     valid_permuted = permute_frames(valid, cfg.seed)
-    permuted = score_candidates(run, valid_permuted, "brain", cfg, scorer, desc="valid/permuted", store=store)
-    # the nuisance control decodes the true frames' candidates with the length/position model (as `generate` does)
-    by_nuisance = replace(cands, encoding=encoding_scores(run, nuisance_scorer, valid, cands.texts))
     refs = [run.dataset.by_id(s.id).continuation for s in valid]
-    # the decoder's own distribution, normalised over all the candidates' draws: its held-out loss per λ
-    # (and under PerBrainLLM's frames and candidates: the paper's pairwise test of that distribution, reported only)
+    # the references' scores do not depend on the candidates: once for every temperature
     references = [(teacher_forced_losses(run, ss, "brain", cfg.batch_size), *reference_scores(run, scorer, ss))
                   for ss in (valid, valid_permuted)]
-    posterior = {w: (posterior_losses(*references[0], cands, w), posterior_losses(*references[1], permuted, w))
-                 for w in weights}
     table = []
-    for n in n_candidates:
-        for w in weights:
-            bleu = [float(bleu1(c.picks(w, n), refs).mean()) for c in (cands, permuted, by_nuisance)]
-            own, other = posterior[w]
-            table.append({"n_candidates": n, "encoding_weight": w, "valid_bleu1": bleu[0],
-                          "valid_bleu1_permuted": bleu[1], "valid_bleu1_nuisance": bleu[2],
-                          "valid_posterior_loss": float(np.nanmean(own)),
-                          "valid_posterior_loss_permuted": float(np.nanmean(other)),
-                          "valid_posterior_pairwise": float(np.nanmean(pairwise_accuracy(own, other)))})
+    for t in temperatures:
+        t_cfg = replace(cfg, temperature=t)
+        # the candidates are kept as they are proposed (true and permuted frames in one file per temperature):
+        # a killed tuning resumes
+        store = paths.candidates("valid" if len(temperatures) == 1 else f"valid_t{t:g}")
+        cands = score_candidates(run, valid, "brain", t_cfg, scorer, desc=f"valid/tune t={t:g}", store=store)
+        permuted = score_candidates(run, valid_permuted, "brain", t_cfg, scorer, desc=f"valid/permuted t={t:g}",
+                                    store=store)
+        # the nuisance control decodes the true frames' candidates with the length/position model (as `generate`
+        # does)
+        by_nuisance = replace(cands, encoding=encoding_scores(run, nuisance_scorer, valid, cands.texts))
+        # the decoder's own distribution, normalised over all the candidates' draws: its held-out loss per λ (and
+        # under PerBrainLLM's frames and candidates: the paper's pairwise test of that distribution, reported only)
+        posterior = {w: (posterior_losses(*references[0], cands, w), posterior_losses(*references[1], permuted, w))
+                     for w in weights}
+        for rule in picks:
+            for n in n_candidates:
+                for w in weights:
+                    bleu = [float(bleu1(c.picks(w, n, rule), refs).mean()) for c in (cands, permuted, by_nuisance)]
+                    own, other = posterior[w]
+                    table.append({"temperature": t, "pick": rule, "n_candidates": n, "encoding_weight": w,
+                                  "valid_bleu1": bleu[0], "valid_bleu1_permuted": bleu[1],
+                                  "valid_bleu1_nuisance": bleu[2], "valid_posterior_loss": float(np.nanmean(own)),
+                                  "valid_posterior_loss_permuted": float(np.nanmean(other)),
+                                  "valid_posterior_pairwise": float(np.nanmean(pairwise_accuracy(own, other)))})
     best = choose_decoder(table, criterion, tolerance)
-    likeliest = min(table, key=lambda r: r["valid_posterior_loss"])
+    likeliest = min((r for r in table if r["temperature"] == best["temperature"]),
+                    key=lambda r: r["valid_posterior_loss"])
     settings = {"rerank": "encoding", "n_candidates": best["n_candidates"], "encoding_weight": best["encoding_weight"],
-                "posterior_weight": likeliest["encoding_weight"]}
+                "posterior_weight": likeliest["encoding_weight"], "temperature": best["temperature"],
+                "pick": best["pick"]}
     if refit_with_valid:
         refit = training_samples(run, with_valid=True)
         model = fit_encoding_model(run, refit, choice, cfg.seed)
