@@ -168,7 +168,7 @@ def tune_decoder(
     from .experiments.decoder_tuning import check_selection, tune
     from .runs import RunPaths, load_run, read_config
 
-    check_selection(criterion, tolerance, prefix="--", context_sentences=context_sentences or [0])
+    check_selection(criterion, tolerance, prefix="--", context_sentences=context_sentences)
     gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
     run = load_run(run_dir)
     result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance, context_sentences=context_sentences,

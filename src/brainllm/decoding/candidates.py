@@ -65,6 +65,13 @@ class Candidates:
             self._similarity[i] = similarity_matrix(self.texts[i])
         return self._similarity[i]
 
+    def rescored(self, encoding: list[np.ndarray]) -> "Candidates":
+        """The same candidates under other encoding scores (another encoding model's), sharing their MBR
+        similarities, which depend on the texts alone."""
+        out = replace(self, encoding=encoding)
+        out._similarity = self._similarity
+        return out
+
     def picks(self, weight: float, n_candidates: int | None = None, rule: str = "map") -> list[str]:
         """The text `pick` chooses for each sample."""
         return [texts[k] for texts, k in zip(self.texts, self.pick(weight, n_candidates, rule))]

@@ -44,14 +44,13 @@ def retrieval_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[E
     if layer is not None:
         states = mean_states_after_prefix(run.model.backbone, run.encoder, [p for p, _ in keys],
                                           [pool] * len(keys), layer,
-                                          None if contexts is None else [c or "" for _, c in keys],
+                                          None if contexts is None else [c for _, c in keys],
                                           bare=run.model.bare_backbone())
     out = np.zeros((len(samples), len(pool)))
     for key, group_states in zip(keys, states):
         texts = [full_text(key[0], t) for t in pool]
         for i in groups[key]:
-            design = encoding_design({layer: group_states} if layer is not None else {}, layer,
-                                     nuisance_features(texts, [positions[i]] * len(pool)))
+            design = encoding_design({layer: group_states}, layer, nuisance_features(texts, [positions[i]] * len(pool)))
             out[i] = scorer.model.log_likelihood(design, np.repeat(frames[i:i + 1], len(pool), axis=0))
     return out
 

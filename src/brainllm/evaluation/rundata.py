@@ -26,6 +26,7 @@ import json
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -105,8 +106,9 @@ class RunData:
         dataset = self.config.get("dataset")
         return Path(str(dataset)).name if dataset else "?"
 
+    @cached_property
     def dataset_meta(self) -> dict:
-        """The run's dataset.json ({} when the dataset folder is not where training saw it)."""
+        """The run's dataset.json, read once ({} when the dataset folder is not where training saw it)."""
         dataset = self.config.get("dataset")
         if not dataset:
             return {}
@@ -119,12 +121,12 @@ class RunData:
     @property
     def simulated(self) -> bool:
         """Whether the run's dataset is a simulated participant (its dataset.json says so)."""
-        return bool(self.dataset_meta().get("simulated", False))
+        return bool(self.dataset_meta.get("simulated", False))
 
     @property
     def task(self) -> str:
         """The samples' task (`data.tasks`): `continuation` unless the dataset records `sentence`."""
-        return str(self.dataset_meta().get("task", "continuation"))
+        return str(self.dataset_meta.get("task", "continuation"))
 
     def train_size(self) -> Optional[int]:
         """Training samples used: training.max_train_samples if set, else the split's train size, else None."""

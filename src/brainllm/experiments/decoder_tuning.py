@@ -82,13 +82,15 @@ def default_layers(n_blocks: int) -> list[int]:
 
 
 def check_selection(criterion: str, tolerance: float, prefix: str = "",
-                    context_sentences: Sequence[int] = DEFAULT_CONTEXT_SENTENCES) -> None:
+                    context_sentences: Sequence[int] | None = DEFAULT_CONTEXT_SENTENCES) -> None:
     """A `ConfigError` unless `criterion` is one of `CRITERIA`, `tolerance` lies in [0, 1) and `context_sentences`
-    are whole numbers >= 0 (checked before any fitting, so a typo costs nothing); `prefix` goes before the names in
-    the message (`--` for the CLI)."""
+    are whole numbers >= 0 or None (the run's task's default, `tune`) (checked before any fitting, so a typo costs
+    nothing); `prefix` goes before the names in the message (`--` for the CLI)."""
     check_choice(f"{prefix}criterion", criterion, CRITERIA)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0.0 <= tolerance < 1.0:
         raise ConfigError(f"{prefix}tolerance must be a number in [0, 1), got {tolerance!r}.")
+    if context_sentences is None:
+        return
     if not context_sentences or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in context_sentences):
         raise ConfigError(f"{prefix}context-sentences must be whole numbers >= 0, got {list(context_sentences)!r}.")
 
@@ -183,7 +185,7 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
                                     store=store)
         # the nuisance control decodes the true frames' candidates with the length/position model (as `generate`
         # does)
-        by_nuisance = replace(cands, encoding=encoding_scores(run, nuisance_scorer, valid, cands.texts))
+        by_nuisance = cands.rescored(encoding_scores(run, nuisance_scorer, valid, cands.texts))
         # the decoder's own distribution, normalised over all the candidates' draws: its held-out loss per λ (and
         # under PerBrainLLM's frames and candidates: the paper's pairwise test of that distribution, reported only)
         posterior = {w: (posterior_losses(*references[0], cands, w), posterior_losses(*references[1], permuted, w))
