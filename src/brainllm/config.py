@@ -208,6 +208,9 @@ class GenerationConfig:
                                         # defines (mbr, decoding.mbr)
     posterior_weight: float | None = None  # encoding: λ of the decoder's distribution in the posterior-loss test
                                         # (held-out likelihood; None: encoding_weight, the picks' λ)
+    guided_beams: int = 0               # encoding: 0, or the width of an encoding-guided beam search (each beam
+                                        # tries as many next tokens, scored log p_LM + encoding_weight * log
+                                        # p(frames | text so far); decoding.guided) whose texts join the candidates
 
     def __post_init__(self) -> None:
         check_choice("generation.method", self.method, METHODS)
@@ -220,6 +223,7 @@ class GenerationConfig:
         for key in ("num_beams", "max_new_tokens", "batch_size", "permutations"):
             check_at_least(f"generation.{key}", getattr(self, key), 1)
         check_at_least("generation.min_new_tokens", self.min_new_tokens, 0)
+        check_at_least("generation.guided_beams", self.guided_beams, 0)
         check_at_least("generation.encoding_weight", self.encoding_weight, 0)
         _check_optional_at_least("generation.posterior_weight", self.posterior_weight, 0)
 

@@ -40,6 +40,7 @@ from ..model.text_features import full_text, mean_states_after_prefix, nuisance_
 from ..runs import LoadedRun
 from .candidates import Candidates, propose, propose_stored, regroup, sampling_dtype
 from .encoding_model import SentenceScorer, encoding_design, load_scorer, positions_of, reference_texts
+from .guided import guided_proposals
 
 
 def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
@@ -72,12 +73,24 @@ def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[En
 def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
                      scorer: SentenceScorer, desc: str = "bayes", store: Path | None = None) -> Candidates:
     """Propose candidates for each sample (kept in and read back from `store`, when given: `propose_stored`) and
-    score them under the frames each sample is given."""
+    score them under the frames each sample is given; with `cfg.guided_beams` > 0, the encoding-guided search's
+    texts by `scorer` join them (`with_guided`)."""
     cands = (propose(run, samples, layout, cfg, desc) if store is None
              else propose_stored(run, samples, layout, cfg, store, desc))
     cands.encoding = encoding_scores(run, scorer, samples, cands.texts, shared_prefix=cfg.sampler == "prefix",
                                      dtype=sampling_dtype(run, cfg))
-    return cands
+    return with_guided(run, samples, layout, cfg, scorer, cands, desc) if cfg.guided_beams else cands
+
+
+def with_guided(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+                scorer: SentenceScorer, cands: Candidates, desc: str = "bayes") -> Candidates:
+    """Scored `cands` and, after them, the texts of the encoding-guided search by `scorer` (`cfg.guided_beams`
+    beams, λ `cfg.encoding_weight`: `guided.guided_proposals`), scored whole as the others are."""
+    ids, lm = guided_proposals(run, samples, layout, cfg, scorer, desc)
+    texts = [[run.encoder.decode(c) for c in group] for group in ids]
+    encoding = encoding_scores(run, scorer, samples, texts, shared_prefix=cfg.sampler == "prefix",
+                               dtype=sampling_dtype(run, cfg))
+    return cands.extended(ids, lm, run.encoder.decode, encoding)
 
 
 def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,

@@ -39,6 +39,8 @@ class Candidates:
         encoding: per sample, `(n_c,)` log p(frames | prompt + candidate) (up to a constant per sample).
         draws: per sample, `(n_c,)` how many of the nucleus samples came out as each candidate (the search result
             counts only when a sample repeats it): the Monte Carlo weights of `posterior_losses`' normaliser.
+        proposed: per sample, how many of its candidates `propose` gave (the search result and the draws); those
+            after them (the encoding-guided search's texts, `extended`) join every pick. None: all proposed.
     """
 
     ids: list[list[list[int]]]
@@ -46,6 +48,7 @@ class Candidates:
     lm: list[np.ndarray]
     encoding: list[np.ndarray] = field(default_factory=list)
     draws: list[np.ndarray] = field(default_factory=list)
+    proposed: list[int] | None = None
     _similarity: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def pick(self, weight: float, n_candidates: int | None = None, rule: str = "map") -> list[int]:
@@ -54,10 +57,38 @@ class Candidates:
         defines (`mbr`: `mbr.mbr_index`)."""
         out = []
         for i, (lm, enc) in enumerate(zip(self.lm, self.encoding)):
-            k = len(lm) if n_candidates is None else min(n_candidates, len(lm))
-            score = lm[:k] + weight * enc[:k]
-            out.append(mbr_index(self.similarity(i)[:k, :k], score) if rule == "mbr" else int(np.argmax(score)))
+            pool = self._pool(i, n_candidates)
+            score = lm[pool] + weight * enc[pool]
+            best = mbr_index(self.similarity(i)[np.ix_(pool, pool)], score) if rule == "mbr" else np.argmax(score)
+            out.append(int(pool[best]))
         return out
+
+    def _pool(self, i: int, n_candidates: int | None) -> np.ndarray:
+        """Sample i's candidates a pick chooses among: its first `n_candidates` proposed ones (all for None) and
+        every later (guided) one that repeats none before it."""
+        proposed = len(self.lm[i]) if self.proposed is None else self.proposed[i]
+        k = proposed if n_candidates is None else min(n_candidates, proposed)
+        seen = {tuple(c) for c in self.ids[i][:k]}
+        extra = []
+        for j in range(proposed, len(self.lm[i])):
+            if tuple(self.ids[i][j]) not in seen:
+                seen.add(tuple(self.ids[i][j]))
+                extra.append(j)
+        return np.array(list(range(k)) + extra, dtype=np.int64)
+
+    def extended(self, ids: Sequence[Sequence[Sequence[int]]], lm: Sequence[np.ndarray], decode,
+                 encoding: Sequence[np.ndarray] | None = None) -> "Candidates":
+        """These candidates and, after each sample's own, the texts `ids` with their log p_LM `lm` and, when these
+        are scored, their `encoding` scores (the encoding-guided search's; `decode` gives a text of token ids),
+        drawn by no sampler (`draws` 0)."""
+        if bool(self.encoding) != (encoding is not None):
+            raise ValueError("extend scored candidates with scored texts, unscored ones with unscored texts.")
+        return Candidates([list(a) + [list(c) for c in b] for a, b in zip(self.ids, ids)],
+                          [list(a) + [decode(c) for c in b] for a, b in zip(self.texts, ids)],
+                          [np.concatenate([a, np.asarray(b, dtype=np.float64)]) for a, b in zip(self.lm, lm)],
+                          [] if encoding is None else [np.concatenate([a, b]) for a, b in zip(self.encoding, encoding)],
+                          [np.concatenate([d, np.zeros(len(b), dtype=d.dtype)]) for d, b in zip(self.draws, ids)],
+                          [len(a) for a in self.ids] if self.proposed is None else self.proposed)
 
     def similarity(self, i: int) -> np.ndarray:
         """`(n_c, n_c)` the MBR similarity between sample i's candidates (`mbr.similarity_matrix`), computed once."""

@@ -24,7 +24,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from ..config import PICKS, GenerationConfig
-from ..decoding.bayes import encoding_scores, posterior_losses, reference_scores, score_candidates
+from ..decoding.bayes import encoding_scores, posterior_losses, reference_scores, score_candidates, with_guided
 from ..decoding.encoding_choice import choose_encoding_model, fit_encoding_model, training_samples
 from ..decoding.encoding_model import SentenceScorer, save_scorer
 from ..decoding.sentences import teacher_forced_losses
@@ -100,12 +100,13 @@ def choose_decoder(table: Sequence[dict], criterion: str = DEFAULT_CRITERION,
     """The validation row (`n_candidates`, `encoding_weight`, `valid_bleu1`, and the control columns
     `valid_bleu1_nuisance`, `valid_bleu1_permuted`) whose setting decodes: `bleu`, the highest `valid_bleu1`; a
     gain criterion, the highest `valid_bleu1` minus its control column (`CONTROL_COLUMNS`) among rows with
-    `valid_bleu1 >= (1 − tolerance) · max valid_bleu1`. Ties go to the higher BLEU-1, then to fewer candidates
-    (cheaper), then to the MAP pick (simpler; rows without a `pick` are MAP)."""
+    `valid_bleu1 >= (1 − tolerance) · max valid_bleu1`. Ties go to the higher BLEU-1, then to no or a narrower
+    guided search, then to fewer candidates (cheaper), then to the MAP pick (simpler; rows without a `pick` are
+    MAP, without `guided_beams` unguided)."""
     check_selection(criterion, tolerance)
 
     def simpler(r: dict) -> tuple:
-        return -r["n_candidates"], r.get("pick", "map") == "map"
+        return -r.get("guided_beams", 0), -r["n_candidates"], r.get("pick", "map") == "map"
 
     if criterion == "bleu":
         return max(table, key=lambda r: (r["valid_bleu1"], *simpler(r)))
@@ -121,7 +122,7 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
          nuisance_weights: Sequence[float] = DEFAULT_NUISANCE_WEIGHTS, criterion: str = DEFAULT_CRITERION,
          tolerance: float = DEFAULT_TOLERANCE, context_sentences: Sequence[int] | None = None,
          refit_with_valid: bool = DEFAULT_REFIT_WITH_VALID, temperatures: Sequence[float] | None = None,
-         picks: Sequence[str] = PICKS) -> dict:
+         picks: Sequence[str] = PICKS, guided_beams: Sequence[int] = (0,)) -> dict:
     """Fit and choose the Bayesian decoder of a trained run, never reading test samples:
     1. the encoding model (layer, frame dimensions, shrinkage, nuisance band weight, and how many of the passage's
        previous sentences a text is read after, among `context_sentences`) by CV identification over training
@@ -132,9 +133,12 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
        length/position decoder (the true frames' candidates, picked with the nuisance-only model) and the
        reference's loss under the decoder's distribution (true frames; beside it, under the permuted frames and
        their candidates, and the pairwise accuracy of the two, which are reported, not chosen on);
-       all of it per sampling temperature (`temperatures`) and per pick rule (`picks`: MAP or MBR, `decoding.mbr`);
-    3. `encoding_weight`, `n_candidates`, `temperature` and `pick`: `choose_decoder`; `posterior_weight`: the λ of
-       the lowest such loss at the chosen temperature;
+       all of it per sampling temperature (`temperatures`), per pick rule (`picks`: MAP or MBR, `decoding.mbr`)
+       and per width of the encoding-guided search whose texts join the candidates (`guided_beams`, 0 = none:
+       `decoding.guided`; each decoder runs its own search at each λ > 0: true frames, permuted frames, and the
+       length/position model's);
+    3. `encoding_weight`, `n_candidates`, `temperature`, `pick` and `guided_beams`: `choose_decoder`;
+       `posterior_weight`: the λ of the lowest such loss at the chosen temperature;
     4. with `refit_with_valid`, once everything is chosen, both encoding models refitted with the same choices on the
        training and validation samples (identification grows with training passages: docs/calibration.md).
     Writes `RUN/decoder/` (the models) and `RUN/decoder.json` (the chosen generation settings, which `load_run`
@@ -151,6 +155,8 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     check_selection(criterion, tolerance, context_sentences=context_sentences)
     for rule in picks:
         check_choice("pick", rule, PICKS)
+    if not guided_beams or any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in guided_beams):
+        raise ConfigError(f"guided_beams must be whole numbers >= 0, got {list(guided_beams)!r}.")
     cfg = replace(cfg or run.config.generation, n_candidates=max(n_candidates), rerank="encoding")
     if temperatures is None:
         temperatures = SENTENCE_TEMPERATURES if sentence_task else (cfg.temperature,)
@@ -190,22 +196,32 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
         # under PerBrainLLM's frames and candidates: the paper's pairwise test of that distribution, reported only)
         posterior = {w: (posterior_losses(*references[0], cands, w), posterior_losses(*references[1], permuted, w))
                      for w in weights}
-        for rule in picks:
-            for n in n_candidates:
-                for w in weights:
-                    bleu = [float(bleu1(c.picks(w, n, rule), refs).mean()) for c in (cands, permuted, by_nuisance)]
-                    own, other = posterior[w]
-                    table.append({"temperature": t, "pick": rule, "n_candidates": n, "encoding_weight": w,
-                                  "valid_bleu1": bleu[0], "valid_bleu1_permuted": bleu[1],
-                                  "valid_bleu1_nuisance": bleu[2], "valid_posterior_loss": float(np.nanmean(own)),
-                                  "valid_posterior_loss_permuted": float(np.nanmean(other)),
-                                  "valid_posterior_pairwise": float(np.nanmean(pairwise_accuracy(own, other)))})
+        for beams in guided_beams:
+            for w in weights:
+                if beams and not w:
+                    continue  # a search the frames do not steer is the LM's own beam search
+                sets = (cands, permuted, by_nuisance)
+                if beams:  # each decoder's own search: true frames, permuted ones, the length/position model
+                    g_cfg = replace(t_cfg, guided_beams=beams, encoding_weight=w)
+                    sets = tuple(with_guided(run, ss, "brain", g_cfg, sc, c, desc=f"valid/guided {name} λ={w:g}")
+                                 for ss, sc, c, name in ((valid, scorer, cands, "brain"),
+                                                         (valid_permuted, scorer, permuted, "permuted"),
+                                                         (valid, nuisance_scorer, by_nuisance, "nuisance")))
+                own, other = posterior[w]
+                for rule in picks:
+                    for n in n_candidates:
+                        bleu = [float(bleu1(c.picks(w, n, rule), refs).mean()) for c in sets]
+                        table.append({"temperature": t, "pick": rule, "n_candidates": n, "encoding_weight": w,
+                                      "guided_beams": beams, "valid_bleu1": bleu[0], "valid_bleu1_permuted": bleu[1],
+                                      "valid_bleu1_nuisance": bleu[2], "valid_posterior_loss": float(np.nanmean(own)),
+                                      "valid_posterior_loss_permuted": float(np.nanmean(other)),
+                                      "valid_posterior_pairwise": float(np.nanmean(pairwise_accuracy(own, other)))})
     best = choose_decoder(table, criterion, tolerance)
     likeliest = min((r for r in table if r["temperature"] == best["temperature"]),
                     key=lambda r: r["valid_posterior_loss"])
     settings = {"rerank": "encoding", "n_candidates": best["n_candidates"], "encoding_weight": best["encoding_weight"],
                 "posterior_weight": likeliest["encoding_weight"], "temperature": best["temperature"],
-                "pick": best["pick"]}
+                "pick": best["pick"], "guided_beams": best["guided_beams"]}
     if refit_with_valid:
         refit = training_samples(run, with_valid=True)
         model = fit_encoding_model(run, refit, choice, cfg.seed)

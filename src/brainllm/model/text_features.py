@@ -73,11 +73,23 @@ def full_text(prompt: str, continuation: str) -> str:
     return f"{prompt.strip()} {continuation.strip()}".strip()
 
 
+def reading_ids(encoder: TextEncoder, head: str, context: str = "") -> tuple[list[int], list[int]]:
+    """How `mean_states` reads a text that starts with `head`: the lead tokens that are not averaged (BOS where the
+    tokenizer adds one, then `context`), and `head`'s own tokens (after a space when there is a context, as in
+    running text; none for an empty head)."""
+    def tokenize(text: str) -> list[int]:
+        return encoder.tokenizer(text, add_special_tokens=False).input_ids
+
+    context, head = context.strip(), head.strip()
+    lead = ([encoder.bos_id] if encoder.bos_id is not None else []) + (tokenize(context) if context else [])
+    return lead, (tokenize(f" {head}" if context else head) if head else [])
+
+
 class _Stop(Exception):
     """Raised by a block hook once the deepest state asked for is captured: the layers above it are not needed."""
 
 
-def _block_states(decoder: torch.nn.Module, blocks: Sequence[torch.nn.Module], layers: Sequence[int], **inputs
+def block_states(decoder: torch.nn.Module, blocks: Sequence[torch.nn.Module], layers: Sequence[int], **inputs
                   ) -> tuple[dict[int, torch.Tensor], object]:
     """Run `decoder(**inputs)` up to the deepest of `layers` (each in 1..len(blocks) - 1) and no further: the state
     after each layer `{layer: (B, L, H)}` (HF's `hidden_states[layer]`), and the cache passed in `inputs` (filled
@@ -120,18 +132,12 @@ def mean_states(backbone: torch.nn.Module, encoder: TextEncoder, texts: Sequence
     device = next(backbone.parameters()).device
     if contexts is not None and len(contexts) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(contexts)} contexts.")
-    bos = [encoder.bos_id] if encoder.bos_id is not None else []
-
-    def tokenize(text: str) -> list[int]:
-        return encoder.tokenizer(text, add_special_tokens=False).input_ids
-
-    # the tokens before each text's own, which are not averaged: BOS, then its context (after which the text
-    # starts with a space, as it would in running text)
+    # the tokens before each text's own, which are not averaged: BOS, then its context (`reading_ids`)
     lead, ids = [], []
     for i, text in enumerate(texts):
-        context = contexts[i].strip() if contexts is not None else ""
-        lead.append(bos + (tokenize(context) if context else []))
-        ids.append(lead[-1] + tokenize(f" {text}" if context else text))
+        before, own = reading_ids(encoder, text, contexts[i] if contexts is not None else "")
+        lead.append(before)
+        ids.append(before + own)
     out = {layer: np.zeros((len(texts), backbone.config.hidden_size), dtype=np.float32) for layer in layers}
     order = np.argsort([-len(i) for i in ids], kind="stable")
     decoder, blocks = decoder_blocks(backbone)
@@ -149,7 +155,7 @@ def mean_states(backbone: torch.nn.Module, encoder: TextEncoder, texts: Sequence
                 tokens[j, :len(ids[i])] = torch.tensor(ids[i])
                 mask[j, :len(ids[i])] = 1
             inputs = {"input_ids": tokens.to(device), "attention_mask": mask.to(device)}
-            hidden = (_block_states(decoder, blocks, layers, **inputs)[0] if early
+            hidden = (block_states(decoder, blocks, layers, **inputs)[0] if early
                       else backbone(**inputs, output_hidden_states=True).hidden_states)
             keep = mask.clone()
             for j, i in enumerate(rows):
@@ -180,22 +186,16 @@ def mean_states_after_prefix(backbone: torch.nn.Module, encoder: TextEncoder, he
     if len(tails) != len(heads):
         raise ValueError(f"{len(heads)} heads but {len(tails)} groups of tails.")
     out = [np.zeros((len(t), backbone.config.hidden_size), dtype=np.float32) for t in tails]
-    bos = [encoder.bos_id] if encoder.bos_id is not None else []
-
-    def tokenize(text: str) -> list[int]:
-        return encoder.tokenizer(text, add_special_tokens=False).input_ids
-
     whole: list[tuple[int, int]] = []  # (group, tail) computed by mean_states
     groups: list[tuple[int, list[int], int, list[tuple[int, list[int]]]]] = []  # group, prefix, own head tokens, tails
     for i, head in enumerate(heads):
         context = contexts[i].strip() if contexts is not None else ""
-        lead = bos + (tokenize(context) if context else [])
-        own_head = tokenize(f" {head.strip()}" if context else head.strip()) if head.strip() else []
+        lead, own_head = reading_ids(encoder, head, context)
         prefix = lead + own_head
         split = []
         for k, tail in enumerate(tails[i]):
             text = full_text(head, tail)
-            ids = lead + tokenize(f" {text}" if context else text)
+            ids = lead + reading_ids(encoder, text, context)[1]
             if own_head and 0 < layer < len(blocks) and ids[:len(prefix)] == prefix and len(ids) > len(prefix):
                 split.append((k, ids[len(prefix):]))
             else:
@@ -215,7 +215,7 @@ def mean_states_after_prefix(backbone: torch.nn.Module, encoder: TextEncoder, he
                 mask[g, width - len(prefix):] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache(config=decoder.config)
-            hidden, cache = _block_states(decoder, blocks, [layer], input_ids=tokens.to(device),
+            hidden, cache = block_states(decoder, blocks, [layer], input_ids=tokens.to(device),
                                           attention_mask=mask.to(device), position_ids=positions.to(device),
                                           cache=cache, use_cache=True)
             head_sums = torch.stack([hidden[layer][g, width - n_head:].float().sum(0)
@@ -231,7 +231,7 @@ def mean_states_after_prefix(backbone: torch.nn.Module, encoder: TextEncoder, he
                 tail_mask[r, :len(ids)] = 1
             cache.reorder_cache(index.to(device))
             tail_positions = mask.sum(-1)[index][:, None] + torch.arange(length)[None, :]
-            states = _block_states(decoder, blocks, [layer], input_ids=tail_tokens.to(device),
+            states = block_states(decoder, blocks, [layer], input_ids=tail_tokens.to(device),
                                    attention_mask=torch.cat([mask[index], tail_mask], 1).to(device),
                                    position_ids=tail_positions.to(device), cache=cache, use_cache=True)[0][layer]
             sums = (states.float() * tail_mask[..., None].to(device)).sum(1) + head_sums[index.to(device)]
