@@ -7,12 +7,14 @@ result + n_candidates − 1 nucleus samples, each scored by the LM and the encod
 sampler (`generation.sampler: hf`: HF `generate`, a teacher-forced pass for log p_LM, every candidate's states
 from scratch) and with the default one (`prefix`: each prefix run once, log p_LM kept while drawing, candidates'
 states continuing from their prompt's cache), and once more picking by minimum Bayes risk (`generation.pick: mbr`,
-`decoding.mbr`) instead of the posterior's mode. Prints samples/s, each decoder's time relative to greedy and to beam
-5, and how many picks the two samplers share (they draw different random numbers, so not all). The prefix sampler
-runs twice: in float32 and in bfloat16 (`generation.precision`), with this host's measured bfloat16 matmul speedup
-and the float type the default `precision: auto` takes here.
+`decoding.mbr`) instead of the posterior's mode; then with the encoding-guided beam search (`generation.
+guided_beams`, `decoding.guided`; the run's tuned width, else `--guided-beams`), once beside the sampled candidates
+and once with only the search result beside it (`n_candidates` 1: the search's own cost). Prints samples/s, each
+decoder's time relative to greedy and to beam 5, and how many picks the two samplers share (they draw different
+random numbers, so not all). The prefix sampler runs twice: in float32 and in bfloat16 (`generation.precision`),
+with this host's measured bfloat16 matmul speedup and the float type the default `precision: auto` takes here.
 
-    .venv/bin/python benchmarks/bayes_decoder.py RUN [--samples 64] [--repeats 1]
+    .venv/bin/python benchmarks/bayes_decoder.py RUN [--samples 64] [--repeats 1] [--guided-beams 4]
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--guided-beams", type=int, default=4, help="the guided search's width where the run's "
+                        "tuned decoder has none")
     args = parser.parse_args()
     info, peak = host_info(), matmul_peak()
     speedup, auto = bf16_speedup("cpu"), inference_dtype("auto", "cpu")
@@ -53,6 +57,11 @@ def main() -> None:
                                                                            precision="bfloat16"),
                f"{bayes}, prefix sampler, bfloat16, MBR pick": dataclasses.replace(
                    tuned, sampler="prefix", precision="bfloat16", pick="mbr")}
+    beams = tuned.guided_beams or args.guided_beams
+    guided = dataclasses.replace(tuned, sampler="prefix", precision="bfloat16", guided_beams=beams)
+    configs |= {f"{bayes}, prefix sampler, bfloat16, + guided search {beams} beams": guided,
+                f"guided search {beams} beams + the search result, bfloat16": dataclasses.replace(guided,
+                                                                                                   n_candidates=1)}
     rows, texts = [], {}
     for name, cfg in configs.items():
         seconds = timed(lambda: texts.__setitem__(name, decode(run, samples, "brain", cfg, desc=name)), args.repeats)

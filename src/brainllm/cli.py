@@ -103,10 +103,10 @@ def train(
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
             from .experiments.decoder_tuning import DEFAULT_CRITERION, DEFAULT_REFIT_WITH_VALID, DEFAULT_TOLERANCE
 
-            # a guided search the config asks for is tried against none
+            # a guided search the config asks for is tried against none; else the task's default widths
+            widths = sorted({0, cfg.generation.guided_beams}) if cfg.generation.guided_beams else None
             tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE,
-                         context_sentences=None, refit_with_valid=DEFAULT_REFIT_WITH_VALID,
-                         guided_beams=sorted({0, cfg.generation.guided_beams}))
+                         context_sentences=None, refit_with_valid=DEFAULT_REFIT_WITH_VALID, guided_beams=widths)
 
 
 @app.command()
@@ -160,9 +160,11 @@ def tune_decoder(
     refit_with_valid: bool = typer.Option(True, help="Once everything is chosen, refit the encoding models on the "
                                                      "training and validation samples (identification still grows "
                                                      "with training passages)."),
-    guided_beams: list[int] = typer.Option([0], help="Widths of the encoding-guided beam search whose texts join "
-                                           "the candidates (repeatable; 0 = none; validation chooses; each width "
-                                           "runs one search per λ > 0 and decoder on the validation split)."),
+    guided_beams: Optional[list[int]] = typer.Option(None, help="Widths of the encoding-guided beam search whose "
+                                                     "texts join the candidates (repeatable; 0 = none; validation "
+                                                     "chooses; each width runs one search per λ > 0 and decoder on "
+                                                     "the validation split; default none, and 0, 2, 4 in the "
+                                                     "sentence task)."),
 ) -> None:
     """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
     states (layer, dimensions, shrinkage, length/position band weight and passage context by CV over training
@@ -177,7 +179,7 @@ def tune_decoder(
     gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
     run = load_run(run_dir)
     result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance, context_sentences=context_sentences,
-                  refit_with_valid=refit_with_valid, guided_beams=guided_beams)
+                  refit_with_valid=refit_with_valid, guided_beams=guided_beams or None)
     choice = result["encoding_model"]
     typer.echo(f"encoding model: layer {choice['layer']}, {choice['max_dims'] or 'all'} frame dimensions, shrinkage "
                f"{choice['noise_shrinkage']}, nuisance band weight {choice['nuisance_weight']}, read after "

@@ -55,6 +55,17 @@ def test_running_state_sums_equal_a_full_pass(tiny):
         np.testing.assert_allclose(row, full_pass_mean(model, seq, lead, 1), atol=1e-5)
     with pytest.raises(ValueError, match="layer in 1..2"):
         BareStates(model, 3)
+    # an empty prefix (no BOS, no prompt: the sentence task with such a tokenizer) beside one that is not, and
+    # prefixes that are all empty
+    for prefixes, own in (([[], [1, 50]], [0, 1]), ([[], []], [0, 0])):
+        states = BareStates(model, 1)
+        states.prefill(prefixes, own, pad_id=0)
+        seqs = [list(p) for p in prefixes]
+        for tokens in ([5, 6], [7, 8]):
+            states.step(torch.tensor(tokens))
+            seqs = [s + [t] for s, t in zip(seqs, tokens)]
+        for row, seq, prefix, n in zip(states.means(), seqs, prefixes, own):
+            np.testing.assert_allclose(row, full_pass_mean(model, seq, len(prefix) - n, 1), atol=1e-5)
 
 
 def planted_target(model, prompt_ids: list[int], rank: int = 1) -> list[int]:
@@ -120,19 +131,19 @@ def test_finished_texts_carry_their_teacher_forced_lm_score(tiny):
 def test_guided_texts_join_every_pick():
     cands = Candidates([[[1], [2], [3]]], [["a", "b", "c"]], [np.array([0.0, -1.0, -2.0])],
                        draws=[np.array([0, 1, 1])])
-    more = cands.extended([[[4], [2]]], [np.array([-5.0, -1.0])], decode=lambda ids: "xyz"[ids[0] - 2])
+    more = cands.extended(lambda ids: "xyz"[ids[0] - 2], [[[4], [2]]], [np.array([-5.0, -1.0])])
     assert more.ids == [[[1], [2], [3], [4], [2]]] and more.proposed == [3] and more.texts[0][3:] == ["z", "x"]
     assert list(more.draws[0]) == [0, 1, 1, 0, 0]
     with pytest.raises(ValueError, match="unscored"):
-        more.extended([[[5]]], [np.zeros(1)], decode=str, encoding=[np.zeros(1)])
+        more.extended(str, [[[5]]], [np.zeros(1)], encoding=[np.zeros(1)])
     more.encoding = [np.array([0.0, 0.0, 0.0, 10.0, 0.0])]
     # the guided text wins at λ 1 whatever the number of proposed candidates; at λ 0 the proposed first one
     assert more.pick(1.0, n_candidates=1) == [3] and more.pick(0.0, n_candidates=1) == [0]
     # a guided text that repeats a proposed one in the pool is not counted twice; beyond the pool it joins
     assert list(more._pool(0, 3)) == [0, 1, 2, 3] and list(more._pool(0, 1)) == [0, 3, 4]
     with pytest.raises(ValueError, match="scored texts"):
-        more.extended([[[5]]], [np.zeros(1)], decode=str)
-    again = more.extended([[[5]]], [np.zeros(1)], decode=str, encoding=[np.array([3.0])])
+        more.extended(str, [[[5]]], [np.zeros(1)])
+    again = more.extended(str, [[[5]]], [np.zeros(1)], [np.array([3.0])])
     assert again.proposed == [3] and list(again.encoding[0]) == [0.0, 0.0, 0.0, 10.0, 0.0, 3.0]
 
 
@@ -180,12 +191,14 @@ def test_tuning_tries_guided_widths_and_generate_decodes_with_the_choice(tmp_pat
     with pytest.raises(ConfigError, match="guided_beams"):
         tune(run, layers=[LAYER], guided_beams=[-1])
     result = tune(run, layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[0.0, 3.0], n_candidates=[1, 3],
-                  temperatures=[1.0], picks=["map"], guided_beams=[0, 2])
+                  temperatures=[1.0, 1.2], picks=["map"])
     table = result["valid_table"]
-    # the guided rows: every λ > 0 (λ = 0 would be the LM's own beam search), each number of candidates
-    assert sorted((r["guided_beams"], r["encoding_weight"], r["n_candidates"]) for r in table) == \
-        [(0, 0.0, 1), (0, 0.0, 3), (0, 3.0, 1), (0, 3.0, 3), (2, 3.0, 1), (2, 3.0, 3)]
-    assert result["generation"]["guided_beams"] in (0, 2)
+    # the sentence task's widths, each at every λ > 0 (λ = 0 would be the LM's own beam search), each number of
+    # candidates and temperature
+    assert sorted((r["guided_beams"], r["encoding_weight"], r["n_candidates"]) for r in table
+                  if r["temperature"] == 1.0) == \
+        [(0, 0.0, 1), (0, 0.0, 3), (0, 3.0, 1), (0, 3.0, 3), (2, 3.0, 1), (2, 3.0, 3), (4, 3.0, 1), (4, 3.0, 3)]
+    assert len(table) == 16 and result["generation"]["guided_beams"] in (0, 2, 4)
     chosen = dict(result["generation"], guided_beams=2, encoding_weight=3.0)
     decoder = read_json(tmp_path / "run" / "decoder.json") | {"generation": chosen}
     (tmp_path / "run" / "decoder.json").write_text(__import__("json").dumps(decoder))

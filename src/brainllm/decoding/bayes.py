@@ -84,13 +84,19 @@ def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
 
 def with_guided(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
                 scorer: SentenceScorer, cands: Candidates, desc: str = "bayes") -> Candidates:
-    """Scored `cands` and, after them, the texts of the encoding-guided search by `scorer` (`cfg.guided_beams`
-    beams, λ `cfg.encoding_weight`: `guided.guided_proposals`), scored whole as the others are."""
+    """Scored `cands` and, after them, the texts of the encoding-guided search by `scorer` (`guided_texts`)."""
+    return cands.extended(run.encoder.decode, *guided_texts(run, samples, layout, cfg, scorer, desc))
+
+
+def guided_texts(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+                 scorer: SentenceScorer, desc: str = "bayes") -> tuple[list, list[np.ndarray], list[np.ndarray]]:
+    """The encoding-guided search's texts by `scorer` (`cfg.guided_beams` beams, λ `cfg.encoding_weight`:
+    `guided.guided_proposals`): per sample their token ids, `(n,)` log p_LM and `(n,)` log p(frames | text),
+    scored whole as every candidate is (`encoding_scores`)."""
     ids, lm = guided_proposals(run, samples, layout, cfg, scorer, desc)
     texts = [[run.encoder.decode(c) for c in group] for group in ids]
-    encoding = encoding_scores(run, scorer, samples, texts, shared_prefix=cfg.sampler == "prefix",
-                               dtype=sampling_dtype(run, cfg))
-    return cands.extended(ids, lm, run.encoder.decode, encoding)
+    return ids, lm, encoding_scores(run, scorer, samples, texts, shared_prefix=cfg.sampler == "prefix",
+                                    dtype=sampling_dtype(run, cfg))
 
 
 def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,

@@ -76,11 +76,11 @@ class Candidates:
                 extra.append(j)
         return np.array(list(range(k)) + extra, dtype=np.int64)
 
-    def extended(self, ids: Sequence[Sequence[Sequence[int]]], lm: Sequence[np.ndarray], decode,
+    def extended(self, decode, ids: Sequence[Sequence[Sequence[int]]], lm: Sequence[np.ndarray],
                  encoding: Sequence[np.ndarray] | None = None) -> "Candidates":
         """These candidates and, after each sample's own, the texts `ids` with their log p_LM `lm` and, when these
-        are scored, their `encoding` scores (the encoding-guided search's; `decode` gives a text of token ids),
-        drawn by no sampler (`draws` 0)."""
+        are scored, their `encoding` scores (the encoding-guided search's: `bayes.guided_texts`; `decode` gives a
+        text of token ids), drawn by no sampler (`draws` 0)."""
         if bool(self.encoding) != (encoding is not None):
             raise ValueError("extend scored candidates with scored texts, unscored ones with unscored texts.")
         return Candidates([list(a) + [list(c) for c in b] for a, b in zip(self.ids, ids)],

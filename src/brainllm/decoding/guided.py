@@ -113,7 +113,7 @@ class BareStates:
         prompt's; the lead before them is not summed)."""
         from transformers import DynamicCache
 
-        width = max(len(p) for p in prefixes)
+        width = max((len(p) for p in prefixes), default=0)
         tokens = torch.full((len(prefixes), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(prefixes), width), dtype=torch.long)
         for i, p in enumerate(prefixes):
@@ -121,13 +121,18 @@ class BareStates:
             mask[i, width - len(p):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         self.cache = DynamicCache(config=self.decoder.config)
+        self.last_position = (mask.sum(1) - 1).to(self.device)  # -1 for an empty prefix: its first token is at 0
+        self.mask, self.sums = mask.to(self.device), torch.zeros(len(prefixes), self.decoder.config.hidden_size,
+                                                                  device=self.device)
+        self.counts = torch.zeros(len(prefixes), dtype=torch.long, device=self.device)
+        if not width:  # no BOS, no context, no prompt (the sentence task with a tokenizer that adds no BOS)
+            return
         states = self._run(input_ids=tokens.to(self.device), attention_mask=mask.to(self.device),
                            position_ids=positions.to(self.device))
         keep = torch.zeros_like(mask)
         for i, n in enumerate(own):
             if n:
                 keep[i, width - n:] = 1
-        self.mask, self.last_position = mask.to(self.device), positions[:, -1].to(self.device)
         self.sums = (states * keep[..., None].to(self.device)).sum(1)
         self.counts = keep.sum(1).to(self.device)
 
