@@ -103,7 +103,7 @@ def train(
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
             from .experiments.decoder_tuning import DEFAULT_CRITERION, DEFAULT_REFIT_WITH_VALID, DEFAULT_TOLERANCE
 
-            # a guided search the config asks for is tried against none; else the task's default widths
+            # a guided search the config asks for is tried against none
             widths = sorted({0, cfg.generation.guided_beams}) if cfg.generation.guided_beams else None
             tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE,
                          context_sentences=None, refit_with_valid=DEFAULT_REFIT_WITH_VALID, guided_beams=widths)
@@ -163,8 +163,7 @@ def tune_decoder(
     guided_beams: Optional[list[int]] = typer.Option(None, help="Widths of the encoding-guided beam search whose "
                                                      "texts join the candidates (repeatable; 0 = none; validation "
                                                      "chooses; each width runs one search per λ > 0 and decoder on "
-                                                     "the validation split; default none, and 0, 2, 4 in the "
-                                                     "sentence task)."),
+                                                     "the validation split; default none)."),
 ) -> None:
     """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
     states (layer, dimensions, shrinkage, length/position band weight and passage context by CV over training

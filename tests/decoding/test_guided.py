@@ -191,10 +191,10 @@ def test_tuning_tries_guided_widths_and_generate_decodes_with_the_choice(tmp_pat
     with pytest.raises(ConfigError, match="guided_beams"):
         tune(run, layers=[LAYER], guided_beams=[-1])
     result = tune(run, layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[0.0, 3.0], n_candidates=[1, 3],
-                  temperatures=[1.0, 1.2], picks=["map"])
+                  temperatures=[1.0, 1.2], picks=["map"], guided_beams=[0, 2, 4])
     table = result["valid_table"]
-    # the sentence task's widths, each at every λ > 0 (λ = 0 would be the LM's own beam search), each number of
-    # candidates and temperature
+    # each width at every λ > 0 (λ = 0 would be the LM's own beam search), each number of candidates and
+    # temperature
     assert sorted((r["guided_beams"], r["encoding_weight"], r["n_candidates"]) for r in table
                   if r["temperature"] == 1.0) == \
         [(0, 0.0, 1), (0, 0.0, 3), (0, 3.0, 1), (0, 3.0, 3), (2, 3.0, 1), (2, 3.0, 3), (4, 3.0, 1), (4, 3.0, 3)]
@@ -209,3 +209,22 @@ def test_tuning_tries_guided_widths_and_generate_decodes_with_the_choice(tmp_pat
     for condition in ("brain", "nuisance"):
         rows = read_jsonl(tmp_path / "run" / "predictions" / f"test_{condition}.jsonl")
         assert len(rows) == len(run.split.test) and all(isinstance(r["prediction"], str) for r in rows)
+
+
+def test_a_search_whose_every_candidate_ends_at_once(tiny):
+    model, tok = tiny
+    prompt_ids = [1] + tok("The old", add_special_tokens=False).input_ids
+    embeds = model.get_input_embeddings()(torch.tensor([prompt_ids])).detach()
+    mask = torch.ones(1, len(prompt_ids), dtype=torch.long)
+    eos_first = torch.zeros(model.config.vocab_size)
+    eos_first[0] = 100.0  # the LM's nucleus is EOS alone
+    hook = model.get_output_embeddings().register_forward_hook(lambda _m, _i, out: out + eos_first)
+    try:
+        states = BareStates(model, 1)
+        states.prefill([prompt_ids], [len(prompt_ids) - 1], pad_id=0)
+        settings = GuidedSettings(beams=2, expansions=2, weight=1.0, max_new_tokens=4, min_new_tokens=0, eos_id=0)
+        hyps = guided_search(model, embeds, mask, settings, lambda owner, ids, means: -np.abs(means).sum(1),
+                             states)
+    finally:
+        hook.remove()
+    assert [h.ids for h in hyps[0]] == [[]] and hyps[0][0].lm == pytest.approx(0.0, abs=1e-6)

@@ -198,7 +198,7 @@ def guided_search(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, setti
         # a finished text scores its own (unchanged) text: its row's state before this step
         ended_rows = parent[ends].numpy()
         before = None if states is None or not len(ended_rows) else states.means()[ended_rows]
-        if states is not None:
+        if states is not None and len(going):  # (none going: every candidate ended, the search stops below)
             states.select(parent[going].to(states.device))
             states.step(token[going])
         cand_ids = [ids[p] + [int(tok)] for p, tok in zip(parent[going].tolist(), token[going].tolist())]
