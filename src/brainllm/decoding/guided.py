@@ -241,7 +241,6 @@ def guided_search(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, setti
     return [sorted(h, key=lambda x: -x.score)[:width] for h in finished]
 
 
-
 def guided_proposals(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
                      scorer: SentenceScorer, desc: str = "guided") -> tuple[list[list[list[int]]], list[np.ndarray]]:
     """The encoding-guided search of each sample under the frames it is given (a control's permuted frames), by
