@@ -208,19 +208,9 @@ def guided_search(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, setti
         for p, lp, enc in zip(ended_rows, cand_lm[ends].numpy(), enc_ended):
             finished[owner[p]].append(Hypothesis(list(ids[p]), float(lp), float(lp + settings.weight * enc)))
         going_score = cand_lm[going].numpy() + settings.weight * enc_going
-        # the best `beams` going candidates of each prefix that is still improvable
-        chosen, next_ids, next_lm = [], [], []
-        for b in range(n_prefix):
-            mine = np.nonzero(owner[parent[going].numpy()] == b)[0]
-            if not len(mine):
-                continue
-            best = mine[np.argsort(-going_score[mine], kind="stable")[:width]]
-            done = sorted((h.score for h in finished[b]), reverse=True)
-            if len(done) >= width and going_score[best[0]] <= done[width - 1]:
-                continue  # no running beam beats the worst of the `beams` best finished texts: this prefix is over
-            chosen.extend(best.tolist())
-            next_ids.extend(cand_ids[j] for j in best)
-            next_lm.extend(float(cand_lm[going[j]]) for j in best)
+        chosen = _kept(owner[parent[going].numpy()], going_score, finished, width)
+        next_ids = [cand_ids[j] for j in chosen]
+        next_lm = [float(cand_lm[going[j]]) for j in chosen]
         if not chosen or t + 1 == settings.max_new_tokens:
             last = chosen if t + 1 == settings.max_new_tokens else []
             if last:  # stopped by the length limit: the text's total also counts EOS after its last token
@@ -239,6 +229,20 @@ def guided_search(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, setti
         owner = owner[parent[going[chosen_t]].numpy()]
         ids, lm_sum = next_ids, torch.tensor(next_lm, dtype=torch.float64)
     return [sorted(h, key=lambda x: -x.score)[:width] for h in finished]
+
+
+def _kept(owners: np.ndarray, scores: np.ndarray, finished: list[list[Hypothesis]], width: int) -> list[int]:
+    """Which of this step's going candidates (their prefixes `owners` `(C,)`, search `scores` `(C,)`) run on: the
+    best `width` of each prefix, unless it holds `width` finished texts and none of its candidates beats the worst
+    of those (its search is over)."""
+    chosen: list[int] = []
+    for b in np.unique(owners):
+        mine = np.nonzero(owners == b)[0]
+        best = mine[np.argsort(-scores[mine], kind="stable")[:width]]
+        done = sorted((h.score for h in finished[b]), reverse=True)
+        if len(done) < width or scores[best[0]] > done[width - 1]:
+            chosen.extend(best.tolist())
+    return chosen
 
 
 def guided_proposals(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
