@@ -36,10 +36,10 @@ import torch
 from ..config import GenerationConfig
 from ..model import EncodedSample
 from ..model.precision import cast_parameters
-from ..model.text_features import full_text, mean_states_after_prefix, nuisance_features
+from ..model.text_features import full_text, mean_states_after_prefix
 from ..runs import LoadedRun
 from .candidates import Candidates, propose, propose_stored, regroup, sampling_dtype
-from .encoding_model import SentenceScorer, encoding_design, load_scorer, positions_of, reference_texts
+from .encoding_model import SentenceScorer, load_scorer, positions_of, reference_texts
 from .guided import guided_proposals
 
 
@@ -66,8 +66,7 @@ def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[En
     with cast_parameters(run.model.backbone, dtype):
         states = np.concatenate(mean_states_after_prefix(run.model.backbone, run.encoder, prompts, texts, layer,
                                                          contexts, bare=run.model.bare_backbone()))
-    design = encoding_design({layer: states}, layer, nuisance_features(flat_texts, flat_positions))
-    return regroup(scorer.model.log_likelihood(design, flat_frames), texts)
+    return regroup(scorer.states_log_likelihood(states, flat_texts, flat_positions, flat_frames), texts)
 
 
 def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
@@ -77,8 +76,7 @@ def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
     texts by `scorer` join them (`with_guided`)."""
     cands = (propose(run, samples, layout, cfg, desc) if store is None
              else propose_stored(run, samples, layout, cfg, store, desc))
-    cands.encoding = encoding_scores(run, scorer, samples, cands.texts, shared_prefix=cfg.sampler == "prefix",
-                                     dtype=sampling_dtype(run, cfg))
+    cands.encoding = _scored(run, scorer, samples, cands.texts, cfg)
     return with_guided(run, samples, layout, cfg, scorer, cands, desc) if cfg.guided_beams else cands
 
 
@@ -95,8 +93,15 @@ def guided_texts(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
     scored whole as every candidate is (`encoding_scores`)."""
     ids, lm = guided_proposals(run, samples, layout, cfg, scorer, desc)
     texts = [[run.encoder.decode(c) for c in group] for group in ids]
-    return ids, lm, encoding_scores(run, scorer, samples, texts, shared_prefix=cfg.sampler == "prefix",
-                                    dtype=sampling_dtype(run, cfg))
+    return ids, lm, _scored(run, scorer, samples, texts, cfg)
+
+
+def _scored(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
+            texts: Sequence[Sequence[str]], cfg: GenerationConfig) -> list[np.ndarray]:
+    """`encoding_scores` of candidate texts as the decoder of `cfg` computes them: from each prompt's shared cache
+    with the prefix sampler, in its float type (`sampling_dtype`)."""
+    return encoding_scores(run, scorer, samples, texts, shared_prefix=cfg.sampler == "prefix",
+                           dtype=sampling_dtype(run, cfg))
 
 
 def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,

@@ -66,6 +66,14 @@ class SentenceScorer:
         """`(n,)` log p(frames_i | text_i) (up to a constant per frames)."""
         return self.model.log_likelihood(self.features(texts, positions, contexts), frames)
 
+    def states_log_likelihood(self, states: np.ndarray | None, texts: Sequence[str], positions: Sequence[int],
+                              frames: np.ndarray) -> np.ndarray:
+        """`log_likelihood` from each text's mean state after `choice.layer` `(n, H)` computed elsewhere (from a
+        shared prefix's cache, a search's running sums; None for a model that reads no state)."""
+        layer = self.choice.layer
+        return self.model.log_likelihood(encoding_design({layer: states}, layer, nuisance_features(texts, positions)),
+                                         frames)
+
 
 def sample_frames(run: LoadedRun, samples: Sequence[EncodedSample], max_dims: int | None = None) -> np.ndarray:
     """`(n, D')` mean frame of each sample (the frames it is given: permuted ones for a control)."""

@@ -38,11 +38,11 @@ from ..config import GenerationConfig
 from ..model import Collator, EncodedSample
 from ..model.injection import decoder_blocks
 from ..model.precision import cast_parameters
-from ..model.text_features import block_states, full_text, nuisance_features, reading_ids
+from ..model.text_features import block_states, full_text, left_padded, reading_ids
 from ..progress import progress
 from ..runs import LoadedRun
 from .candidates import sampling_dtype
-from .encoding_model import SentenceScorer, encoding_design, positions_of
+from .encoding_model import SentenceScorer, positions_of
 from .prefix_beam import CachedLM
 from .sentences import length_sorted_batches
 
@@ -113,12 +113,8 @@ class BareStates:
         prompt's; the lead before them is not summed)."""
         from transformers import DynamicCache
 
-        width = max((len(p) for p in prefixes), default=0)
-        tokens = torch.full((len(prefixes), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-        for i, p in enumerate(prefixes):
-            tokens[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-            mask[i, width - len(p):] = 1
+        tokens, mask = left_padded(prefixes, pad_id)
+        width = tokens.shape[1]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         self.cache = DynamicCache(config=self.decoder.config)
         self.last_position = (mask.sum(1) - 1).to(self.device)  # -1 for an empty prefix: its first token is at 0
@@ -195,38 +191,40 @@ def guided_search(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, setti
         cand_lm = lm_sum[parent] + top_lp[parent, slot]
         ends = token == settings.eos_id
         going = torch.nonzero(~ends).squeeze(1)
+        going_parent = parent[going]
         # a finished text scores its own (unchanged) text: its row's state before this step
         ended_rows = parent[ends].numpy()
         before = None if states is None or not len(ended_rows) else states.means()[ended_rows]
         if states is not None and len(going):  # (none going: every candidate ended, the search stops below)
-            states.select(parent[going].to(states.device))
+            states.select(going_parent.to(states.device))
             states.step(token[going])
-        cand_ids = [ids[p] + [int(tok)] for p, tok in zip(parent[going].tolist(), token[going].tolist())]
-        enc_going = (score(owner[parent[going].numpy()], cand_ids, None if states is None else states.means())
+        cand_ids = [ids[p] + [int(tok)] for p, tok in zip(going_parent.tolist(), token[going].tolist())]
+        going_owner = owner[going_parent.numpy()]
+        enc_going = (score(going_owner, cand_ids, None if states is None else states.means())
                      if len(going) else np.zeros(0))
         enc_ended = score(owner[ended_rows], [ids[p] for p in ended_rows], before) if len(ended_rows) else []
         for p, lp, enc in zip(ended_rows, cand_lm[ends].numpy(), enc_ended):
             finished[owner[p]].append(Hypothesis(list(ids[p]), float(lp), float(lp + settings.weight * enc)))
         going_score = cand_lm[going].numpy() + settings.weight * enc_going
-        chosen = _kept(owner[parent[going].numpy()], going_score, finished, width)
+        chosen = _kept(going_owner, going_score, finished, width)
         next_ids = [cand_ids[j] for j in chosen]
         next_lm = [float(cand_lm[going[j]]) for j in chosen]
         if not chosen or t + 1 == settings.max_new_tokens:
             last = chosen if t + 1 == settings.max_new_tokens else []
             if last:  # stopped by the length limit: the text's total also counts EOS after its last token
-                rows.select(parent[going[last]].to(logits.device))
+                rows.select(going_parent[last].to(logits.device))
                 eos = F.log_softmax(rows.step(torch.tensor([seq[-1] for seq in next_ids], device=logits.device)),
                                     dim=-1)[:, settings.eos_id].double().cpu().numpy()
                 for j, seq, lp, extra in zip(last, next_ids, next_lm, eos):
-                    b = int(owner[parent[going[j]]])
+                    b = int(going_owner[j])
                     finished[b].append(Hypothesis(seq, lp + float(extra),
                                                   lp + float(extra) + settings.weight * float(enc_going[j])))
             break
         chosen_t = torch.tensor(chosen)
-        rows.select(parent[going[chosen_t]].to(logits.device))
+        rows.select(going_parent[chosen_t].to(logits.device))
         if states is not None:
             states.select(chosen_t.to(states.device))
-        owner = owner[parent[going[chosen_t]].numpy()]
+        owner = going_owner[chosen]
         ids, lm_sum = next_ids, torch.tensor(next_lm, dtype=torch.float64)
     return [sorted(h, key=lambda x: -x.score)[:width] for h in finished]
 
@@ -278,9 +276,7 @@ def guided_proposals(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
                       rows: list[int] = rows) -> np.ndarray:
                 which = np.asarray(rows)[owner]
                 texts = [full_text(prompts[j], run.encoder.decode(seq)) for j, seq in zip(which, new_ids)]
-                design = encoding_design({layer: means} if layer is not None else {}, layer,
-                                         nuisance_features(texts, positions[which]))
-                return scorer.model.log_likelihood(design, frames[which])
+                return scorer.states_log_likelihood(means, texts, positions[which], frames[which])
 
             found = guided_search(run.model.backbone, embeds, batch.attention_mask, settings, score, states, context)
             for j, hyps in zip(rows, found):

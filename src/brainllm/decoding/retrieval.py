@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..model import EncodedSample
-from ..model.text_features import full_text, mean_states_after_prefix, nuisance_features
+from ..model.text_features import full_text, mean_states_after_prefix
 from ..runs import LoadedRun
-from .encoding_model import SentenceScorer, encoding_design, positions_of, scorer_splits
+from .encoding_model import SentenceScorer, positions_of, scorer_splits
 
 
 def retrieval_pool(run: LoadedRun) -> list[str]:
@@ -50,8 +50,8 @@ def retrieval_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[E
     for key, group_states in zip(keys, states):
         texts = [full_text(key[0], t) for t in pool]
         for i in groups[key]:
-            design = encoding_design({layer: group_states}, layer, nuisance_features(texts, [positions[i]] * len(pool)))
-            out[i] = scorer.model.log_likelihood(design, np.repeat(frames[i:i + 1], len(pool), axis=0))
+            out[i] = scorer.states_log_likelihood(group_states, texts, [positions[i]] * len(pool),
+                                                  np.repeat(frames[i:i + 1], len(pool), axis=0))
     return out
 
 

@@ -85,6 +85,19 @@ def reading_ids(encoder: TextEncoder, head: str, context: str = "") -> tuple[lis
     return lead, (tokenize(f" {head}" if context else head) if head else [])
 
 
+def left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id sequences left-padded to the longest: ids `(n, W)` long (`pad_id` before each sequence) and the
+    attention mask `(n, W)` long (0 on padding); W = 0 when every sequence is empty."""
+    width = max((len(s) for s in seqs), default=0)
+    tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            tokens[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return tokens, mask
+
+
 class _Stop(Exception):
     """Raised by a block hook once the deepest state asked for is captured: the layers above it are not needed."""
 
@@ -207,12 +220,8 @@ def mean_states_after_prefix(backbone: torch.nn.Module, encoder: TextEncoder, he
         for start in progress(range(0, len(groups), batch_size), "candidate states", unit="batch"):
             chunk = groups[start:start + batch_size]
             # the prefixes, left-padded, once
-            width = max(len(p) for _, p, _, _ in chunk)
-            tokens = torch.full((len(chunk), width), encoder.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for g, (_, prefix, _, _) in enumerate(chunk):
-                tokens[g, width - len(prefix):] = torch.tensor(prefix)
-                mask[g, width - len(prefix):] = 1
+            tokens, mask = left_padded([prefix for _, prefix, _, _ in chunk], encoder.pad_id)
+            width = tokens.shape[1]
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache(config=decoder.config)
             hidden, cache = block_states(decoder, blocks, [layer], input_ids=tokens.to(device),
