@@ -103,10 +103,13 @@ def train(
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
             from .experiments.decoder_tuning import DEFAULT_CRITERION, DEFAULT_REFIT_WITH_VALID, DEFAULT_TOLERANCE
 
-            # a guided search the config asks for is tried against none
-            widths = sorted({0, cfg.generation.guided_beams}) if cfg.generation.guided_beams else None
+            # a guided search or retrieval seeds the config asks for are tried against none
+            gen = cfg.generation
+            widths = sorted({0, gen.guided_beams}) if gen.guided_beams else None
+            seeds = sorted({0, gen.seeded_sentences}) if gen.seeded_sentences else None
             tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE,
-                         context_sentences=None, refit_with_valid=DEFAULT_REFIT_WITH_VALID, guided_beams=widths)
+                         context_sentences=None, refit_with_valid=DEFAULT_REFIT_WITH_VALID, guided_beams=widths,
+                         seeded_sentences=seeds)
 
 
 @app.command()
@@ -164,6 +167,11 @@ def tune_decoder(
                                                      "texts join the candidates (repeatable; 0 = none; validation "
                                                      "chooses; each width runs one search per λ > 0 and decoder on "
                                                      "the validation split; default none)."),
+    seeded_sentences: Optional[list[int]] = typer.Option(None, help="How many training sentences, retrieved by the "
+                                                         "encoding model from the frames, BrainLLM continues for "
+                                                         "more candidates (repeatable; 0 = none; validation "
+                                                         "chooses; default 0 and 3 in the sentence task, 0 "
+                                                         "otherwise)."),
 ) -> None:
     """Fit the Bayesian decoder of a run (beyond the paper): an encoding model of the frames from the backbone's
     states (layer, dimensions, shrinkage, length/position band weight and passage context by CV over training
@@ -178,7 +186,8 @@ def tune_decoder(
     gen_cfg = generation_config(read_config(run_dir).generation, set_)  # checked before anything is loaded
     run = load_run(run_dir)
     result = tune(run, gen_cfg, criterion=criterion, tolerance=tolerance, context_sentences=context_sentences,
-                  refit_with_valid=refit_with_valid, guided_beams=guided_beams or None)
+                  refit_with_valid=refit_with_valid, guided_beams=guided_beams or None,
+                  seeded_sentences=seeded_sentences or None)
     choice = result["encoding_model"]
     typer.echo(f"encoding model: layer {choice['layer']}, {choice['max_dims'] or 'all'} frame dimensions, shrinkage "
                f"{choice['noise_shrinkage']}, nuisance band weight {choice['nuisance_weight']}, read after "

@@ -211,6 +211,10 @@ class GenerationConfig:
     guided_beams: int = 0               # encoding: 0, or the width of an encoding-guided beam search (each beam
                                         # tries as many next tokens, scored log p_LM + encoding_weight * log
                                         # p(frames | text so far); decoding.guided) whose texts join the candidates
+    seeded_sentences: int = 0           # encoding: 0, or how many training sentences, retrieved by the encoding
+                                        # model from the frames, BrainLLM continues for more candidates (each cut
+                                        # at its first sentence end; decoding.seeded)
+    seeded_draws: int = 16              # encoding: nucleus draws of those retrieval-seeded candidates per sample
 
     def __post_init__(self) -> None:
         check_choice("generation.method", self.method, METHODS)
@@ -224,6 +228,8 @@ class GenerationConfig:
             check_at_least(f"generation.{key}", getattr(self, key), 1)
         check_at_least("generation.min_new_tokens", self.min_new_tokens, 0)
         check_at_least("generation.guided_beams", self.guided_beams, 0)
+        check_at_least("generation.seeded_sentences", self.seeded_sentences, 0)
+        check_at_least("generation.seeded_draws", self.seeded_draws, 1)
         check_at_least("generation.encoding_weight", self.encoding_weight, 0)
         _check_optional_at_least("generation.posterior_weight", self.posterior_weight, 0)
 

@@ -191,7 +191,7 @@ def test_tuning_tries_guided_widths_and_generate_decodes_with_the_choice(tmp_pat
     with pytest.raises(ConfigError, match="guided_beams"):
         tune(run, layers=[LAYER], guided_beams=[-1])
     result = tune(run, layers=[LAYER], dims=[None], shrinkages=[0.5], weights=[0.0, 3.0], n_candidates=[1, 3],
-                  temperatures=[1.0, 1.2], picks=["map"], guided_beams=[0, 2, 4])
+                  temperatures=[1.0, 1.2], picks=["map"], guided_beams=[0, 2, 4], seeded_sentences=[0])
     table = result["valid_table"]
     # each width at every λ > 0 (λ = 0 would be the LM's own beam search), each number of candidates and
     # temperature

@@ -41,6 +41,7 @@ from ..runs import LoadedRun
 from .candidates import Candidates, propose, propose_stored, regroup, sampling_dtype
 from .encoding_model import SentenceScorer, load_scorer, positions_of, reference_texts
 from .guided import guided_proposals
+from .seeded import seeded_proposals
 
 
 def encoding_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
@@ -73,11 +74,16 @@ def score_candidates(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
                      scorer: SentenceScorer, desc: str = "bayes", store: Path | None = None) -> Candidates:
     """Propose candidates for each sample (kept in and read back from `store`, when given: `propose_stored`) and
     score them under the frames each sample is given; with `cfg.guided_beams` > 0, the encoding-guided search's
-    texts by `scorer` join them (`with_guided`)."""
+    texts by `scorer` join them (`with_guided`), and with `cfg.seeded_sentences` > 0 the retrieval-seeded texts
+    (`seeded_texts`, retrieved by `scorer` from the run's pool)."""
     cands = (propose(run, samples, layout, cfg, desc) if store is None
              else propose_stored(run, samples, layout, cfg, store, desc))
     cands.encoding = _scored(run, scorer, samples, cands.texts, cfg)
-    return with_guided(run, samples, layout, cfg, scorer, cands, desc) if cfg.guided_beams else cands
+    if cfg.guided_beams:
+        cands = with_guided(run, samples, layout, cfg, scorer, cands, desc)
+    if cfg.seeded_sentences:
+        cands = cands.extended(run.encoder.decode, *seeded_texts(run, samples, layout, cfg, scorer, desc=desc))
+    return cands
 
 
 def with_guided(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
@@ -92,8 +98,23 @@ def guided_texts(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
     `guided.guided_proposals`): per sample their token ids, `(n,)` log p_LM and `(n,)` log p(frames | text),
     scored whole as every candidate is (`encoding_scores`)."""
     ids, lm = guided_proposals(run, samples, layout, cfg, scorer, desc)
-    texts = [[run.encoder.decode(c) for c in group] for group in ids]
-    return ids, lm, _scored(run, scorer, samples, texts, cfg)
+    return ids, lm, _scored_ids(run, scorer, samples, ids, cfg)
+
+
+def seeded_texts(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
+                 scorer: SentenceScorer, pool: Sequence[str] | None = None, desc: str = "bayes"
+                 ) -> tuple[list, list[np.ndarray], list[np.ndarray]]:
+    """The retrieval-seeded texts (`cfg.seeded_sentences` of `pool` retrieved by `scorer`, `cfg.seeded_draws`
+    draws: `seeded.seeded_proposals`): per sample their token ids, `(n,)` log p_LM and `(n,)` log p(frames | text),
+    scored whole as every candidate is (`encoding_scores`)."""
+    ids, lm = seeded_proposals(run, samples, layout, cfg, scorer, pool, f"{desc}/seeded")
+    return ids, lm, _scored_ids(run, scorer, samples, ids, cfg)
+
+
+def _scored_ids(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
+                ids: Sequence[Sequence[Sequence[int]]], cfg: GenerationConfig) -> list[np.ndarray]:
+    """`_scored` of candidates given as token ids."""
+    return _scored(run, scorer, samples, [[run.encoder.decode(c) for c in group] for group in ids], cfg)
 
 
 def _scored(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],

@@ -19,9 +19,10 @@ from ..runs import LoadedRun
 from .encoding_model import SentenceScorer, positions_of, scorer_splits
 
 
-def retrieval_pool(run: LoadedRun) -> list[str]:
-    """The distinct continuations of the samples the run's encoding model was fitted on, sorted."""
-    ids = [i for split in scorer_splits(run) for i in run.split.ids(split)]
+def retrieval_pool(run: LoadedRun, splits: Sequence[str] | None = None) -> list[str]:
+    """The distinct continuations of the samples of `splits` (default: those the run's encoding model was fitted
+    on, `scorer_splits`), sorted."""
+    ids = [i for split in (scorer_splits(run) if splits is None else splits) for i in run.split.ids(split)]
     return sorted({run.dataset.by_id(i).continuation.strip() for i in ids})
 
 

@@ -64,6 +64,10 @@ class TextEncoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of a text on its own (no BOS, no truncation), as `split_ids` tokenises a prompt."""
+        return self._ids(text.strip())
+
     def split_ids(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt and of the continuation as it appears after the prompt."""
         prompt = prompt.strip()
