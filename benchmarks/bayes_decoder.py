@@ -9,12 +9,15 @@ from scratch) and with the default one (`prefix`: each prefix run once, log p_LM
 states continuing from their prompt's cache), and once more picking by minimum Bayes risk (`generation.pick: mbr`,
 `decoding.mbr`) instead of the posterior's mode; then with the encoding-guided beam search (`generation.
 guided_beams`, `decoding.guided`; the run's tuned width, else `--guided-beams`), once beside the sampled candidates
-and once with only the search result beside it (`n_candidates` 1: the search's own cost). Prints samples/s, each
+and once with only the search result beside it (`n_candidates` 1: the search's own cost); then with the
+retrieval-seeded candidates (`generation.seeded_sentences`, `decoding.seeded`; the run's tuned number, else
+`--seeded-sentences`) beside the sampled ones. Prints samples/s, each
 decoder's time relative to greedy and to beam 5, and how many picks the two samplers share (they draw different
 random numbers, so not all). The prefix sampler runs twice: in float32 and in bfloat16 (`generation.precision`),
 with this host's measured bfloat16 matmul speedup and the float type the default `precision: auto` takes here.
 
     .venv/bin/python benchmarks/bayes_decoder.py RUN [--samples 64] [--repeats 1] [--guided-beams 4]
+        [--seeded-sentences 3]
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--guided-beams", type=int, default=4, help="the guided search's width where the run's "
                         "tuned decoder has none")
+    parser.add_argument("--seeded-sentences", type=int, default=3, help="retrieved sentences seeding candidates "
+                        "where the run's tuned decoder has none")
     args = parser.parse_args()
     info, peak = host_info(), matmul_peak()
     speedup, auto = bf16_speedup("cpu"), inference_dtype("auto", "cpu")
@@ -44,6 +49,7 @@ def main() -> None:
     tuned = run.config.generation
     if tuned.rerank != "encoding":
         raise SystemExit(f"{args.run} has no tuned Bayesian decoder: run `brainllm tune-decoder {args.run}` first.")
+    tuned = dataclasses.replace(tuned, guided_beams=0, seeded_sentences=0)  # the plain rows: sampled candidates
     samples = run.encoder.encode_all(run.dataset, run.split.valid[: args.samples])
     paper = dataclasses.replace(tuned, rerank="none", method="beam", num_beams=5, repetition_penalty=2.0,
                                 min_new_tokens=4, max_new_tokens=32)
@@ -57,11 +63,14 @@ def main() -> None:
                                                                            precision="bfloat16"),
                f"{bayes}, prefix sampler, bfloat16, MBR pick": dataclasses.replace(
                    tuned, sampler="prefix", precision="bfloat16", pick="mbr")}
-    beams = tuned.guided_beams or args.guided_beams
+    beams = run.config.generation.guided_beams or args.guided_beams
     guided = dataclasses.replace(tuned, sampler="prefix", precision="bfloat16", guided_beams=beams)
     configs |= {f"{bayes}, prefix sampler, bfloat16, + guided search {beams} beams": guided,
                 f"guided search {beams} beams + the search result, bfloat16": dataclasses.replace(guided,
                                                                                                    n_candidates=1)}
+    seeds = run.config.generation.seeded_sentences or args.seeded_sentences
+    configs[f"{bayes}, prefix sampler, bfloat16, + {seeds} retrieval-seeded sentences, {tuned.seeded_draws} "
+            f"draws"] = dataclasses.replace(tuned, sampler="prefix", precision="bfloat16", seeded_sentences=seeds)
     rows, texts = [], {}
     for name, cfg in configs.items():
         seconds = timed(lambda: texts.__setitem__(name, decode(run, samples, "brain", cfg, desc=name)), args.repeats)

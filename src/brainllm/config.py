@@ -215,6 +215,11 @@ class GenerationConfig:
                                         # model from the frames, BrainLLM continues for more candidates (each cut
                                         # at its first sentence end; decoding.seeded)
     seeded_draws: int = 16              # encoding: nucleus draws of those retrieval-seeded candidates per sample
+    nuisance_encoding_weight: float | None = None  # encoding: λ of the length/position decoder's picks (the
+                                        # nuisance control; tune-decoder chooses it by that decoder's own validation
+                                        # BLEU-1); None: encoding_weight
+    nuisance_seeded_sentences: int | None = None  # encoding: the length/position decoder's own retrieval seeds
+                                        # (chosen likewise); None: seeded_sentences
 
     def __post_init__(self) -> None:
         check_choice("generation.method", self.method, METHODS)
@@ -232,6 +237,8 @@ class GenerationConfig:
         check_at_least("generation.seeded_draws", self.seeded_draws, 1)
         check_at_least("generation.encoding_weight", self.encoding_weight, 0)
         _check_optional_at_least("generation.posterior_weight", self.posterior_weight, 0)
+        _check_optional_at_least("generation.nuisance_encoding_weight", self.nuisance_encoding_weight, 0)
+        _check_optional_at_least("generation.nuisance_seeded_sentences", self.nuisance_seeded_sentences, 0)
 
     @property
     def distribution_weight(self) -> float:

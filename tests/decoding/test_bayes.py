@@ -15,7 +15,7 @@ from brainllm.decoding.bayes import encoding_scores, posterior_losses
 from brainllm.decoding.candidates import Candidates, lm_scores
 from brainllm.decoding.encoding_choice import choose_encoding_model
 from brainllm.decoding.encoding_model import EncodingChoice, SentenceScorer, positions_of, sample_frames
-from brainllm.experiments.decoder_tuning import choose_decoder, tune
+from brainllm.experiments.decoder_tuning import best_nuisance_rows, choose_decoder, tune
 from brainllm.decoding.generation import generate_predictions
 from brainllm.io import read_jsonl
 from brainllm.decoding.sentences import teacher_forced_losses
@@ -159,6 +159,11 @@ def test_tune_sets_the_runs_default_decoder(tmp_path, tiny_llama_path, source_sa
     likeliest = min(saved["valid_table"], key=lambda r: r["valid_posterior_loss"])
     assert saved["generation"]["posterior_weight"] == likeliest["encoding_weight"]
     assert saved["criterion"] == "content_gain" and all("valid_bleu1_permuted" in r for r in saved["valid_table"])
+    # the length/position decoder's own λ: its best validation BLEU-1 with the chosen row's other settings
+    control = max((r for r in saved["valid_table"] if r["n_candidates"] == saved["generation"]["n_candidates"]
+                   and r["pick"] == saved["generation"]["pick"]), key=lambda r: (r["valid_bleu1_nuisance"],
+                                                                                 -r["encoding_weight"]))
+    assert saved["generation"]["nuisance_encoding_weight"] == control["encoding_weight"]
     assert choose_decoder(saved["valid_table"], "content_gain") == next(
         r for r in saved["valid_table"] if r["n_candidates"] == saved["generation"]["n_candidates"]
         and r["encoding_weight"] == saved["generation"]["encoding_weight"] and r["pick"] == saved["generation"]["pick"])
@@ -229,8 +234,15 @@ def test_choose_decoder_trades_bleu_for_brain_dependence_within_the_tolerance():
     assert choose_decoder(table, "brain_gain", 0.25) == table[2]
     assert choose_decoder(table, "brain_gain", 0.0) == table[0]
     assert choose_decoder(table, "content_gain", 0.05) == table[4] == choose_decoder(table)
-    assert choose_decoder(table, "content_gain", 0.25) == table[2]
+    # the length/position decoder keeps its own best λ: with 16 candidates it reaches 0.215 (at λ 10), so λ 30's
+    # gain over that control at λ 30 (0.180 vs 0.150) is no gain
+    assert choose_decoder(table, "content_gain", 0.25) == table[4]
     assert choose_decoder(table, "content_gain", 0.0) == table[0]
+    assert best_nuisance_rows(table)[(None, "map", 16, 0)] == table[1]
+    # and its own retrieval seeds: a seeded row of the same shared settings where the control does better
+    seeded = table + [dict(table[2], seeded_sentences=3, valid_bleu1=0.1, valid_bleu1_nuisance=0.216)]
+    assert best_nuisance_rows(seeded)[(None, "map", 16, 0)] == seeded[5]
+    assert choose_decoder(seeded, "content_gain", 0.05) == table[4]
     with pytest.raises(ConfigError, match="criterion"):
         choose_decoder(table, "meteor")
 

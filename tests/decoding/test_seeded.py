@@ -116,7 +116,9 @@ def test_tuning_tries_seeds_and_generate_decodes_with_the_choice(tmp_path, tiny_
     assert sorted((r["seeded_sentences"], r["encoding_weight"], r["n_candidates"]) for r in table) == \
         [(0, 0.0, 1), (0, 0.0, 3), (0, 3.0, 1), (0, 3.0, 3), (3, 0.0, 1), (3, 0.0, 3), (3, 3.0, 1), (3, 3.0, 3)]
     assert result["generation"]["seeded_sentences"] in (0, 3)
-    chosen = dict(result["generation"], seeded_sentences=3, encoding_weight=3.0)
+    assert result["generation"]["nuisance_seeded_sentences"] in (0, 3)
+    chosen = dict(result["generation"], seeded_sentences=3, encoding_weight=3.0, nuisance_encoding_weight=0.0,
+                  nuisance_seeded_sentences=0)
     decoder = read_json(tmp_path / "run" / "decoder.json") | {"generation": chosen}
     (tmp_path / "run" / "decoder.json").write_text(json.dumps(decoder))
     run = load_run(tmp_path / "run")
@@ -125,3 +127,7 @@ def test_tuning_tries_seeds_and_generate_decodes_with_the_choice(tmp_path, tiny_
         generate_predictions(run, "test", condition)
         rows = read_jsonl(tmp_path / "run" / "predictions" / f"test_{condition}.jsonl")
         assert len(rows) == len(run.split.test) and all(isinstance(r["prediction"], str) for r in rows)
+        # the length/position decoder picks with its own λ and seeds
+        decoding = read_json(tmp_path / "run" / "predictions" / f"test_{condition}.json")["decoding"]
+        own = condition == "nuisance"
+        assert (decoding["encoding_weight"], decoding["seeded_sentences"]) == ((0.0, 0) if own else (3.0, 3))

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -86,6 +86,8 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     if condition == "retrieval" and not has_scorer(run):
         raise ConfigError(f"The retrieval baseline looks texts up with the encoding model: run `brainllm "
                           f"tune-decoder {run.path}` first.")
+    if condition == "nuisance":
+        cfg = nuisance_decoder(cfg)
     layout = input_layout(run, "brain" if condition in ("nuisance", "retrieval") else condition)
     name = "no_text" if (condition == "brain" and layout == "no_text") else condition
     paths = RunPaths(run.path)
@@ -134,6 +136,13 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     write_json(header_path, header)  # written last: a predictions file without it is decoded again
     log.info("%s: %d rows, mean loss %.4f -> %s", name, len(rows), float(np.mean(losses)), path)
     return path
+
+
+def nuisance_decoder(cfg: GenerationConfig) -> GenerationConfig:
+    """The length/position decoder's settings: the decoder's, with the control's own λ and retrieval seeds where
+    `tune-decoder` chose them (`nuisance_encoding_weight`, `nuisance_seeded_sentences`)."""
+    own = {"encoding_weight": cfg.nuisance_encoding_weight, "seeded_sentences": cfg.nuisance_seeded_sentences}
+    return replace(cfg, **{k: v for k, v in own.items() if v is not None})
 
 
 def decoding_fingerprint(run: LoadedRun, ids: Sequence[str], cfg: GenerationConfig) -> dict:

@@ -68,7 +68,7 @@ def seeded_proposals(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
         raise ValueError("The retrieval pool is empty: the encoding model's splits hold no sample.")
     prompts = retrieved_prompts(run, samples, scorer, cfg.seeded_sentences, pool)
     seeded = [replace(s, prompt_ids=tuple(run.encoder.text_ids(p))) for s, p in zip(samples, prompts)]
-    drawn = propose(run, seeded, layout, replace(cfg, n_candidates=cfg.seeded_draws + 1, seeded_sentences=0),
+    drawn = propose(run, seeded, layout, replace(cfg, n_candidates=cfg.seeded_draws + 1),
                     f"{desc}/draw")
     ids: list[list[list[int]]] = []
     for s, texts in zip(samples, drawn.texts):
