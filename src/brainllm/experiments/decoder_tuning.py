@@ -320,6 +320,6 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
                       + ("; then both encoding models refitted on training + validation" if refit_with_valid else "")}
     write_json(paths.decoder_file, result)
     log.info("Bayesian decoder of %s: %s (validation BLEU-1 %.4f, permuted frames %.4f, length/position decoder "
-             "%.4f)", run.path, settings, best["valid_bleu1"], best["valid_bleu1_permuted"],
-             best["valid_bleu1_nuisance"])
+             "with its own λ and seeds %.4f)", run.path, settings, best["valid_bleu1"], best["valid_bleu1_permuted"],
+             control["valid_bleu1_nuisance"])
     return result
