@@ -14,7 +14,8 @@ from brainllm.errors import ConfigError
 from brainllm.decoding.bayes import encoding_scores, posterior_losses
 from brainllm.decoding.candidates import Candidates, lm_scores
 from brainllm.decoding.encoding_choice import choose_encoding_model
-from brainllm.decoding.encoding_model import EncodingChoice, SentenceScorer, positions_of, sample_frames
+from brainllm.decoding.encoding_model import (EncodingChoice, SentenceScorer, positions_of, sample_frames,
+                                              save_scorer)
 from brainllm.experiments.decoder_tuning import best_nuisance_rows, choose_decoder, tune
 from brainllm.decoding.generation import generate_predictions
 from brainllm.io import read_jsonl
@@ -88,6 +89,15 @@ def fitted_scorer(run):
     assert [r["nuisance_weight"] for r in rows] == [1.0, 3.0]
     assert model.config.nuisance_weight == choice.nuisance_weight and model.config.nuisance_columns == 2
     return SentenceScorer(run, model, choice)
+
+
+def save_scorers(run, scorer: SentenceScorer) -> None:
+    """Save `scorer` as the run's encoding model and, beside it, a length/position-only model fitted on its
+    training samples (what `tune` leaves for the nuisance control)."""
+    save_scorer(run, scorer)
+    train = run.encoder.encode_all(run.dataset, run.split.train)
+    nuisance, nchoice, _ = choose_encoding_model(run, train, [None], [None], [0.5])
+    save_scorer(run, SentenceScorer(run, nuisance, nchoice), "nuisance")
 
 
 def test_planted_frames_pick_the_true_text_and_noise_does_not(tmp_path, tiny_llama_path, source_samples):

@@ -12,13 +12,11 @@ import torch
 from brainllm import backbones
 from brainllm.decoding.bayes import bayes_decode, score_candidates
 from brainllm.decoding.candidates import Candidates
-from brainllm.decoding.encoding_choice import choose_encoding_model
-from brainllm.decoding.encoding_model import SentenceScorer, save_scorer
 from brainllm.decoding.guided import BareStates, GuidedSettings, guided_search
 from brainllm.decoding.prefix_sample import SampleSettings, draw_uniforms, sample_from_prefix
 from brainllm.model.injection import decoder_blocks
 from brainllm.model.text_features import block_states
-from tests.decoding.test_bayes import LAYER, fitted_scorer, planted_dataset, train_run
+from tests.decoding.test_bayes import LAYER, fitted_scorer, planted_dataset, save_scorers, train_run
 
 PROMPTS = ("The old", "She walked", "In the morning", "A small", "We", "He said", "The river", "At night")
 NEW_TOKENS = 6
@@ -150,10 +148,7 @@ def test_guided_texts_join_every_pick():
 def test_the_bayesian_decoder_with_guided_search(tmp_path, tiny_llama_path, sentence_samples):
     run = train_run(tmp_path, tiny_llama_path, planted_dataset(tiny_llama_path, sentence_samples, 4.0))
     scorer = fitted_scorer(run)
-    save_scorer(run, scorer)
-    train = run.encoder.encode_all(run.dataset, run.split.train)
-    nuisance, nchoice, _ = choose_encoding_model(run, train, [None], [None], [0.5])
-    save_scorer(run, SentenceScorer(run, nuisance, nchoice), "nuisance")
+    save_scorers(run, scorer)
     samples = run.encoder.encode_all(run.dataset, run.split.test)[:6]
     cfg = replace(run.config.generation, rerank="encoding", n_candidates=3, guided_beams=2, encoding_weight=5.0,
                   max_new_tokens=8)

@@ -12,12 +12,11 @@ import pytest
 
 from brainllm.decoding.bayes import bayes_decode, score_candidates
 from brainllm.decoding.candidates import lm_scores
-from brainllm.decoding.encoding_choice import choose_encoding_model
-from brainllm.decoding.encoding_model import SentenceScorer, save_scorer
 from brainllm.decoding.retrieval import retrieval_pool
 from brainllm.decoding.seeded import first_sentence, retrieved_prompts, seeded_proposals
 from brainllm.model.collate import permute_frames
-from tests.decoding.test_bayes import LAYER, fitted_scorer, planted_dataset, source_samples, train_run  # noqa: F401
+from tests.decoding.test_bayes import (LAYER, fitted_scorer, planted_dataset, save_scorers,  # noqa: F401
+                                       source_samples, train_run)
 from tests.decoding.test_guided import sentence_samples  # noqa: F401
 
 
@@ -76,10 +75,7 @@ def test_seeded_texts_are_sentences_scored_under_the_samples_own_prompt(planted_
 
 def test_seeded_texts_join_every_pick_also_for_the_nuisance_decoder(planted_run):
     run, scorer = planted_run
-    save_scorer(run, scorer)
-    train = run.encoder.encode_all(run.dataset, run.split.train)
-    nuisance, nchoice, _ = choose_encoding_model(run, train, [None], [None], [0.5])
-    save_scorer(run, SentenceScorer(run, nuisance, nchoice), "nuisance")
+    save_scorers(run, scorer)
     samples = run.encoder.encode_all(run.dataset, run.split.test)[:6]
     cfg = replace(run.config.generation, rerank="encoding", n_candidates=3, seeded_sentences=2, seeded_draws=3,
                   encoding_weight=5.0, max_new_tokens=8)

@@ -26,6 +26,14 @@ def retrieval_pool(run: LoadedRun, splits: Sequence[str] | None = None) -> list[
     return sorted({run.dataset.by_id(i).continuation.strip() for i in ids})
 
 
+def pool_or_default(run: LoadedRun, pool: Sequence[str] | None) -> list[str]:
+    """`pool` as a list (None: `retrieval_pool`); a `ValueError` when it is empty."""
+    pool = list(retrieval_pool(run) if pool is None else pool)
+    if not pool:
+        raise ValueError("The retrieval pool is empty: the encoding model's splits hold no sample.")
+    return pool
+
+
 def retrieval_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
                      pool: Sequence[str]) -> np.ndarray:
     """`(n_samples, n_pool)`: log p(frames of sample i | prompt_i + pool text j) up to a constant per sample.
@@ -59,8 +67,6 @@ def retrieval_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[E
 def retrieve(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
              pool: Sequence[str] | None = None) -> list[str]:
     """Per sample, the pool text (default `retrieval_pool`) under which its frames are likeliest."""
-    pool = list(retrieval_pool(run) if pool is None else pool)
-    if not pool:
-        raise ValueError("The retrieval pool is empty: the encoding model's splits hold no sample.")
+    pool = pool_or_default(run, pool)
     scores = retrieval_scores(run, scorer, samples, pool)
     return [pool[int(k)] for k in np.argmax(scores, axis=1)]

@@ -29,7 +29,7 @@ from ..model.text_features import full_text
 from ..runs import LoadedRun
 from .candidates import lm_scores, propose, sampling_dtype
 from .encoding_model import SentenceScorer
-from .retrieval import retrieval_pool, retrieval_scores
+from .retrieval import pool_or_default, retrieval_scores
 
 #: a sentence ends at . ! or ? (closing quotes or brackets after it kept) followed by a space or the end
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
@@ -63,10 +63,7 @@ def seeded_proposals(run: LoadedRun, samples: Sequence[EncodedSample], layout: s
 
     Returns per sample the texts' token ids as continuations of the sample's own prompt and `(n,)` their summed
     log p_LM(ids + EOS | own prompt, frames), in `candidates.sampling_dtype`."""
-    pool = list(retrieval_pool(run) if pool is None else pool)
-    if not pool:
-        raise ValueError("The retrieval pool is empty: the encoding model's splits hold no sample.")
-    prompts = retrieved_prompts(run, samples, scorer, cfg.seeded_sentences, pool)
+    prompts = retrieved_prompts(run, samples, scorer, cfg.seeded_sentences, pool_or_default(run, pool))
     seeded = [replace(s, prompt_ids=tuple(run.encoder.text_ids(p))) for s, p in zip(samples, prompts)]
     drawn = propose(run, seeded, layout, replace(cfg, n_candidates=cfg.seeded_draws + 1),
                     f"{desc}/draw")
