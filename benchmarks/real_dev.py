@@ -33,9 +33,14 @@ Recipes:
                 passages (its decoder tuned on frames permuted across training + validation)
 Each recipe's minutes count its training (when this call trained it), tuning, decoding and evaluation.
 
+With `--folds N` the split is an outer cross-validation instead (`data.split: kfold_by_stimulus`, seed
+`--split-seed`): each recipe runs the steps above once per fold in OUT/fold<f>/ (each fold tests its own 1/N of the
+passages and selects on its own validation passages from the other folds), then `brainllm evaluate-folds` scores the
+folds' test samples as one test set in OUT/pooled/RECIPE: every passage tested once, the tests over all of them.
+
     .venv/bin/python benchmarks/real_dev.py [--recipes paper paper+bayes noise+bayes] [--dev ../shared/data/...]
-        [--out runs/real-dev] [--split-seed 0] [--permutations 3] [--crossloss 48] [--task sentence]
-        [--nuisance-decoding] [--retrieval]
+        [--out runs/real-dev] [--split-seed 0] [--folds 5 [--fold 0 1]] [--permutations 3] [--crossloss 48]
+        [--task sentence] [--nuisance-decoding] [--retrieval]
 """
 
 from __future__ import annotations
@@ -78,8 +83,9 @@ def finished(run: Path) -> bool:
 
 def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, crossloss: int,
                     bayes_permutations: int, nuisance_decoding: bool, split_seed: int = 0,
-                    retrieval: bool = False) -> dict:
+                    retrieval: bool = False, split_keys: tuple[str, ...] = ()) -> dict:
     run_name, keys, bayes, decode_keys = RECIPES[name]
+    keys = [*split_keys, *keys]
     run = out / run_name
     start = time.perf_counter()
     if not finished(run):
@@ -109,6 +115,14 @@ def evaluate_recipe(name: str, prepared: Path, out: Path, permutations: int, cro
         subprocess.run(["cp", "-r", str(run / sub), str(decoded / sub)], check=True)
     scores = json.loads((run / "evaluation" / "scores.json").read_text())
     return {"recipe": name, "minutes": round((time.perf_counter() - start) / 60, 1), **row_of(scores)}
+
+
+def pooled_row(name: str, runs: list[Path], out: Path) -> dict:
+    """The recipe's folds scored as one test set (`brainllm evaluate-folds`) in OUT/pooled/RECIPE."""
+    pooled = out / "pooled" / name
+    brainllm("evaluate-folds", *map(str, runs), "--out", str(pooled))
+    scores = json.loads((pooled / "scores.json").read_text())
+    return {"recipe": name, "fold": f"{len(runs)} pooled", "minutes": "-", **row_of(scores)}
 
 
 def row_of(s: dict) -> dict:
@@ -153,7 +167,7 @@ def row_of(s: dict) -> dict:
     }
 
 
-COLUMNS = ["recipe", "pairwise", "pairwise_p", "dloss", "dloss_p", "post_pairwise", "post_pairwise_p", "post_dloss",
+COLUMNS = ["fold", "recipe", "pairwise", "pairwise_p", "dloss", "dloss_p", "post_pairwise", "post_pairwise_p", "post_dloss",
            "post_dloss_p", "bleu1", "bleu1_perm", "bleu1_ratio", "bleu1_p",
            "semsim_d", "semsim_p", "bleu1_std", "bleu1_nuis", "bleu1_nuis_p", "semsim", "semsim_perm", "semsim_nuis",
            "semsim_nuis_p", "semsim_retr", "semsim_retr_p", "bleu1_retr", "ident_x", "ident_w", "nuis_x", "nuis_w",
@@ -170,6 +184,13 @@ def main() -> None:
     parser.add_argument("--out", default="runs/real-dev")
     parser.add_argument("--split-seed", type=int, default=0,
                         help="data.split_seed of every run (a new seed: test passages no decoder was compared on)")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="N > 0: an outer cross-validation instead of one split: fold f of N "
+                             "(`data.split: kfold_by_stimulus`, seed --split-seed) in OUT/fold<f>, each passage "
+                             "tested once; the folds are then scored as one test set (`brainllm evaluate-folds`, "
+                             "OUT/pooled/RECIPE)")
+    parser.add_argument("--fold", type=int, nargs="*", default=None,
+                        help="with --folds: only these folds (two or more are pooled too)")
     parser.add_argument("--permutations", type=int, default=3)
     parser.add_argument("--crossloss", type=int, default=48)
     parser.add_argument("--bayes-permutations", type=int, default=1,
@@ -188,8 +209,17 @@ def main() -> None:
         if not Path(args.dev).exists():
             sys.exit(f"{args.dev} not found: the development data live in ../shared/data/pereira-example-dev.")
         brainllm("convert", "released", args.dev, "--out", str(prepared), "-o", f"task={args.task}")
-    rows = [evaluate_recipe(name, prepared, out, args.permutations, args.crossloss, args.bayes_permutations,
-                            args.nuisance_decoding, args.split_seed, args.retrieval) for name in args.recipes]
+    folds = [(out, ())] if not args.folds else [
+        (out / f"fold{f}", ("data.split=kfold_by_stimulus", f"data.n_folds={args.folds}", f"data.fold={f}"))
+        for f in (range(args.folds) if args.fold is None else args.fold)]
+    rows = []
+    for name in args.recipes:
+        rows += [{**evaluate_recipe(name, prepared, fold_out, args.permutations, args.crossloss,
+                                    args.bayes_permutations, args.nuisance_decoding, args.split_seed, args.retrieval,
+                                    split_keys), **({"fold": fold_out.name} if args.folds else {})}
+                 for fold_out, split_keys in folds]
+        if args.folds and len(folds) > 1:  # the fold runs now hold this recipe's predictions
+            rows.append(pooled_row(name, [fold_out / RECIPES[name][0] for fold_out, _ in folds], out))
     print()
     print_table(rows, COLUMNS)
     for row in rows:

@@ -390,6 +390,27 @@ def evaluate_cmd(
     typer.echo(f"\nscores written to {folder / 'scores.json'} and {folder / 'table.md'}")
 
 
+@app.command("evaluate-folds")
+def evaluate_folds_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="The fold runs of one outer cross-validation (data.split: "
+                                                    "kfold_by_stimulus, one run per data.fold), each with predictions."),
+    out: Path = typer.Option(..., "--out", help="Folder for the pooled scores.json, table.md and per_sample.jsonl."),
+    split: str = typer.Option("test", help="The split whose predictions are scored."),
+    semantic: bool = typer.Option(True, help="Also compute the MiniLM semantic metrics."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap and permutation tests."),
+) -> None:
+    """Score the folds of an outer cross-validation as one test set: every passage tested once, tests over all."""
+    from .evaluation.evaluate import EvalConfig, write_evaluation
+    from .evaluation.folds import evaluate_folds
+    from .evaluation.metrics import MetricConfig
+    from .evaluation.tables import text_condition_table
+
+    ev = evaluate_folds(run_dirs, split, MetricConfig(semantic=semantic), EvalConfig(seed=seed))
+    folder = write_evaluation(ev, out)
+    typer.echo(text_condition_table(ev.summary))
+    typer.echo(f"\nscores of {len(run_dirs)} folds written to {folder / 'scores.json'} and {folder / 'table.md'}")
+
+
 @app.command("ceiling")
 def ceiling_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),

@@ -33,13 +33,15 @@ def write_fake_run(folder: Path, n_stimuli: int = 12, per_stimulus: int = 3, per
                    signal: float = 1.0, seed: int = 0, backbone: str = "tiny-llama",
                    dataset: str = "/data/sim_sentence", max_train_samples: Optional[int] = None, n_train: int = 40,
                    crossloss: bool = True, conditions: Sequence[str] = ("brain", "permuted", "no_brain"),
-                   split: str = "test", epochs: int = 3) -> Path:
-    """Write a run folder with predictions for `split`; returns `folder`."""
+                   split: str = "test", epochs: int = 3, prefix: str = "st",
+                   split_info: Optional[dict] = None) -> Path:
+    """Write a run folder with predictions for `split` (stimuli `<prefix>00`, ...; split.json's method, seed and
+    info from `split_info`, default by_stimulus); returns `folder`."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     (folder / "predictions").mkdir(parents=True, exist_ok=True)
-    ids = [f"st{s:02d}-{k}" for s in range(n_stimuli) for k in range(per_stimulus)]
-    stimuli = [f"st{s:02d}" for s in range(n_stimuli) for _ in range(per_stimulus)]
+    ids = [f"{prefix}{s:02d}-{k}" for s in range(n_stimuli) for k in range(per_stimulus)]
+    stimuli = [f"{prefix}{s:02d}" for s in range(n_stimuli) for _ in range(per_stimulus)]
     n = len(ids)
     prompts = [_sentence(rng, int(rng.integers(3, 15))) for _ in range(n)]
     refs = [_sentence(rng, 8) for _ in range(n)]
@@ -51,8 +53,9 @@ def write_fake_run(folder: Path, n_stimuli: int = 12, per_stimulus: int = 3, per
               "package_version": "0.1.0", "condition": "brain"}
     (folder / "brainllm.json").write_text(json.dumps(config), encoding="utf-8")
     train_ids = [f"train-{k}" for k in range(n_train)]
-    (folder / "split.json").write_text(json.dumps({"method": "by_stimulus", "seed": 0, "info": {}, "train": train_ids,
-                                                   "valid": ["valid-0"], "test": ids}), encoding="utf-8")
+    made = split_info or {"method": "by_stimulus", "seed": 0, "info": {}}
+    (folder / "split.json").write_text(json.dumps({**made, "train": train_ids, "valid": ["valid-0"], "test": ids}),
+                                       encoding="utf-8")
     log = [{"stage": "warmup", "epoch": 0, "train_loss": 5.0, "valid_loss": None, "lr": 1e-3, "seconds": 1.0,
             "samples_per_s": 40.0}]
     log += [{"stage": "main", "epoch": e, "train_loss": 4.0 / (e + 1) + 1, "valid_loss": 4.2 / (e + 1) + 1.2,
