@@ -37,6 +37,7 @@ def test_pooled_scores_are_the_folds_samples_together(tmp_path: Path) -> None:
     for cond in ("brain", "permuted", "no_brain"):
         mean = np.mean([f.summary["conditions"][cond]["bleu1_per_sample"]["mean"] for f in folds])
         assert ev.summary["conditions"][cond]["bleu1_per_sample"]["mean"] == pytest.approx(mean)
+    assert ev.summary["name"] == f"3 folds of {tmp_path.name}"
     assert ev.summary["n_stimuli"] == 18 and [f["fold"] for f in ev.summary["folds"]] == [0, 1, 2]
     # three times the passages: the same effect is tested with more power than in any one fold
     p_pooled = ev.summary["comparisons"]["brain_vs_permuted"]["bleu1_per_sample"]["p_signflip_stimuli"]

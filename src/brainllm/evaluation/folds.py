@@ -17,6 +17,7 @@ each fold's number of samples.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def _merged(name: str, parts: Sequence[Condition]) -> Condition:
 
 
 def load_folds(paths: Sequence[str | Path], split: str = "test") -> tuple[RunData, list[RunData]]:
-    """The fold runs' `split` predictions as one `RunData` (the path of the first fold's parent, no cross-loss or
+    """The fold runs' `split` predictions as one `RunData` (at the folder that holds them all, no cross-loss or
     decoder-score matrices: those compare samples within one fold) and the fold runs themselves.
 
     Raises `EvaluationError` unless the runs are distinct folds of one cross-validation with disjoint test passages
@@ -78,8 +79,9 @@ def load_folds(paths: Sequence[str | Path], split: str = "test") -> tuple[RunDat
         raise EvaluationError(f"the folds decoded different conditions: {[sorted(n) for n in names]}; generate the "
                               "same conditions on every fold.")
     first = runs[0]
+    common = Path(os.path.commonpath([str(r.path) for r in runs]))  # the folder that holds the folds
     conditions = {name: _merged(name, [r.conditions[name] for r in runs]) for name in first.conditions}
-    return RunData(first.path.parent, split, first.config, [i for r in runs for i in r.ids],
+    return RunData(common, split, first.config, [i for r in runs for i in r.ids],
                    [s for r in runs for s in r.stimuli], [p for r in runs for p in r.prompts],
                    [t for r in runs for t in r.references], conditions), runs
 
