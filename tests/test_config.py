@@ -178,7 +178,8 @@ def test_tune_decoder_cli_defaults_are_the_librarys():
     from brainllm.experiments import decoder_tuning as T
 
     params = {p.name: p.default for p in typer.main.get_command(app).commands["tune-decoder"].params}
-    assert params["criterion"] == T.DEFAULT_CRITERION and params["tolerance"] == T.DEFAULT_TOLERANCE
+    # None: the task's default (`tune`: DEFAULT_CRITERION, or the sentence task's SENTENCE_CRITERION)
+    assert params["criterion"] is None and params["tolerance"] == T.DEFAULT_TOLERANCE
     # None: the task's default (`tune`: DEFAULT_CONTEXT_SENTENCES, or the sentence task's 0 alone)
     assert params["context_sentences"] is None
     assert params["refit_with_valid"] == T.DEFAULT_REFIT_WITH_VALID

@@ -101,13 +101,13 @@ def train(
     if PartialState().is_main_process:
         typer.echo(f"run {cfg.output}: best validation loss {state.best_valid:.4f} (main epoch {state.best_epoch})")
         if cfg.generation.rerank == "encoding":  # the config asks for the Bayesian decoder: fit and tune it now
-            from .experiments.decoder_tuning import DEFAULT_CRITERION, DEFAULT_REFIT_WITH_VALID, DEFAULT_TOLERANCE
+            from .experiments.decoder_tuning import DEFAULT_REFIT_WITH_VALID, DEFAULT_TOLERANCE
 
             # a guided search or retrieval seeds the config asks for are tried against none
             gen = cfg.generation
             widths = sorted({0, gen.guided_beams}) if gen.guided_beams else None
             seeds = sorted({0, gen.seeded_sentences}) if gen.seeded_sentences else None
-            tune_decoder(Path(cfg.output), [], criterion=DEFAULT_CRITERION, tolerance=DEFAULT_TOLERANCE,
+            tune_decoder(Path(cfg.output), [], criterion=None, tolerance=DEFAULT_TOLERANCE,
                          context_sentences=None, refit_with_valid=DEFAULT_REFIT_WITH_VALID, guided_beams=widths,
                          seeded_sentences=seeds)
 
@@ -149,10 +149,12 @@ def generate(
 def tune_decoder(
     run_dir: Path = typer.Argument(..., help="A run folder written by `brainllm train`."),
     set_: list[str] = typer.Option([], "--set", help="Override a generation setting of the candidates' search."),
-    criterion: str = typer.Option("content_gain", help="How validation chooses the picks' λ and number of "
-                                  "candidates: content_gain (BLEU-1 over the length/position decoder's picks, "
-                                  "within --tolerance of the best BLEU-1), brain_gain (the same over permuted "
-                                  "frames) or bleu (BLEU-1 alone)."),
+    criterion: Optional[str] = typer.Option(None, help="How validation chooses the picks' λ, rule and number of "
+                                            "candidates: content_gain (BLEU-1 over the length/position decoder's "
+                                            "picks, within --tolerance of the best BLEU-1), meaning_gain (the same "
+                                            "on BLEU-1 + MiniLM similarity), brain_gain (BLEU-1 over permuted "
+                                            "frames) or bleu (BLEU-1 alone); default meaning_gain in the sentence "
+                                            "task, content_gain otherwise."),
     tolerance: float = typer.Option(0.05, help="content_gain, brain_gain: relative BLEU-1 below the best that is "
                                                "acceptable."),
     context_sentences: Optional[list[int]] = typer.Option(None, help="How many of the passage's previous "

@@ -63,8 +63,9 @@ RERANKS = ("none", "encoding")
 #: generation.sampler: how the Bayesian decoder draws its candidates: from each prefix's KV cache with log p_LM
 #: accumulated while drawing (`decoding.prefix_sample`), or HF generate + a teacher-forced pass (the reference)
 SAMPLERS = ("prefix", "hf")
-#: generation.pick: how the Bayesian decoder picks among its scored candidates (decoding.mbr)
-PICKS = ("map", "mbr")
+#: generation.pick: how the Bayesian decoder picks among its scored candidates (decoding.mbr; pool-mbr: its
+#: hypotheses include the likeliest training sentences, decoding.pool_mbr)
+PICKS = ("map", "mbr", "pool-mbr")
 #: the float type of the Bayesian decoder's inference passes (model.precision): auto = bfloat16 where measured faster
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -205,7 +206,12 @@ class GenerationConfig:
     encoding_weight: float = 1.0        # encoding: λ on the encoding model's log-likelihood
     pick: str = "map"                   # encoding: the candidate of the highest score (map), or of the highest
                                         # expected word overlap with the others under the posterior the score
-                                        # defines (mbr, decoding.mbr)
+                                        # defines (mbr, decoding.mbr), or of the highest expected similarity
+                                        # to the candidates and the likeliest training sentences (pool-mbr,
+                                        # decoding.pool_mbr; the retrieval baseline then looks up by that rule)
+    pool_mbr_beta: float = 0.3          # pool-mbr: β tempering log p(frames | text) in its posterior
+    pool_mbr_top: int = 50              # pool-mbr: how many of the likeliest training sentences are hypotheses
+    mbr_meaning_weight: float = 0.5     # pool-mbr: the weight of MiniLM cosine (against word F1) in its similarity
     posterior_weight: float | None = None  # encoding: λ of the decoder's distribution in the posterior-loss test
                                         # (held-out likelihood; None: encoding_weight, the picks' λ)
     guided_beams: int = 0               # encoding: 0, or the width of an encoding-guided beam search (each beam
@@ -236,6 +242,10 @@ class GenerationConfig:
         check_at_least("generation.seeded_sentences", self.seeded_sentences, 0)
         check_at_least("generation.seeded_draws", self.seeded_draws, 1)
         check_at_least("generation.encoding_weight", self.encoding_weight, 0)
+        check_at_least("generation.pool_mbr_beta", self.pool_mbr_beta, 0)
+        check_at_least("generation.pool_mbr_top", self.pool_mbr_top, 1)
+        if not 0.0 <= self.mbr_meaning_weight <= 1.0:
+            raise ConfigError(f"generation.mbr_meaning_weight must lie in [0, 1], got {self.mbr_meaning_weight!r}.")
         _check_optional_at_least("generation.posterior_weight", self.posterior_weight, 0)
         _check_optional_at_least("generation.nuisance_encoding_weight", self.nuisance_encoding_weight, 0)
         _check_optional_at_least("generation.nuisance_seeded_sentences", self.nuisance_seeded_sentences, 0)

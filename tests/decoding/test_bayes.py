@@ -248,10 +248,10 @@ def test_choose_decoder_trades_bleu_for_brain_dependence_within_the_tolerance():
     # gain over that control at λ 30 (0.180 vs 0.150) is no gain
     assert choose_decoder(table, "content_gain", 0.25) == table[4]
     assert choose_decoder(table, "content_gain", 0.0) == table[0]
-    assert best_nuisance_rows(table)[(None, "map", 16, 0)] == table[1]
+    assert best_nuisance_rows(table)[(None, "map", 16, 0, None)] == table[1]
     # and its own retrieval seeds: a seeded row of the same shared settings where the control does better
     seeded = table + [dict(table[2], seeded_sentences=3, valid_bleu1=0.1, valid_bleu1_nuisance=0.216)]
-    assert best_nuisance_rows(seeded)[(None, "map", 16, 0)] == seeded[5]
+    assert best_nuisance_rows(seeded)[(None, "map", 16, 0, None)] == seeded[5]
     assert choose_decoder(seeded, "content_gain", 0.05) == table[4]
     with pytest.raises(ConfigError, match="criterion"):
         choose_decoder(table, "meteor")

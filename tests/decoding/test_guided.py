@@ -138,7 +138,7 @@ def test_guided_texts_join_every_pick():
     # the guided text wins at λ 1 whatever the number of proposed candidates; at λ 0 the proposed first one
     assert more.pick(1.0, n_candidates=1) == [3] and more.pick(0.0, n_candidates=1) == [0]
     # a guided text that repeats a proposed one in the pool is not counted twice; beyond the pool it joins
-    assert list(more._pool(0, 3)) == [0, 1, 2, 3] and list(more._pool(0, 1)) == [0, 3, 4]
+    assert list(more.considered(0, 3)) == [0, 1, 2, 3] and list(more.considered(0, 1)) == [0, 3, 4]
     with pytest.raises(ValueError, match="scored texts"):
         more.extended(str, [[[5]]], [np.zeros(1)])
     again = more.extended(str, [[[5]]], [np.zeros(1)], [np.array([3.0])])

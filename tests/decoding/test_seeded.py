@@ -86,7 +86,7 @@ def test_seeded_texts_join_every_pick_also_for_the_nuisance_decoder(planted_run)
     for a, b, p in zip(cands.encoding, plain.encoding, cands.proposed):
         np.testing.assert_allclose(a[:p], b, rtol=1e-6)
     # with one proposed candidate, the seeded ones still compete
-    assert all(len(cands._pool(i, 1)) > 1 for i in range(len(samples)))
+    assert all(len(cands.considered(i, 1)) > 1 for i in range(len(samples)))
     texts, _ = bayes_decode(run, samples, "brain", cfg)
     assert texts == cands.picks(5.0)
     by_nuisance, _ = bayes_decode(run, samples, "brain", cfg, scorer="nuisance")

@@ -41,6 +41,8 @@ from ..runs import LoadedRun
 from .candidates import Candidates, propose, propose_stored, regroup, sampling_dtype
 from .encoding_model import SentenceScorer, load_scorer, positions_of, reference_texts
 from .guided import guided_proposals
+from .pool_mbr import PoolMBR, PoolMBRPicker
+from .retrieval import retrieval_pool, retrieval_scores
 from .seeded import seeded_proposals
 
 
@@ -128,7 +130,8 @@ def _scored(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSam
 def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, cfg: GenerationConfig,
                  lm_losses: np.ndarray | None = None, desc: str = "bayes", scorer: str = "encoding",
                  store: Path | None = None) -> tuple[list[str], np.ndarray | None]:
-    """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`); `scorer`
+    """Decoded text of each sample by the Bayesian decoder (`cfg.encoding_weight`, `cfg.n_candidates`, `cfg.pick`:
+    `pool-mbr` also scores the run's training sentences, `retrieval.retrieval_pool`); `scorer`
     "nuisance" swaps in the length/position-only encoding model (the nuisance control). Given the adapter-
     conditioned LM's teacher-forced losses of the reference continuations `lm_losses` `(n,)` (mean nats per token
     + EOS), also the loss of each under the decoder's distribution at λ `cfg.distribution_weight`
@@ -136,7 +139,12 @@ def bayes_decode(run: LoadedRun, samples: Sequence[EncodedSample], layout: str, 
     and read back instead of proposed again (`propose_stored`)."""
     model = load_scorer(run, scorer)
     cands = score_candidates(run, samples, layout, cfg, model, desc, store)
-    texts = cands.picks(cfg.encoding_weight, rule=cfg.pick)
+    if cfg.pick == "pool-mbr":  # the same scorer and frames score the run's training sentences
+        pool = retrieval_pool(run)
+        texts = PoolMBRPicker(cands, pool, retrieval_scores(run, model, samples, pool),
+                              cfg.pool_mbr_top).picks(PoolMBR.of(cfg))
+    else:
+        texts = cands.picks(cfg.encoding_weight, rule=cfg.pick)
     if lm_losses is None:
         return texts, None
     return texts, posterior_losses(lm_losses, *reference_scores(run, model, samples), cands,

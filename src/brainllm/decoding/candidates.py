@@ -54,16 +54,18 @@ class Candidates:
     def pick(self, weight: float, n_candidates: int | None = None, rule: str = "map") -> list[int]:
         """Index of the chosen candidate of each sample among its first `n_candidates`, under the score
         lm + weight·encoding: its highest (`map`), or the minimum-Bayes-risk choice under the posterior that score
-        defines (`mbr`: `mbr.mbr_index`)."""
+        defines (`mbr`: `mbr.mbr_index`). `pool-mbr` needs the training sentences' scores: `pool_mbr.PoolMBRPicker`."""
+        if rule not in ("map", "mbr"):
+            raise ValueError(f"Candidates.pick takes the map or mbr rule, not {rule!r} (pool-mbr: PoolMBRPicker).")
         out = []
         for i, (lm, enc) in enumerate(zip(self.lm, self.encoding)):
-            pool = self._pool(i, n_candidates)
+            pool = self.considered(i, n_candidates)
             score = lm[pool] + weight * enc[pool]
             best = mbr_index(self.similarity(i)[np.ix_(pool, pool)], score) if rule == "mbr" else np.argmax(score)
             out.append(int(pool[best]))
         return out
 
-    def _pool(self, i: int, n_candidates: int | None) -> np.ndarray:
+    def considered(self, i: int, n_candidates: int | None) -> np.ndarray:
         """Sample i's candidates a pick chooses among: its first `n_candidates` proposed ones (all for None) and
         every later (guided) one that repeats none before it."""
         proposed = len(self.lm[i]) if self.proposed is None else self.proposed[i]

@@ -42,6 +42,7 @@ from ..runs import LoadedRun, RunPaths
 from .bayes import bayes_decode
 from .candidates import sampling_dtype
 from .encoding_model import has_scorer, load_scorer
+from .pool_mbr import PoolMBR
 from .retrieval import retrieve
 from .sentences import (decode_ids, decoding_kwargs, generate_ids, input_layout, length_sorted_batches,
                         search_settings, teacher_forced_losses)
@@ -106,7 +107,8 @@ def generate_predictions(run: LoadedRun, split: str = "test", condition: str = "
     bare = run.model.bare_backbone if condition == "no_brain" else contextlib.nullcontext
     if condition == "retrieval":
         losses, posterior = np.full(len(samples), np.nan), None
-        texts = retrieve(run, load_scorer(run), samples)
+        texts = retrieve(run, load_scorer(run), samples,
+                         rule=PoolMBR.of(cfg) if cfg.rerank == "encoding" and cfg.pick == "pool-mbr" else None)
     else:
         with bare():  # StdLLM: the pretrained backbone alone, also for a LoRA run
             losses = teacher_forced_losses(run, samples, layout, cfg.batch_size)

@@ -44,12 +44,13 @@ def similarity_matrix(texts: Sequence[str]) -> np.ndarray:
 
 
 def mbr_index(similarity: np.ndarray, log_weights: np.ndarray) -> int:
-    """Index of the text with the highest expected similarity to the others (`similarity` `(n, n)`, e.g.
-    `similarity_matrix`) under the posterior `softmax(log_weights)` `(n,)`; ties go to the likeliest, then to the
-    first."""
+    """Index of the text with the highest expected similarity to the hypotheses under the posterior
+    `softmax(log_weights)` `(m,)`: `similarity` `(n, m)` between the n texts to choose from and the m >= n
+    hypotheses, whose first n are those texts (`(n, n)`, e.g. `similarity_matrix`, when they are all);
+    ties go to the likeliest, then to the first."""
     log_weights = np.asarray(log_weights, dtype=np.float64)
     posterior = np.exp(log_weights - log_weights.max())
     posterior /= posterior.sum()
     gain = similarity @ posterior
     best = np.flatnonzero(np.isclose(gain, gain.max(), rtol=0, atol=1e-12))
-    return int(best[np.argmax(posterior[best])])
+    return int(best[np.argmax(posterior[:len(gain)][best])])

@@ -3,7 +3,8 @@
 Each sample's output is the continuation, among those of the samples the run's encoding model was fitted on
 (`scorer_splits`: training, and validation when refitted), under which the encoding model finds the sample's frames
 likeliest: log p(frames | prompt + text), each text read with the sample's own prompt, passage context (if the
-model reads one) and position. No LM takes part. It is nearest-neighbour decoding in the encoding model's frame
+model reads one) and position (or, for a decoder that picks by `pool-mbr`, the pool text that rule chooses among
+the likeliest: `pool_mbr.lookup_index`, so that the two decide alike). No LM takes part. It is nearest-neighbour decoding in the encoding model's frame
 space, so a report can say whether BrainLLM's generation adds anything to looking up a sentence seen in training.
 """
 
@@ -17,6 +18,7 @@ from ..model import EncodedSample
 from ..model.text_features import full_text, mean_states_after_prefix
 from ..runs import LoadedRun
 from .encoding_model import SentenceScorer, positions_of, scorer_splits
+from .pool_mbr import PoolMBR, SentenceVectors, lookup_index
 
 
 def retrieval_pool(run: LoadedRun, splits: Sequence[str] | None = None) -> list[str]:
@@ -65,8 +67,12 @@ def retrieval_scores(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[E
 
 
 def retrieve(run: LoadedRun, scorer: SentenceScorer, samples: Sequence[EncodedSample],
-             pool: Sequence[str] | None = None) -> list[str]:
-    """Per sample, the pool text (default `retrieval_pool`) under which its frames are likeliest."""
+             pool: Sequence[str] | None = None, rule: PoolMBR | None = None) -> list[str]:
+    """Per sample, the pool text (default `retrieval_pool`) under which its frames are likeliest, or with `rule`,
+    the one `pool_mbr.lookup_index` chooses."""
     pool = pool_or_default(run, pool)
     scores = retrieval_scores(run, scorer, samples, pool)
-    return [pool[int(k)] for k in np.argmax(scores, axis=1)]
+    if rule is None:
+        return [pool[int(k)] for k in np.argmax(scores, axis=1)]
+    vectors = SentenceVectors()
+    return [pool[lookup_index(pool, row, rule, vectors)] for row in scores]

@@ -11,6 +11,10 @@ cross-validation over training stimuli, then, on the validation split, two λs.
   `brain_gain` PerBrainLLM's (other passages' frames, their own candidates). On the real development data the
   BLEU-1 choice left the text independent of the frames (own 0.219 vs permuted 0.220 on validation); `brain_gain`
   chose λ = 10, whose gain over permuted frames came from length and position alone (docs/calibration.md).
+  `meaning_gain` (the sentence task's default) is `content_gain` on BLEU-1 plus MiniLM similarity, the content
+  line's two measures: with no prompt the sentence's topic is what the frames can give, and BLEU-1 alone chose
+  picks no closer in meaning than a training sentence looked up (docs/results.md).
+- The pick rule (`map`, `mbr`, and in the sentence task `pool-mbr` at `SENTENCE_MEANING_WEIGHTS`) with them.
 - The length/position decoder's own λ and retrieval seeds (`nuisance_encoding_weight`,
   `nuisance_seeded_sentences`): the control shares the chosen row's sampled candidates (temperature, pick rule,
   number of candidates, guided width) and takes the λ and seeds under which *its* picks score best on validation
@@ -35,7 +39,8 @@ from ..decoding.bayes import (encoding_scores, guided_texts, posterior_losses, r
                               seeded_texts)
 from ..decoding.encoding_choice import choose_encoding_model, fit_encoding_model, training_samples
 from ..decoding.encoding_model import SentenceScorer, save_scorer
-from ..decoding.retrieval import retrieval_pool
+from ..decoding.pool_mbr import PoolMBR, PoolMBRPicker, SentenceVectors
+from ..decoding.retrieval import retrieval_pool, retrieval_scores
 from ..decoding.sentences import teacher_forced_losses
 from ..errors import ConfigError, check_choice
 from ..evaluation import metrics as M
@@ -80,14 +85,24 @@ DEFAULT_GUIDED_BEAMS = (0,)
 #: sampled ones, at the same BLEU-1 (docs/results.md)
 DEFAULT_SEEDED_SENTENCES = (0,)
 SENTENCE_SEEDED_SENTENCES = (0, 3)
+#: the pick rules tried: the sentence task also tries `pool-mbr` (its hypotheses include the likeliest training
+#: sentences, `decoding.pool_mbr`), at these weights of meaning (MiniLM cosine) against words in its similarity. On
+#: the real development data's validation passages (split seeds 2, 3, 5; 139 samples) it raised the picks' MiniLM
+#: similarity to the reference from 0.099 (the chosen MAP/MBR picks) to 0.118-0.129 (docs/results.md)
+DEFAULT_PICKS = ("map", "mbr")
+SENTENCE_PICKS = ("map", "mbr", "pool-mbr")
+SENTENCE_MEANING_WEIGHTS = (0.3, 0.7)
 #: how the picks' λ and number of candidates are chosen on validation (module docstring), and the control
-#: column each gain criterion subtracts
-CRITERIA = ("content_gain", "brain_gain", "bleu")
+#: column each gain criterion subtracts; `meaning_gain` (the sentence task's default) scores a row by its BLEU-1 plus
+#: its MiniLM similarity (`quality`), the content line's two measures
+CRITERIA = ("content_gain", "brain_gain", "bleu", "meaning_gain")
 DEFAULT_CRITERION = "content_gain"
-CONTROL_COLUMNS = {"content_gain": "valid_bleu1_nuisance", "brain_gain": "valid_bleu1_permuted"}
-#: the settings the length/position decoder shares with the decoder it controls (the same sampled candidates); its
-#: λ and retrieval seeds are its own
-SHARED_WITH_CONTROL = ("temperature", "pick", "n_candidates", "guided_beams")
+SENTENCE_CRITERION = "meaning_gain"
+CONTROL_COLUMNS = {"content_gain": "valid_bleu1_nuisance", "brain_gain": "valid_bleu1_permuted",
+                   "meaning_gain": "valid_bleu1_nuisance"}
+#: the settings the length/position decoder shares with the decoder it controls (the same sampled candidates, the
+#: same pick rule); its λ and retrieval seeds are its own
+SHARED_WITH_CONTROL = ("temperature", "pick", "n_candidates", "guided_beams", "mbr_meaning_weight")
 DEFAULT_TOLERANCE = 0.05
 
 
@@ -103,12 +118,20 @@ def default_layers(n_blocks: int) -> list[int]:
     return sorted({max(1, min(n_blocks, round(f * n_blocks))) for f in DEFAULT_LAYER_FRACTIONS})
 
 
-def check_selection(criterion: str, tolerance: float, prefix: str = "",
+def quality(row: dict, criterion: str, suffix: str = "") -> float:
+    """What `criterion` maximises in a validation row: its BLEU-1 (`valid_bleu1` + `suffix`), plus its MiniLM
+    similarity (`valid_minilm` + `suffix`) for `meaning_gain`."""
+    value = row["valid_bleu1" + suffix]
+    return value + row["valid_minilm" + suffix] if criterion == "meaning_gain" else value
+
+
+def check_selection(criterion: str | None, tolerance: float, prefix: str = "",
                     context_sentences: Sequence[int] | None = DEFAULT_CONTEXT_SENTENCES) -> None:
     """A `ConfigError` unless `criterion` is one of `CRITERIA`, `tolerance` lies in [0, 1) and `context_sentences`
     are whole numbers >= 0 or None (the run's task's default, `tune`) (checked before any fitting, so a typo costs
-    nothing); `prefix` goes before the names in the message (`--` for the CLI)."""
-    check_choice(f"{prefix}criterion", criterion, CRITERIA)
+    nothing); `prefix` goes before the names in the message (`--` for the CLI). None: the run's task's default."""
+    if criterion is not None:
+        check_choice(f"{prefix}criterion", criterion, CRITERIA)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0.0 <= tolerance < 1.0:
         raise ConfigError(f"{prefix}tolerance must be a number in [0, 1), got {tolerance!r}.")
     if context_sentences is None:
@@ -120,18 +143,18 @@ def check_selection(criterion: str, tolerance: float, prefix: str = "",
 def _shared(row: dict) -> tuple:
     """A validation row's settings that its length/position decoder shares (`SHARED_WITH_CONTROL`; missing ones at
     their defaults)."""
-    defaults = {"temperature": None, "pick": "map", "guided_beams": 0}
+    defaults = {"temperature": None, "pick": "map", "guided_beams": 0, "mbr_meaning_weight": None}
     return tuple(row.get(k, defaults.get(k)) for k in SHARED_WITH_CONTROL)
 
 
-def best_nuisance_rows(table: Sequence[dict]) -> dict[tuple, dict]:
+def best_nuisance_rows(table: Sequence[dict], criterion: str = DEFAULT_CRITERION) -> dict[tuple, dict]:
     """Per shared setting (`_shared`), the row where the length/position decoder's validation BLEU-1
-    (`valid_bleu1_nuisance`) is highest: that control with its own best λ and seeds (ties to fewer seeds, then to
-    the smaller λ)."""
+    (`valid_bleu1_nuisance`; plus its MiniLM similarity for `meaning_gain`: `quality`) is highest: that control with
+    its own best λ and seeds (ties to fewer seeds, then to the smaller λ)."""
     out: dict[tuple, dict] = {}
 
     def rank(r: dict) -> tuple:
-        return r["valid_bleu1_nuisance"], -r.get("seeded_sentences", 0), -r["encoding_weight"]
+        return quality(r, criterion, "_nuisance"), -r.get("seeded_sentences", 0), -r["encoding_weight"]
 
     for r in table:
         key = _shared(r)
@@ -143,11 +166,12 @@ def best_nuisance_rows(table: Sequence[dict]) -> dict[tuple, dict]:
 def choose_decoder(table: Sequence[dict], criterion: str = DEFAULT_CRITERION,
                    tolerance: float = DEFAULT_TOLERANCE) -> dict:
     """The validation row (`n_candidates`, `encoding_weight`, `valid_bleu1`, and the control columns
-    `valid_bleu1_nuisance`, `valid_bleu1_permuted`) whose setting decodes: `bleu`, the highest `valid_bleu1`; a
-    gain criterion, the highest `valid_bleu1` minus its control among rows with
-    `valid_bleu1 >= (1 − tolerance) · max valid_bleu1`: `brain_gain` PerBrainLLM's at the row's own settings,
-    `content_gain` the length/position decoder's at its own best λ and seeds with the row's shared settings
-    (`best_nuisance_rows`). Ties go to the higher BLEU-1, then to no or a narrower
+    `valid_bleu1_nuisance`, `valid_bleu1_permuted`; for `meaning_gain` also the `valid_minilm*` ones) whose setting
+    decodes: `bleu`, the highest `valid_bleu1`; a gain criterion, the highest `quality` minus its control's among
+    rows with `quality >= (1 − tolerance) · max quality`: `brain_gain` PerBrainLLM's at the row's own settings,
+    `content_gain` (BLEU-1) and `meaning_gain` (BLEU-1 + MiniLM) the length/position decoder's at its own best λ and
+    seeds with the row's shared settings (`best_nuisance_rows`). Ties go to the higher quality, then to no or a
+    narrower
     guided search, then to no or fewer retrieval-seeded sentences, then to fewer candidates (cheaper), then to the
     MAP pick (simpler; rows without a `pick` are MAP, without `guided_beams` unguided, without `seeded_sentences`
     unseeded)."""
@@ -159,23 +183,25 @@ def choose_decoder(table: Sequence[dict], criterion: str = DEFAULT_CRITERION,
 
     if criterion == "bleu":
         return max(table, key=lambda r: (r["valid_bleu1"], *simpler(r)))
-    column, best_control = CONTROL_COLUMNS[criterion], best_nuisance_rows(table)
+    best_control = best_nuisance_rows(table, criterion)
 
     def control(r: dict) -> float:
-        return best_control[_shared(r)][column] if criterion == "content_gain" else r[column]
+        if criterion == "brain_gain":
+            return r[CONTROL_COLUMNS[criterion]]
+        return quality(best_control[_shared(r)], criterion, "_nuisance")
 
-    floor = (1 - tolerance) * max(r["valid_bleu1"] for r in table)
-    eligible = [r for r in table if r["valid_bleu1"] >= floor]
-    return max(eligible, key=lambda r: (r["valid_bleu1"] - control(r), r["valid_bleu1"], *simpler(r)))
+    floor = (1 - tolerance) * max(quality(r, criterion) for r in table)
+    eligible = [r for r in table if quality(r, criterion) >= floor]
+    return max(eligible, key=lambda r: (quality(r, criterion) - control(r), quality(r, criterion), *simpler(r)))
 
 
 def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[int | None] | None = None,
          dims: Sequence[int | None] = DEFAULT_DIMS, shrinkages: Sequence[float] = DEFAULT_SHRINKAGES,
          weights: Sequence[float] | None = None, n_candidates: Sequence[int] | None = None,
-         nuisance_weights: Sequence[float] = DEFAULT_NUISANCE_WEIGHTS, criterion: str = DEFAULT_CRITERION,
+         nuisance_weights: Sequence[float] = DEFAULT_NUISANCE_WEIGHTS, criterion: str | None = None,
          tolerance: float = DEFAULT_TOLERANCE, context_sentences: Sequence[int] | None = None,
          refit_with_valid: bool = DEFAULT_REFIT_WITH_VALID, temperatures: Sequence[float] | None = None,
-         picks: Sequence[str] = PICKS, guided_beams: Sequence[int] | None = None,
+         picks: Sequence[str] | None = None, guided_beams: Sequence[int] | None = None,
          seeded_sentences: Sequence[int] | None = None) -> dict:
     """Fit and choose the Bayesian decoder of a trained run, never reading test samples:
     1. the encoding model (layer, frame dimensions, shrinkage, nuisance band weight, and how many of the passage's
@@ -193,6 +219,8 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
        length/position model's), and per number of retrieved training sentences that seed more candidates
        (`seeded_sentences`, 0 = none: `decoding.seeded`; each decoder retrieves with its own frames and model, from
        the training sentences only);
+       Each row also holds its picks' MiniLM similarity to the references (`valid_minilm*`); `pool-mbr` rows
+       (`picks`, `decoding.pool_mbr`, one per meaning weight) score the training sentences as hypotheses too;
     3. `encoding_weight`, `n_candidates`, `temperature`, `pick`, `guided_beams` and `seeded_sentences`:
        `choose_decoder`; the length/position decoder's own λ and seeds (`nuisance_encoding_weight`,
        `nuisance_seeded_sentences`): its best validation BLEU-1 with the chosen row's shared settings;
@@ -201,8 +229,9 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
        training and validation samples (identification grows with training passages: docs/calibration.md).
     Writes `RUN/decoder/` (the models) and `RUN/decoder.json` (the chosen generation settings, which `load_run`
     applies as the run's defaults, and the tables behind the choice). Returns what decoder.json holds.
-    Left at None, `weights`, `n_candidates`, `context_sentences` and `temperatures` are the defaults of the run's
-    task (`DEFAULT_*`; the sentence task's `SENTENCE_*`, also for `seeded_sentences`), `guided_beams` none
+    Left at None, `weights`, `n_candidates`, `context_sentences`, `temperatures`, `picks` and `criterion` are the
+    defaults of the run's task (`DEFAULT_*`; the sentence task's `SENTENCE_*`, also for `seeded_sentences`),
+    `guided_beams` none
     (`DEFAULT_GUIDED_BEAMS`)."""
     sentence_task = run.dataset.task == "sentence"
     if weights is None:
@@ -215,6 +244,10 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
         guided_beams = DEFAULT_GUIDED_BEAMS
     if seeded_sentences is None:
         seeded_sentences = SENTENCE_SEEDED_SENTENCES if sentence_task else DEFAULT_SEEDED_SENTENCES
+    if picks is None:
+        picks = SENTENCE_PICKS if sentence_task else DEFAULT_PICKS
+    if criterion is None:
+        criterion = SENTENCE_CRITERION if sentence_task else DEFAULT_CRITERION
     check_selection(criterion, tolerance, context_sentences=context_sentences)
     for rule in picks:
         check_choice("pick", rule, PICKS)
@@ -250,6 +283,16 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
     # each decoder steers its own searches and seeds: true frames, permuted ones, the length/position model
     decoders = ((valid, scorer, "brain"), (valid_permuted, scorer, "permuted"), (valid, nuisance_scorer, "nuisance"))
     pool = retrieval_pool(run, ("train",))  # the encoding models above saw training samples only
+    # pool-mbr's evidence: each decoder's scores of the training sentences (its own frames and model), once
+    pool_scores = ([retrieval_scores(run, sc, ss, pool) for ss, sc, _ in decoders] if "pool-mbr" in picks
+                   else None)
+    vectors = SentenceVectors()
+    reference_vectors = vectors(refs)
+
+    def measured(texts: Sequence[str]) -> tuple[float, float]:
+        """Mean BLEU-1 and MiniLM cosine of picks against the validation references."""
+        return float(bleu1(texts, refs).mean()), float((vectors(texts) * reference_vectors).sum(1).mean())
+
     table, guided = [], {}
     for t in temperatures:
         t_cfg = replace(cfg, temperature=t)
@@ -266,12 +309,14 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
         # under PerBrainLLM's frames and candidates: the paper's pairwise test of that distribution, reported only)
         posterior = {w: (posterior_losses(*references[0], cands, w), posterior_losses(*references[1], permuted, w))
                      for w in weights}
+        measures: dict[tuple, list[tuple[float, float]]] = {}  # pool-mbr's picks do not depend on λ: once per set
         for k in seeded_sentences:
             # the seeded texts depend on the temperature, not on λ: once per decoder here
             seeded = [None] * 3 if not k else [
                 seeded_texts(run, ss, "brain", replace(t_cfg, seeded_sentences=k), sc, pool,
                              desc=f"valid/{name} t={t:g}") for ss, sc, name in decoders]
             for beams in guided_beams:
+                pickers: tuple[PoolMBRPicker, ...] | None = None
                 for w in weights:
                     if beams and not w:
                         continue  # a search the frames do not steer is the LM's own beam search
@@ -286,19 +331,32 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
                                      for c, (_, _, name) in zip(sets, decoders))
                     if k:  # after the guided texts, as `score_candidates` adds them
                         sets = tuple(c.extended(run.encoder.decode, *more) for c, more in zip(sets, seeded))
+                    if pool_scores is not None and (pickers is None or beams):
+                        pickers = tuple(PoolMBRPicker(c, pool, sc, cfg.pool_mbr_top, vectors)
+                                        for c, sc in zip(sets, pool_scores))
                     own, other = posterior[w]
-                    for rule in picks:
-                        for n in n_candidates:
-                            bleu = [float(bleu1(c.picks(w, n, rule), refs).mean()) for c in sets]
-                            table.append({"temperature": t, "pick": rule, "n_candidates": n, "encoding_weight": w,
-                                          "guided_beams": beams, "seeded_sentences": k, "valid_bleu1": bleu[0],
-                                          "valid_bleu1_permuted": bleu[1], "valid_bleu1_nuisance": bleu[2],
-                                          "valid_posterior_loss": float(np.nanmean(own)),
-                                          "valid_posterior_loss_permuted": float(np.nanmean(other)),
-                                          "valid_posterior_pairwise": float(np.nanmean(pairwise_accuracy(own,
-                                                                                                         other)))})
+                    for rule, meaning, n in ((r, m, n) for r in picks for n in n_candidates
+                                             for m in (SENTENCE_MEANING_WEIGHTS if r == "pool-mbr" else (None,))):
+                        if rule == "pool-mbr":
+                            key = (k, beams, w if beams else None, meaning, n)
+                            if key not in measures:
+                                mbr = PoolMBR(cfg.pool_mbr_beta, cfg.pool_mbr_top, meaning)
+                                measures[key] = [measured(p.picks(mbr, n)) for p in pickers]
+                            scores = measures[key]
+                        else:
+                            scores = [measured(c.picks(w, n, rule)) for c in sets]
+                        row = {"temperature": t, "pick": rule, "n_candidates": n, "encoding_weight": w,
+                               "guided_beams": beams, "seeded_sentences": k}
+                        if meaning is not None:
+                            row["mbr_meaning_weight"] = meaning
+                        for suffix, (b, m) in zip(("", "_permuted", "_nuisance"), scores):
+                            row["valid_bleu1" + suffix], row["valid_minilm" + suffix] = b, m
+                        table.append(row | {
+                            "valid_posterior_loss": float(np.nanmean(own)),
+                            "valid_posterior_loss_permuted": float(np.nanmean(other)),
+                            "valid_posterior_pairwise": float(np.nanmean(pairwise_accuracy(own, other)))})
     best = choose_decoder(table, criterion, tolerance)
-    control = best_nuisance_rows(table)[_shared(best)]
+    control = best_nuisance_rows(table, criterion)[_shared(best)]
     likeliest = min((r for r in table if r["temperature"] == best["temperature"]),
                     key=lambda r: r["valid_posterior_loss"])
     settings = {"rerank": "encoding", "n_candidates": best["n_candidates"], "encoding_weight": best["encoding_weight"],
@@ -306,7 +364,9 @@ def tune(run: LoadedRun, cfg: GenerationConfig | None = None, layers: Sequence[i
                 "pick": best["pick"], "guided_beams": best["guided_beams"],
                 "seeded_sentences": best["seeded_sentences"], "seeded_draws": cfg.seeded_draws,
                 "nuisance_encoding_weight": control["encoding_weight"],
-                "nuisance_seeded_sentences": control.get("seeded_sentences", 0)}
+                "nuisance_seeded_sentences": control.get("seeded_sentences", 0),
+                "pool_mbr_beta": cfg.pool_mbr_beta, "pool_mbr_top": cfg.pool_mbr_top,
+                "mbr_meaning_weight": best.get("mbr_meaning_weight", cfg.mbr_meaning_weight)}
     if refit_with_valid:
         refit = training_samples(run, with_valid=True)
         model = fit_encoding_model(run, refit, choice, cfg.seed)
