@@ -16,7 +16,8 @@ that sentence length and position explain much of Pereira decoding) is answered 
   accuracy the length/position decoder's distribution reaches against the same PerBrainLLM, and whether the
   decoder's distribution beats that one's (the loss under each; on the real development data the length/position
   distribution reaches most of the decoder's);
-* with the retrieval baseline (`retrieval`: the training text the encoding model finds likeliest for the frames),
+* with the retrieval baseline (`retrieval`: the training text the encoding model finds likeliest for the frames,
+  or the one a `pool-mbr` decoder's rule chooses),
   whether generation beats looking the text up (MiniLM similarity and BLEU-1, Bonferroni over the two);
 * `decoder_identification(scores)`: from `predictions/<split>_decoderscore.npz` (`decoding.decoder_identification`), 2-way
   identification of texts for fixed frames, across stimuli and within a stimulus, by the encoding model, by the
@@ -166,10 +167,14 @@ def _content_line(summary: dict) -> str:
 
 def _retrieval_line(summary: dict) -> str:
     """Whether generating the text beats looking it up: BrainLLM against the retrieval baseline (the training text
-    the encoding model finds likeliest for the frames)."""
+    the encoding model finds likeliest for the frames, or the one a pool-mbr decoder's rule chooses)."""
     hit, detail = _text_tests(summary, "retrieval")
-    return (f"generation vs look-up: {'better than' if hit else 'not better than'} the retrieval baseline (the "
-            f"nearest training text by the encoding model: {detail})")
+    rule = summary.get("decoding", {}).get("retrieval", {})
+    how = ("a training text chosen by the decoder's own rule, pool-mbr"
+           if rule.get("rerank") == "encoding" and rule.get("pick") == "pool-mbr"
+           else "the nearest training text by the encoding model")
+    return (f"generation vs look-up: {'better than' if hit else 'not better than'} the retrieval baseline ({how}: "
+            f"{detail})")
 
 
 def _matched(summary: dict, metric: str, higher_is_better: bool, label: str, what: str) -> str:
