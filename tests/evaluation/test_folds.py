@@ -102,3 +102,23 @@ def test_fold_identification_is_the_sample_weighted_mean_of_the_folds() -> None:
     assert out["length_position_model"]["across"] == pytest.approx(0.5)  # all ties: half
     assert fold_identification([fold(4, 1.0), SimpleNamespace(path="x", crossloss=None, decoder_scores=None)])[
         "available"] is False
+
+
+def test_folds_that_chose_different_pick_rules_say_so() -> None:
+    """Each fold's validation chooses its decoder: the pooled condition names every fold's rule, and the look-up
+    verdict says it looked up per fold (not by the first fold's rule alone)."""
+    from brainllm.evaluation.controls import _retrieval_line
+    from brainllm.evaluation.folds import _merged
+    from brainllm.evaluation.rundata import Condition
+
+    def part(pick: str) -> Condition:
+        ones = np.ones((2, 1))
+        return Condition("retrieval", {"decoding": {"rerank": "encoding", "pick": pick}}, [["a"], ["b"]], ones,
+                         np.zeros((2, 1), bool), None)
+
+    same = _merged("retrieval", [part("map"), part("map")])
+    assert same.header["decoding"]["pick"] == "map" and len(same.predictions) == 4
+    mixed = _merged("retrieval", [part("map"), part("pool-mbr"), part("pool-mbr")])
+    assert mixed.header["decoding"]["pick"] == "per fold: map, pool-mbr, pool-mbr"
+    summary = {"decoding": {"retrieval": mixed.header["decoding"]}, "comparisons": {}}
+    assert "per fold, by that fold's decoder's rule (map, pool-mbr, pool-mbr" in _retrieval_line(summary)

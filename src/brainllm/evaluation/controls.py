@@ -170,9 +170,11 @@ def _retrieval_line(summary: dict) -> str:
     the encoding model finds likeliest for the frames, or the one a pool-mbr decoder's rule chooses)."""
     hit, detail = _text_tests(summary, "retrieval")
     rule = summary.get("decoding", {}).get("retrieval", {})
-    how = ("a training text chosen by the decoder's own rule, pool-mbr"
-           if rule.get("rerank") == "encoding" and rule.get("pick") == "pool-mbr"
-           else "the nearest training text by the encoding model")
+    pick = str(rule.get("pick", "")) if rule.get("rerank") == "encoding" else ""
+    how = ("a training text chosen by the decoder's own rule, pool-mbr" if pick == "pool-mbr" else
+           f"per fold, by that fold's decoder's rule ({pick.removeprefix('per fold: ')}; pool-mbr: a training text "
+           "chosen by that rule, else the nearest by the encoding model)" if "pool-mbr" in pick else
+           "the nearest training text by the encoding model")
     return (f"generation vs look-up: {'better than' if hit else 'not better than'} the retrieval baseline ({how}: "
             f"{detail})")
 

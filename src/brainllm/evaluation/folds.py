@@ -50,7 +50,11 @@ def _merged(name: str, parts: Sequence[Condition]) -> Condition:
     posterior = None
     if all(c.posterior_loss is not None for c in parts):
         posterior = np.concatenate([c.posterior_loss for c in parts])
-    return Condition(name, parts[0].header, [row for c in parts for row in c.predictions],
+    header = dict(parts[0].header)
+    picks = [str(c.header.get("decoding", {}).get("pick")) for c in parts]
+    if len(set(picks)) > 1:  # each fold's validation chose its own rule: say so, not the first fold's
+        header["decoding"] = dict(header.get("decoding", {}), pick="per fold: " + ", ".join(picks))
+    return Condition(name, header, [row for c in parts for row in c.predictions],
                      np.concatenate([c.loss for c in parts]), np.concatenate([c.fixed_point for c in parts]), posterior)
 
 
