@@ -66,8 +66,9 @@ def run_rows(path: str, store: str, meanings: list[float], vectors: SentenceVect
 
     rows: dict[str, list[tuple]] = {}
     λ = cfg.encoding_weight
-    rows[f"run's pick ({cfg.pick}, λ {λ:g})"] = [scored(c.picks(λ, rule=cfg.pick if cfg.pick != "pool-mbr" else "map"))
-                                                 for c in sets]
+    print(f"{path}: the run's own pick is {cfg.pick} at λ {λ:g}")
+    rows["run's own pick (its rule and λ)"] = [scored(c.picks(λ, rule=cfg.pick if cfg.pick != "pool-mbr" else "map"))
+                                               for c in sets]
     pickers = [PoolMBRPicker(c, pool, s, cfg.pool_mbr_top, vectors) for c, s in zip(sets, pool_scores)]
     for meaning in meanings:
         rule = PoolMBR(cfg.pool_mbr_beta, cfg.pool_mbr_top, meaning)
