@@ -20,12 +20,10 @@ from dataclasses import replace
 import numpy as np
 
 from brainllm.decoding.bayes import encoding_scores, score_candidates, seeded_texts
-from brainllm.decoding.encoding_choice import fit_encoding_model, training_samples
-from brainllm.decoding.encoding_model import EncodingChoice, SentenceScorer
+from brainllm.decoding.encoding_choice import validation_scorers
 from brainllm.decoding.pool_mbr import PoolMBR, PoolMBRPicker, SentenceVectors, lookup_index
 from brainllm.decoding.retrieval import retrieval_pool, retrieval_scores
 from brainllm.experiments.decoder_tuning import bleu1
-from brainllm.io import read_json
 from brainllm.model.collate import permute_frames
 from brainllm.runs import RunPaths, load_run
 
@@ -36,13 +34,7 @@ def run_rows(path: str, store: str, meanings: list[float], vectors: SentenceVect
     """Per rule, per decoder: (per-sample BLEU-1, per-sample MiniLM cosine) on the run's validation samples."""
     run = load_run(path)
     cfg = run.config.generation
-    decoder, train = read_json(RunPaths(run.path).decoder_file), training_samples(run)
-
-    def training_only(key: str) -> SentenceScorer:
-        choice = EncodingChoice(**{k: v for k, v in decoder[key].items() if k != "alpha"})
-        return SentenceScorer(run, fit_encoding_model(run, train, choice, cfg.seed), choice)
-
-    scorer, nuisance = training_only("encoding_model"), training_only("nuisance_model")
+    scorer, nuisance = validation_scorers(run)
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
     permuted = permute_frames(valid, cfg.seed)
     refs = [run.dataset.by_id(s.id).continuation for s in valid]

@@ -30,11 +30,9 @@ import numpy as np
 
 from _common import host_info, print_table, write_json
 from brainllm.decoding.bayes import encoding_scores, score_candidates, seeded_texts, with_guided
-from brainllm.decoding.encoding_choice import fit_encoding_model, training_samples
-from brainllm.decoding.encoding_model import EncodingChoice, SentenceScorer
+from brainllm.decoding.encoding_choice import validation_scorers
 from brainllm.decoding.retrieval import retrieval_pool
 from brainllm.evaluation.semantic import MiniLMScorer
-from brainllm.io import read_json
 from brainllm.experiments.decoder_tuning import bleu1
 from brainllm.model.collate import permute_frames
 from brainllm.runs import RunPaths, load_run
@@ -51,13 +49,7 @@ def main() -> None:
     cfg = replace(run.config.generation, guided_beams=0, seeded_sentences=0)
     if cfg.rerank != "encoding":
         raise SystemExit(f"{args.run} has no tuned Bayesian decoder: run `brainllm tune-decoder {args.run}` first.")
-    decoder, train = read_json(RunPaths(run.path).decoder_file), training_samples(run)
-
-    def training_only(key: str) -> SentenceScorer:
-        choice = EncodingChoice(**{k: v for k, v in decoder[key].items() if k != "alpha"})
-        return SentenceScorer(run, fit_encoding_model(run, train, choice, cfg.seed), choice)
-
-    scorer, nuisance = training_only("encoding_model"), training_only("nuisance_model")
+    scorer, nuisance = validation_scorers(run)
     valid = run.encoder.encode_all(run.dataset, run.split.valid)
     permuted = permute_frames(valid, cfg.seed)
     refs = [run.dataset.by_id(s.id).continuation for s in valid]

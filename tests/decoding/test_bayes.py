@@ -223,6 +223,11 @@ def test_refit_with_valid_changes_the_models_not_the_choices(tmp_path, tiny_llam
     assert len(both) == len(run.split.train) + len(run.split.valid)
     np.testing.assert_allclose(scorer.model.coef_, fit_encoding_model(run, both, scorer.choice).coef_)
     assert not np.allclose(scorer.model.coef_, train_only)
+    # validation-only analyses of the refitted run get the models validation scored with back
+    from brainllm.decoding.encoding_choice import validation_scorers
+
+    before_refit, _ = validation_scorers(run)
+    np.testing.assert_allclose(before_refit.model.coef_, train_only)
     # a noise-trained control refits on frames permuted across training and validation samples: never a true pair
     noise = train_run(tmp_path / "noise", tiny_llama_path, planted_dataset(tiny_llama_path, source_samples, 4.0),
                       permute_frames=True)

@@ -21,10 +21,10 @@ from ..model import EncodedSample
 from ..model.text_features import nuisance_features
 from ..progress import progress
 from ..ridge import shared_decompositions, stimulus_folds
-from ..runs import LoadedRun
+from ..runs import LoadedRun, RunPaths
 from ..voxelwise.sentence_encoding import SentenceEncodingModel
-from .encoding_model import (EncodingChoice, bare_states, choice_contexts, encoding_design, positions_of,
-                             reference_texts, sample_contexts, sample_frames, text_design)
+from .encoding_model import (EncodingChoice, SentenceScorer, bare_states, choice_contexts, encoding_design,
+                             positions_of, reference_texts, sample_contexts, sample_frames, text_design)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,19 @@ def fit_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], choice:
                          choice_contexts(run, samples, choice))
     return SentenceEncodingModel(choice.model_config(seed)).fit(design, sample_frames(run, samples, choice.max_dims),
                                                                  [s.stimulus for s in samples])
+
+
+def validation_scorers(run: LoadedRun) -> tuple[SentenceScorer, SentenceScorer]:
+    """The tuned decoder's encoding model and its length/position model as validation saw them: the choices in
+    `RUN/decoder.json` fitted on training samples only (`tune` refits them on training + validation once chosen), for
+    validation-only analyses of a tuned run."""
+    decoder, train = read_json(RunPaths(run.path).decoder_file), training_samples(run)
+
+    def fitted(key: str) -> SentenceScorer:
+        choice = EncodingChoice(**{k: v for k, v in decoder[key].items() if k != "alpha"})
+        return SentenceScorer(run, fit_encoding_model(run, train, choice, run.config.generation.seed), choice)
+
+    return fitted("encoding_model"), fitted("nuisance_model")
 
 
 def choose_encoding_model(run: LoadedRun, samples: Sequence[EncodedSample], layers: Sequence[int],
