@@ -9,8 +9,8 @@
   nucleus draws from one pass over each prefix, `prefix_sample`, with their log p_LM), `encoding_model` reads a
   text and the frames (features, the fitted model's files), `encoding_choice` fits and chooses it by cross-
   validation, `bayes` scores the candidates, picks and gives the decoder's distribution, `mbr` picks by minimum
-  Bayes risk instead of the mode (`pool_mbr`: against the likeliest training sentences too), and `decoder_identification` scores every text against every sample's frames for
-  the identification verdicts;
+  Bayes risk instead of the mode (`pool_mbr`: against the likeliest training sentences too), and
+  `decoder_identification` scores every text against every sample's frames for the identification verdicts;
 * `retrieval`: the retrieval baseline, no generation: the training text the encoding model finds likeliest (or
   the one a `pool-mbr` decoder's rule chooses);
 * `wordlm`: a causal LM as a word-level LM (word vocabulary, proposals, KV-cached beam state, word features);

@@ -45,6 +45,10 @@ class PoolMBR:
     def of(cls, cfg: GenerationConfig) -> "PoolMBR":
         return cls(cfg.pool_mbr_beta, cfg.pool_mbr_top, cfg.mbr_meaning_weight)
 
+    def similarity(self, cos: np.ndarray, f1: np.ndarray) -> np.ndarray:
+        """The declared similarity from its two parts (`similarity_parts`): w · cos + (1 − w) · word F1."""
+        return self.meaning_weight * cos + (1 - self.meaning_weight) * f1
+
 
 class SentenceVectors:
     """MiniLM unit vectors `(n, 384)` of texts (`data.features.sentence_embeddings`), each text embedded once."""
@@ -58,6 +62,15 @@ class SentenceVectors:
             for text, vector in zip(todo, sentence_embeddings(todo).astype(np.float64)):
                 self._cache[text] = vector
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 384))
+
+
+def similarity_parts(texts: Sequence[str], hypotheses: Sequence[str], vectors) -> tuple[np.ndarray, np.ndarray]:
+    """`(n, m)` MiniLM cosines and `(n, m)` word F1s between `texts` and `hypotheses` (`vectors`: a
+    `SentenceVectors` or any callable giving unit vectors)."""
+    vec = vectors(list(texts) + list(hypotheses))
+    bags = [words(t) for t in hypotheses]
+    f1 = np.array([[word_f1(words(a), b) for b in bags] for a in texts]).reshape(len(texts), len(hypotheses))
+    return vec[:len(texts)] @ vec[len(texts):].T, f1
 
 
 def top_hypotheses(scores: np.ndarray, top: int, exclude: Sequence[str] = (), pool: Sequence[str] = ()) -> np.ndarray:
@@ -95,12 +108,9 @@ class PoolMBRPicker:
         if i not in self._blocks:
             texts = self.cands.texts[i]
             idx = top_hypotheses(self.pool_scores[i], self.top, texts, self.pool)
-            hyps = list(texts) + [self.pool[j] for j in idx]
-            vec = self.vectors(hyps)
-            bags = [words(t) for t in hyps]
-            f1 = np.array([[word_f1(a, b) for b in bags] for a in bags[:len(texts)]]).reshape(len(texts), len(hyps))
+            cos, f1 = similarity_parts(texts, list(texts) + [self.pool[j] for j in idx], self.vectors)
             scores = np.concatenate([self.cands.encoding[i], self.pool_scores[i][idx]])
-            self._blocks[i] = (vec[:len(texts)] @ vec.T, f1, idx, scores)
+            self._blocks[i] = (cos, f1, idx, scores)
         return self._blocks[i]
 
     def pick(self, rule: PoolMBR, n_candidates: int | None = None) -> list[int]:
@@ -113,7 +123,7 @@ class PoolMBRPicker:
             cos, f1, idx, scores = self._block(i)
             rows = self.cands.considered(i, n_candidates)
             cols = np.concatenate([rows, len(self.cands.texts[i]) + np.arange(min(rule.top, len(idx)))])
-            sim = rule.meaning_weight * cos[np.ix_(rows, cols)] + (1 - rule.meaning_weight) * f1[np.ix_(rows, cols)]
+            sim = rule.similarity(cos[np.ix_(rows, cols)], f1[np.ix_(rows, cols)])
             out.append(int(rows[mbr_index(sim, rule.beta * scores[cols])]))
         return out
 
@@ -128,8 +138,5 @@ def lookup_index(pool: Sequence[str], scores: np.ndarray, rule: PoolMBR, vectors
     one of the highest expected similarity to them under p(h | frames) ∝ exp(β · score)."""
     idx = top_hypotheses(scores, rule.top)
     hyps = [pool[j] for j in idx]
-    vec = (vectors or SentenceVectors())(hyps)
-    bags = [words(t) for t in hyps]
-    f1 = np.array([[word_f1(a, b) for b in bags] for a in bags])
-    sim = rule.meaning_weight * (vec @ vec.T) + (1 - rule.meaning_weight) * f1
+    sim = rule.similarity(*similarity_parts(hyps, hyps, vectors or SentenceVectors()))
     return int(idx[mbr_index(sim, rule.beta * np.asarray(scores)[idx])])

@@ -4,8 +4,9 @@ Each sample's output is the continuation, among those of the samples the run's e
 (`scorer_splits`: training, and validation when refitted), under which the encoding model finds the sample's frames
 likeliest: log p(frames | prompt + text), each text read with the sample's own prompt, passage context (if the
 model reads one) and position (or, for a decoder that picks by `pool-mbr`, the pool text that rule chooses among
-the likeliest: `pool_mbr.lookup_index`, so that the two decide alike). No LM takes part. It is nearest-neighbour decoding in the encoding model's frame
-space, so a report can say whether BrainLLM's generation adds anything to looking up a sentence seen in training.
+the likeliest: `pool_mbr.lookup_index`, so that the two decide alike). No LM takes part. It is nearest-neighbour
+decoding in the encoding model's frame space, so a report can say whether BrainLLM's generation adds anything to
+looking up a sentence seen in training.
 """
 
 from __future__ import annotations
